@@ -1,0 +1,221 @@
+"""The input and output of every selector: :class:`TokenBatch` and :class:`Selection`.
+
+A ``TokenBatch`` holds what a model adapter gathered for B images (or crops), each with n
+candidate vision tokens. Unbatched inputs (``vision`` of shape ``[n, D]``) are accepted and
+answered unbatched. ``TokenBatch.validate`` turns every shape, dtype, device and finiteness
+mistake into a ``ValueError`` / ``TypeError`` that names the argument.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import torch
+from torch import Tensor
+
+__all__ = ["TokenBatch", "Selection"]
+
+
+def _check_float(name: str, t: Tensor, rank: int, device: torch.device) -> None:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != rank:
+        raise ValueError(f"{name} must have {rank} dimensions (batched), got shape {tuple(t.shape)}")
+    if not t.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+    if t.device != device:
+        raise ValueError(f"{name} is on device {t.device} but vision is on {device}: put all inputs on one device")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or inf values")
+
+
+def _check_bool(name: str, t: Tensor, shape: tuple[int, ...], device: torch.device) -> None:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype != torch.bool:
+        raise TypeError(f"{name} must be a bool tensor, got dtype {t.dtype}")
+    if tuple(t.shape) != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
+    if t.device != device:
+        raise ValueError(f"{name} is on device {t.device} but vision is on {device}: put all inputs on one device")
+
+
+@dataclass
+class TokenBatch:
+    """Candidate vision tokens of B images (or crops) plus whatever context selectors use.
+
+    Shapes are given batched; every tensor may also drop its leading B axis when ``vision`` does.
+
+    Attributes:
+        vision: float ``[B, n, D]``: projected vision tokens, in the language model's input space.
+            These are the tokens that are kept.
+        vision_raw: float ``[B, n, d]``: vision-encoder features before the projector
+            (LLaVA: CLIP ``hidden_states[-2]`` without CLS). ``None`` falls back to ``vision``.
+        text: float ``[B, m, D]``: the question's token embeddings (``embed_tokens`` output).
+        text_mask: bool ``[B, m]``: True where ``text`` holds a real token (ragged questions).
+        exclude: bool ``[B, n]``: True = this token may not be picked (padding patches).
+        vision_mask: bool ``[B, n]``: True where ``vision`` holds a real token (ragged n across
+            the batch). Masked-out tokens are neither picked nor counted as something to cover.
+        cls_attention: float ``[B, n]``: attention from CLS to each patch (summed over heads),
+            used by VisionZip.
+        keys: float ``[B, n, dk]``: head-averaged attention keys of the encoder layer, used by
+            VisionZip's contextual merging.
+        llm_attention: float ``[B, n]``: attention the language model pays to each vision token
+            (FastV-style in-LLM selectors).
+        grid: ``(h, w)`` with ``h * w == n``: the patch grid, for spatial selectors.
+    """
+
+    vision: Tensor
+    vision_raw: Tensor | None = None
+    text: Tensor | None = None
+    text_mask: Tensor | None = None
+    exclude: Tensor | None = None
+    vision_mask: Tensor | None = None
+    cls_attention: Tensor | None = None
+    keys: Tensor | None = None
+    llm_attention: Tensor | None = None
+    grid: tuple[int, int] | None = None
+
+    @property
+    def batched(self) -> bool:
+        return isinstance(self.vision, Tensor) and self.vision.dim() == 3
+
+    @property
+    def batch_size(self) -> int:
+        return self.vision.shape[0] if self.batched else 1
+
+    @property
+    def num_tokens(self) -> int:
+        return self.vision.shape[-2]
+
+    def as_batched(self) -> "TokenBatch":
+        """Return a copy in which every tensor has its leading batch axis (B = 1 if unbatched)."""
+        if not isinstance(self.vision, Tensor):
+            raise TypeError(f"vision must be a torch.Tensor, got {type(self.vision).__name__}")
+        if self.vision.dim() == 3:
+            return self
+        if self.vision.dim() != 2:
+            raise ValueError(f"vision must have shape [B, n, D] or [n, D], got {tuple(self.vision.shape)}")
+        updates = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Tensor):
+                updates[f.name] = value.unsqueeze(0)
+        return replace(self, **updates)
+
+    def validate(self) -> "TokenBatch":
+        """Check shapes, dtypes, devices and values; return the batched form.
+
+        Raises:
+            ValueError / TypeError naming the offending argument.
+        """
+        b = self.as_batched()
+        v = b.vision
+        device = v.device
+        _check_float("vision", v, 3, device)
+        bs, n, _ = v.shape
+        if n < 1:
+            raise ValueError("vision must hold at least one token (n >= 1)")
+        if b.vision_raw is not None:
+            _check_float("vision_raw", b.vision_raw, 3, device)
+            if b.vision_raw.shape[:2] != (bs, n):
+                raise ValueError(
+                    f"vision_raw must have shape [B={bs}, n={n}, d], got {tuple(b.vision_raw.shape)}"
+                )
+        if b.text is not None:
+            _check_float("text", b.text, 3, device)
+            if b.text.shape[0] != bs:
+                raise ValueError(f"text must have batch size {bs} like vision, got shape {tuple(b.text.shape)}")
+            if b.text.shape[2] != v.shape[2]:
+                raise ValueError(
+                    f"text must have the feature size of vision (D={v.shape[2]}), got shape {tuple(b.text.shape)}"
+                )
+            if b.text.shape[1] < 1:
+                raise ValueError("text must hold at least one token (m >= 1)")
+            if b.text_mask is not None:
+                _check_bool("text_mask", b.text_mask, tuple(b.text.shape[:2]), device)
+                if not bool(b.text_mask.any(dim=1).all()):
+                    raise ValueError("text_mask leaves some sample with no text token")
+        elif b.text_mask is not None:
+            raise ValueError("text_mask was given without text")
+        if b.exclude is not None:
+            _check_bool("exclude", b.exclude, (bs, n), device)
+        if b.vision_mask is not None:
+            _check_bool("vision_mask", b.vision_mask, (bs, n), device)
+            if not bool(b.vision_mask.any(dim=1).all()):
+                raise ValueError("vision_mask leaves some sample with no vision token")
+        if b.cls_attention is not None:
+            _check_float("cls_attention", b.cls_attention, 2, device)
+            if tuple(b.cls_attention.shape) != (bs, n):
+                raise ValueError(f"cls_attention must have shape {(bs, n)}, got {tuple(b.cls_attention.shape)}")
+        if b.llm_attention is not None:
+            _check_float("llm_attention", b.llm_attention, 2, device)
+            if tuple(b.llm_attention.shape) != (bs, n):
+                raise ValueError(f"llm_attention must have shape {(bs, n)}, got {tuple(b.llm_attention.shape)}")
+        if b.keys is not None:
+            _check_float("keys", b.keys, 3, device)
+            if b.keys.shape[:2] != (bs, n):
+                raise ValueError(f"keys must have shape [B={bs}, n={n}, dk], got {tuple(b.keys.shape)}")
+        if b.grid is not None:
+            if len(b.grid) != 2 or int(b.grid[0]) * int(b.grid[1]) != n:
+                raise ValueError(f"grid must be (h, w) with h * w == n = {n}, got {b.grid}")
+        return b
+
+    def blocked(self) -> Tensor:
+        """bool ``[B, n]``: tokens that may not be picked (excluded or masked out). Batched form."""
+        b = self.as_batched()
+        blocked = torch.zeros(b.vision.shape[:2], dtype=torch.bool, device=b.vision.device)
+        if b.exclude is not None:
+            blocked |= b.exclude
+        if b.vision_mask is not None:
+            blocked |= ~b.vision_mask
+        return blocked
+
+
+@dataclass
+class Selection:
+    """What a selector returns for a :class:`TokenBatch`.
+
+    Attributes:
+        indices: long ``[B, k]`` (``[k]`` for unbatched input): the kept token indices, each row
+            sorted ascending. For merging selectors, the index each output token stands at
+            (its position in the image).
+        weights: float ``[B, k, n]`` or ``None``. ``None`` means the output tokens are the input
+            tokens at ``indices``. Otherwise output token i is ``sum_j weights[b, i, j] * token_j``
+            (token merging, e.g. pooling or VisionZip's contextual tokens); apply it to projected
+            tokens or to encoder features alike with :meth:`gather`.
+        scores: optional float ``[B, n]``: per-token scores the selector ranked by, for plots.
+    """
+
+    indices: Tensor
+    weights: Tensor | None = None
+    scores: Tensor | None = None
+
+    @property
+    def k(self) -> int:
+        return self.indices.shape[-1]
+
+    def gather(self, tokens: Tensor) -> Tensor:
+        """Apply the selection to tokens ``[B, n, D]`` (or ``[n, D]``); returns ``[B, k, D]``."""
+        if tokens.dim() != self.indices.dim() + 1:
+            raise ValueError(
+                f"tokens must have shape [..., n, D] matching indices {tuple(self.indices.shape)}, "
+                f"got {tuple(tokens.shape)}"
+            )
+        if self.weights is not None:
+            return self.weights.to(tokens.dtype) @ tokens
+        idx = self.indices.unsqueeze(-1).expand(*self.indices.shape, tokens.shape[-1])
+        return torch.gather(tokens, -2, idx)
+
+    def mask(self, n: int) -> Tensor:
+        """bool ``[B, n]`` (or ``[n]``): True at kept indices."""
+        out = torch.zeros(*self.indices.shape[:-1], n, dtype=torch.bool, device=self.indices.device)
+        return out.scatter(-1, self.indices, True)
+
+    def unbatched(self) -> "Selection":
+        """Drop a leading batch axis of size 1."""
+        return Selection(
+            indices=self.indices[0],
+            weights=None if self.weights is None else self.weights[0],
+            scores=None if self.scores is None else self.scores[0],
+        )

@@ -1,0 +1,20 @@
+"""Selectors: MMTok and the baselines behind one registry."""
+
+from tokensel.selectors.base import Selector, check_budget
+from tokensel.selectors.registry import (
+    SelectorInfo,
+    create_selector,
+    list_selectors,
+    register_selector,
+    selector_info,
+)
+
+__all__ = [
+    "Selector",
+    "SelectorInfo",
+    "check_budget",
+    "create_selector",
+    "list_selectors",
+    "register_selector",
+    "selector_info",
+]

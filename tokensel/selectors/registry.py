@@ -1,0 +1,102 @@
+"""Selector registry: ``@register_selector`` + ``create_selector`` + ``list_selectors``."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Callable, TypeVar
+
+from tokensel.selectors.base import Selector
+
+__all__ = ["register_selector", "create_selector", "list_selectors", "selector_info", "SelectorInfo"]
+
+S = TypeVar("S", bound=type[Selector])
+
+
+@dataclass(frozen=True)
+class SelectorInfo:
+    """Metadata kept apart from the selector class."""
+
+    name: str
+    cls: type[Selector]
+    stage: str
+    description: str
+    paper: str = ""
+    defaults: dict = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, SelectorInfo] = {}
+
+
+def register_selector(name: str, *, paper: str = "", **defaults) -> Callable[[S], S]:
+    """Class decorator that registers a :class:`Selector` subclass under ``name``.
+
+    ``defaults`` are keyword arguments passed to the constructor unless the caller overrides
+    them, so one class can be registered under several names (``mmtok-text`` is ``mmtok``
+    with the vision-vision term switched off).
+    """
+
+    def decorator(cls: S) -> S:
+        if not (isinstance(cls, type) and issubclass(cls, Selector)):
+            raise TypeError(f"register_selector expects a Selector subclass, got {cls!r}")
+        if name in _REGISTRY:
+            raise ValueError(f"a selector named {name!r} is already registered ({_REGISTRY[name].cls.__name__})")
+        doc = inspect.getdoc(cls) or ""
+        _REGISTRY[name] = SelectorInfo(
+            name=name,
+            cls=cls,
+            stage=cls.stage,
+            description=doc.splitlines()[0] if doc else "",
+            paper=paper,
+            defaults=dict(defaults),
+        )
+        if not cls.name:
+            cls.name = name
+        return cls
+
+    return decorator
+
+
+def _lookup(name: str) -> SelectorInfo:
+    _load_builtin_selectors()
+    if not isinstance(name, str):
+        raise TypeError(f"selector name must be a str, got {type(name).__name__}")
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown selector name {name!r}; available: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def selector_info(name: str) -> SelectorInfo:
+    """The :class:`SelectorInfo` registered under ``name``."""
+    return _lookup(name)
+
+
+def create_selector(name: str, **params) -> Selector:
+    """Instantiate the selector registered as ``name`` with ``params`` over its defaults."""
+    info = _lookup(name)
+    kwargs = {**info.defaults, **params}
+    sig = inspect.signature(info.cls.__init__)
+    accepts_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    if not accepts_any:
+        allowed = [p for p in sig.parameters if p != "self"]
+        unknown = sorted(set(kwargs) - set(allowed))
+        if unknown:
+            raise TypeError(
+                f"selector {name!r} got unknown parameter(s) {unknown}; accepted: {', '.join(allowed) or 'none'}"
+            )
+    sel = info.cls(**kwargs)
+    sel.name = name
+    return sel
+
+
+def list_selectors(stage: str | None = None) -> list[str]:
+    """Sorted names of registered selectors, optionally only those of one ``stage``
+    ("vision": before the language model; "llm": inside it)."""
+    _load_builtin_selectors()
+    return sorted(n for n, info in _REGISTRY.items() if stage is None or info.stage == stage)
+
+
+def _load_builtin_selectors() -> None:
+    # Importing the modules runs their @register_selector decorators.
+    import tokensel.selectors.builtin  # noqa: F401
