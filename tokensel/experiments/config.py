@@ -1,0 +1,331 @@
+"""Experiment configuration: structured (dataclass) schemas, YAML loading, ``key=value``
+overrides and validation that runs before any model is loaded.
+
+A config has six groups::
+
+    model:     which VLM to load (zoo name, local checkpoint path or a registered test model)
+    selector:  which token selector to apply and its constructor parameters
+    budget:    how many vision tokens to keep (``k``; ``null`` = keep all)
+    dataset:   the evaluation data (JSONL or a local POPE / GQA / MME copy)
+    eval:      generation and evaluation settings
+    logging:   where results go (run directory, Weights & Biases)
+
+Every mistake raises :class:`ConfigError` with the offending key in the message.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+__all__ = [
+    "ConfigError",
+    "ModelConfig",
+    "SelectorConfig",
+    "BudgetConfig",
+    "DatasetConfig",
+    "EvalConfig",
+    "LoggingConfig",
+    "ExperimentConfig",
+    "load_config",
+    "validate_config",
+    "save_config",
+    "to_flat_dict",
+    "NO_SELECTOR",
+]
+
+#: Selector names that mean "run the unpruned model".
+NO_SELECTOR = ("none",)
+
+
+class ConfigError(ValueError):
+    """An invalid experiment config. The message names the key."""
+
+
+@dataclass
+class ModelConfig:
+    #: ``shapes-llava`` (embedded zoo model), a local checkpoint directory (loaded with
+    #: ``tokensel.load_vlm``) or a name registered with
+    #: :func:`tokensel.experiments.modeling.register_model` (``tiny-random-llava`` is a small
+    #: randomly initialised LLaVA for tests and CI).
+    name: str = "shapes-llava"
+    #: ``auto`` = ``cuda:LOCAL_RANK`` when a GPU is present, else ``cpu``.
+    device: str = "auto"
+    dtype: str = "float32"
+    #: Prompt with ``{question}`` and the processor's image placeholder; ``null`` = the model's default.
+    prompt: Optional[str] = None
+    #: Seed used by test models built at random.
+    seed: int = 0
+
+
+@dataclass
+class SelectorConfig:
+    #: A name from ``tokensel.list_selectors()``, or ``none`` for the unpruned model.
+    name: str = "none"
+    #: Keyword arguments for the selector's constructor (e.g. ``alpha``, ``tau_tv``).
+    params: Dict[str, Any] = field(default_factory=dict)
+    #: If false, params the selector does not accept are dropped with a warning instead of
+    #: failing (used by grid sweeps whose parameters only apply to some selectors).
+    strict_params: bool = True
+
+
+@dataclass
+class BudgetConfig:
+    #: Vision tokens kept per image (per crop for any-res models); ``null`` keeps every token.
+    k: Optional[int] = 64
+
+
+@dataclass
+class DatasetConfig:
+    #: ``jsonl`` (the tokensel format) | ``pope`` | ``gqa`` | ``mme`` (local copies in their usual
+    #: layouts, converted on load) | ``shapes`` (synthetic set, generated if the file is missing).
+    format: str = "jsonl"
+    #: The JSONL file (jsonl / shapes), the POPE question file, the GQA question JSON, or the
+    #: MME root folder.
+    path: str = "???"
+    #: Image folder for pope / gqa (default: next to ``path``).
+    image_root: Optional[str] = None
+    #: Evaluate at most this many samples (after ``offset``); ``null`` = all.
+    limit: Optional[int] = None
+    offset: int = 0
+    #: ``format: shapes``: scenes (several questions each) to generate when the file is missing.
+    generate_images: int = 50
+    #: A name for tables and W&B (default: the file stem).
+    name: Optional[str] = None
+
+
+@dataclass
+class EvalConfig:
+    max_new_tokens: int = 8
+    #: Check that every image file exists before loading the model.
+    check_images: bool = True
+    progress: bool = True
+    #: ``auto`` | ``gloo`` | ``nccl``: backend when launched with torchrun.
+    dist_backend: str = "auto"
+
+
+@dataclass
+class LoggingConfig:
+    #: Parent directory for run directories (resolved config, per-sample results, W&B files).
+    output_dir: str = "runs"
+    #: Run name (default: built from dataset, selector and k).
+    run_name: Optional[str] = None
+    #: ``auto`` (online when logged in or WANDB_MODE is set, else offline) | ``online`` |
+    #: ``offline`` | ``disabled``.
+    wandb_mode: str = "auto"
+    project: str = "tokensel"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+    #: Log the per-sample results table.
+    log_table: bool = True
+    #: Images with their kept-token overlay logged per run.
+    num_overlays: int = 4
+
+
+@dataclass
+class ExperimentConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    selector: SelectorConfig = field(default_factory=SelectorConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+_DATASET_FORMATS = ("jsonl", "pope", "gqa", "mme", "shapes")
+_WANDB_MODES = ("auto", "online", "offline", "disabled")
+_DTYPES = ("float32", "float16", "bfloat16", "auto")
+_BACKENDS = ("auto", "gloo", "nccl")
+
+
+def _omegaconf_error(exc: OmegaConfBaseException, where: str) -> ConfigError:
+    key = getattr(exc, "full_key", None)
+    msg = getattr(exc, "msg", None) or str(exc).splitlines()[0]
+    if key:
+        return ConfigError(f"{where}: invalid value for key '{key}': {msg}")
+    return ConfigError(f"{where}: {msg}")
+
+
+def parse_overrides(overrides: Sequence[str]) -> DictConfig:
+    """``["budget.k=32", "selector.name=mmtok"]`` -> a DictConfig. Values are parsed as YAML."""
+    bad = [o for o in overrides if "=" not in o or o.startswith("=")]
+    if bad:
+        raise ConfigError(f"overrides must look like key=value, got {bad}")
+    try:
+        return OmegaConf.from_dotlist([o.lstrip("+") for o in overrides])
+    except OmegaConfBaseException as exc:
+        raise _omegaconf_error(exc, "overrides") from None
+
+
+def load_config(
+    path: str | os.PathLike | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    validate: bool = True,
+    base: Any = None,
+) -> DictConfig:
+    """Load ``path`` (YAML) over the schema defaults, apply ``overrides`` and validate.
+
+    ``base`` is an optional dict / DictConfig merged between the YAML file and the overrides
+    (used by sweeps). Returns a read-only, fully resolved DictConfig typed by
+    :class:`ExperimentConfig`.
+    """
+    schema = OmegaConf.structured(ExperimentConfig)
+    layers: list[tuple[str, Any]] = []
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {str(p)!r}")
+        try:
+            loaded = OmegaConf.load(p)
+        except Exception as exc:  # yaml syntax errors
+            raise ConfigError(f"cannot parse config file {str(p)!r}: {exc}") from None
+        if not isinstance(loaded, DictConfig):
+            raise ConfigError(f"config file {str(p)!r} must hold a mapping at top level")
+        layers.append((str(p), loaded))
+    if base is not None:
+        layers.append(("sweep point", OmegaConf.create(base) if not isinstance(base, DictConfig) else base))
+    if overrides:
+        layers.append(("overrides", parse_overrides(list(overrides))))
+    cfg = schema
+    for where, layer in layers:
+        try:
+            cfg = OmegaConf.merge(cfg, layer)
+        except OmegaConfBaseException as exc:
+            raise _omegaconf_error(exc, where) from None
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as exc:
+        raise _omegaconf_error(exc, "interpolation") from None
+    if validate:
+        validate_config(cfg, config_dir=Path(path).parent if path is not None else None)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def _fail(key: str, msg: str) -> None:
+    raise ConfigError(f"{key}: {msg}")
+
+
+def selector_accepted_params(name: str) -> Optional[set]:
+    """Constructor parameters the selector ``name`` accepts (None = anything)."""
+    from tokensel.selectors import selector_info
+
+    cls = selector_info(name).cls
+    sig = inspect.signature(cls.__init__)
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return None
+    return {p for p in sig.parameters if p != "self"}
+
+
+def effective_selector_params(cfg: DictConfig) -> dict:
+    """The selector parameters that will be passed on, after ``strict_params`` filtering."""
+    params = OmegaConf.to_container(cfg.selector.params, resolve=True) or {}
+    if cfg.selector.name in NO_SELECTOR or cfg.selector.strict_params:
+        return dict(params)
+    accepted = selector_accepted_params(cfg.selector.name)
+    if accepted is None:
+        return dict(params)
+    return {k: v for k, v in params.items() if k in accepted}
+
+
+def validate_config(cfg: DictConfig, config_dir: Path | None = None) -> None:
+    """Check everything that can be checked without loading a model. Raises ConfigError."""
+    # --- selector
+    name = cfg.selector.name
+    if name is None or not isinstance(name, str) or not name:
+        _fail("selector.name", "must be a selector name (see `tokensel selectors`) or 'none'")
+    if name not in NO_SELECTOR:
+        try:
+            from tokensel.selectors import list_selectors
+
+            available = list_selectors()
+        except ImportError as exc:  # pragma: no cover - only while selectors are missing
+            _fail("selector.name", f"cannot list selectors ({exc}); only 'none' is usable")
+        if name not in available:
+            _fail("selector.name", f"unknown selector {name!r}; available: none, {', '.join(available)}")
+        params = effective_selector_params(cfg)
+        try:
+            from tokensel.selectors import create_selector
+
+            create_selector(name, **params)
+        except (TypeError, ValueError) as exc:
+            _fail("selector.params", f"selector {name!r} rejects its parameters: {exc}")
+    elif len(cfg.selector.params):
+        _fail("selector.params", f"selector 'none' takes no parameters, got {list(cfg.selector.params)}")
+    # --- budget
+    k = cfg.budget.k
+    if k is not None and k <= 0:
+        _fail("budget.k", f"must be a positive integer or null (keep all tokens), got {k}")
+    # --- dataset
+    ds = cfg.dataset
+    if OmegaConf.is_missing(ds, "path"):
+        _fail("dataset.path", "is required (a JSONL file, or a local POPE / GQA / MME copy)")
+    if ds.format not in _DATASET_FORMATS:
+        _fail("dataset.format", f"must be one of {_DATASET_FORMATS}, got {ds.format!r}")
+    path = Path(ds.path)
+    if ds.format == "mme":
+        if not path.is_dir():
+            _fail("dataset.path", f"MME root folder not found: {str(path)!r}")
+    elif ds.format == "shapes":
+        if not path.is_file() and not path.parent.is_dir():
+            _fail("dataset.path", f"folder for the synthetic set does not exist: {str(path.parent)!r}")
+    elif not path.is_file():
+        _fail("dataset.path", f"dataset file not found: {str(path)!r}")
+    if ds.image_root is not None and not Path(ds.image_root).is_dir():
+        _fail("dataset.image_root", f"image folder not found: {ds.image_root!r}")
+    if ds.limit is not None and ds.limit <= 0:
+        _fail("dataset.limit", f"must be a positive integer or null, got {ds.limit}")
+    if ds.offset < 0:
+        _fail("dataset.offset", f"must be >= 0, got {ds.offset}")
+    if ds.generate_images <= 0:
+        _fail("dataset.generate_images", f"must be positive, got {ds.generate_images}")
+    # --- model
+    if not cfg.model.name:
+        _fail("model.name", "is required")
+    if cfg.model.dtype not in _DTYPES:
+        _fail("model.dtype", f"must be one of {_DTYPES}, got {cfg.model.dtype!r}")
+    from tokensel.experiments.modeling import is_known_model
+
+    if not is_known_model(cfg.model.name):
+        _fail(
+            "model.name",
+            f"{cfg.model.name!r} is neither a registered model name nor an existing checkpoint directory",
+        )
+    if cfg.model.prompt is not None and "{question}" not in cfg.model.prompt:
+        _fail("model.prompt", "must contain the placeholder {question}")
+    # --- eval / logging
+    if cfg.eval.max_new_tokens < 1:
+        _fail("eval.max_new_tokens", f"must be >= 1, got {cfg.eval.max_new_tokens}")
+    if cfg.eval.dist_backend not in _BACKENDS:
+        _fail("eval.dist_backend", f"must be one of {_BACKENDS}, got {cfg.eval.dist_backend!r}")
+    if cfg.logging.wandb_mode not in _WANDB_MODES:
+        _fail("logging.wandb_mode", f"must be one of {_WANDB_MODES}, got {cfg.logging.wandb_mode!r}")
+    if cfg.logging.num_overlays < 0:
+        _fail("logging.num_overlays", f"must be >= 0, got {cfg.logging.num_overlays}")
+
+
+def save_config(cfg: DictConfig, path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def to_flat_dict(cfg: DictConfig | dict, prefix: str = "") -> dict:
+    """``{"selector": {"name": "x"}}`` -> ``{"selector.name": "x"}`` (dicts of params too)."""
+    data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, (DictConfig, ListConfig)) else cfg
+    out: dict = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(to_flat_dict(value, prefix=full + "."))
+        else:
+            out[full] = value
+    return out

@@ -1,0 +1,372 @@
+"""Model loading for experiments and one-sample inference with timing.
+
+Models are looked up by name: names registered with :func:`register_model` (built in:
+``shapes-llava``, the embedded zoo model, and ``tiny-random-llava``, a small randomly initialised
+LLaVA used by tests and CI), otherwise a local checkpoint directory loaded with
+``tokensel.load_vlm``. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+__all__ = [
+    "LoadedModel",
+    "register_model",
+    "list_models",
+    "is_known_model",
+    "load_model",
+    "build_tiny_llava",
+    "wrap_model",
+    "infer_sample",
+    "DEFAULT_LLAVA_PROMPT",
+]
+
+DEFAULT_LLAVA_PROMPT = "USER: <image>\n{question} ASSISTANT:"
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    processor: Any
+    #: Prompt template with ``{question}`` and the processor's image placeholder.
+    prompt: str = DEFAULT_LLAVA_PROMPT
+    #: Token id of the image placeholder in ``input_ids`` (to count image tokens).
+    image_token_id: Optional[int] = None
+
+
+_BUILDERS: dict[str, Callable[[Any], LoadedModel]] = {}
+
+
+def register_model(name: str) -> Callable:
+    """Register ``fn(model_cfg) -> LoadedModel`` under ``name`` for ``model.name`` in configs."""
+
+    def deco(fn: Callable[[Any], LoadedModel]) -> Callable[[Any], LoadedModel]:
+        _BUILDERS[name] = fn
+        return fn
+
+    return deco
+
+
+def list_models() -> list[str]:
+    return sorted(_BUILDERS)
+
+
+def is_known_model(name: str) -> bool:
+    return name in _BUILDERS or Path(name).is_dir()
+
+
+def _image_token_id(model: Any, processor: Any) -> Optional[int]:
+    for obj, attr in ((model.config, "image_token_id"), (model.config, "image_token_index"), (processor, "image_token_id")):
+        value = getattr(obj, attr, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def _as_loaded(obj: Any) -> LoadedModel:
+    if isinstance(obj, LoadedModel):
+        return obj
+    if isinstance(obj, tuple) and len(obj) >= 2:
+        model, processor = obj[0], obj[1]
+    else:
+        raise TypeError(f"a model loader must return (model, processor), got {type(obj).__name__}")
+    prompt = getattr(processor, "tokensel_prompt", None) or getattr(model, "tokensel_prompt", None) or DEFAULT_LLAVA_PROMPT
+    return LoadedModel(model=model, processor=processor, prompt=prompt, image_token_id=_image_token_id(model, processor))
+
+
+def _device(spec: str) -> torch.device:
+    if spec != "auto":
+        return torch.device(spec)
+    if torch.cuda.is_available():
+        import os
+
+        return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+    return torch.device("cpu")
+
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def load_model(model_cfg: Any) -> LoadedModel:
+    """Load the model a ``model`` config group names, on its device and dtype, in eval mode."""
+    name = model_cfg.name
+    if name in _BUILDERS:
+        loaded = _as_loaded(_BUILDERS[name](model_cfg))
+    elif Path(name).is_dir():
+        import tokensel
+
+        loaded = _as_loaded(tokensel.load_vlm(name))
+    else:
+        raise ValueError(f"model.name: unknown model {name!r}; registered: {list_models()}, or give a checkpoint folder")
+    model = loaded.model
+    if model_cfg.dtype != "auto":
+        model = model.to(_DTYPES[model_cfg.dtype])
+    loaded.model = model.to(_device(model_cfg.device)).eval()
+    if model_cfg.prompt is not None:
+        loaded.prompt = model_cfg.prompt
+    return loaded
+
+
+@register_model("shapes-llava")
+def _load_shapes_llava(model_cfg: Any) -> LoadedModel:
+    import tokensel
+
+    return _as_loaded(tokensel.zoo.load("shapes-llava"))
+
+
+# ----------------------------------------------------------------------------- tiny test model
+
+TINY_WORDS = [
+    "<pad>", "<unk>", "<s>", "</s>", "<image>", "user:", "assistant:", "yes", "no",
+    "red", "green", "blue", "yellow", "circle", "square", "triangle", "is", "are", "there",
+    "a", "an", "the", "what", "which", "color", "shape", "?", "in", "image", "of", "one", "two",
+    "three", "left", "right", "top", "bottom", "how", "many",
+]
+
+
+@register_model("tiny-random-llava")
+def build_tiny_llava(model_cfg: Any = None, image_size: int = 56, patch_size: int = 14) -> LoadedModel:
+    """A randomly initialised two-layer LLaVA (CLIP vision tower + Llama) with a word-level
+    tokenizer built locally: a test model, seeded by ``model.seed``; its answers are
+    deterministic but meaningless. 56 px images, 14 px patches -> 16 vision tokens."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        PreTrainedTokenizerFast,
+    )
+    from transformers.utils import logging as hf_logging
+
+    seed = int(getattr(model_cfg, "seed", 0) or 0)
+    vocab = {w: i for i, w in enumerate(TINY_WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(r"[?.,!]"), behavior="isolated")]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        extra_special_tokens={"image_token": "<image>"},
+    )
+    import warnings
+
+    with warnings.catch_warnings():  # the torchvision-fallback notice
+        warnings.simplefilter("ignore")
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        try:
+            image_processor = CLIPImageProcessor(
+                size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+            )
+        finally:
+            hf_logging.set_verbosity(verbosity)
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+    )
+    vision = CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        image_size=image_size, patch_size=patch_size, projection_dim=32,
+    )
+    text = LlamaConfig(
+        vocab_size=len(TINY_WORDS), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
+        pad_token_id=0, bos_token_id=2, eos_token_id=3,
+    )
+    config = LlavaConfig(
+        vision_config=vision, text_config=text, image_token_index=vocab["<image>"],
+        vision_feature_layer=-2, vision_feature_select_strategy="default",
+    )
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = LlavaForConditionalGeneration(config).eval()
+    finally:
+        torch.random.set_rng_state(state)
+    # Let it answer only with answer words, so that its (random) answers vary between yes and no.
+    answers = {"yes", "no", "red", "green", "blue", "yellow", "one", "two", "three", "</s>"}
+    model.generation_config.suppress_tokens = [i for w, i in vocab.items() if w not in answers]
+    return LoadedModel(model=model, processor=processor, prompt=DEFAULT_LLAVA_PROMPT, image_token_id=vocab["<image>"])
+
+
+# ----------------------------------------------------------------------------- selection + inference
+
+
+class _Unpruned:
+    """The raw model behind the same interface as a ``tokensel.prune`` wrapper."""
+
+    last_selection = None
+    selector = None
+
+    def __init__(self, model: Any):
+        self.model = model
+
+    def __call__(self, **inputs):
+        return self.model(**inputs)
+
+    def generate(self, **kwargs):
+        return self.model.generate(**kwargs)
+
+
+def wrap_model(loaded: LoadedModel, selector: str, k: Optional[int], params: dict) -> Any:
+    """``tokensel.prune(model, selector=..., k=..., tokenizer=..., **params)``; the raw model
+    behind the same interface when ``selector == 'none'`` or ``k is None``."""
+    if selector == "none" or k is None:
+        return _Unpruned(loaded.model)
+    import tokensel
+
+    tokenizer = getattr(loaded.processor, "tokenizer", loaded.processor)
+    return tokensel.prune(loaded.model, selector=selector, k=int(k), tokenizer=tokenizer, **params)
+
+
+class _TimingStreamer:
+    """Generation streamer recording when the prompt arrives and when each new token does;
+    the gap before the first new token is the prefill (including selection)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.tokens: list[int] = []
+
+    def put(self, value: torch.Tensor) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.times.append(time.perf_counter())
+        if len(self.times) > 1:
+            self.tokens.extend(int(t) for t in value.reshape(-1).tolist())
+
+    def end(self) -> None:
+        pass
+
+
+class _SelectionTimer:
+    """Accumulates the time spent in ``selector.select`` (wrapping the instance method)."""
+
+    def __init__(self, wrapper: Any):
+        self.total = 0.0
+        self.calls = 0
+        sel = getattr(wrapper, "selector", None)
+        self.active = sel is not None and hasattr(sel, "select")
+        if self.active:
+            inner = sel.select
+
+            def timed(*args, **kwargs):
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                try:
+                    return inner(*args, **kwargs)
+                finally:
+                    if torch.cuda.is_available():
+                        torch.cuda.synchronize()
+                    self.total += time.perf_counter() - t0
+                    self.calls += 1
+
+            sel.select = timed
+
+    def take(self) -> Optional[float]:
+        if not self.active or self.calls == 0:
+            return None
+        out, self.total, self.calls = self.total, 0.0, 0
+        return out
+
+
+def _kept_tokens(selection: Any) -> Optional[int]:
+    if selection is None:
+        return None
+    if isinstance(selection, (list, tuple)):
+        vals = [_kept_tokens(s) for s in selection]
+        return None if any(v is None for v in vals) else sum(vals)
+    idx = getattr(selection, "indices", None)
+    if isinstance(idx, torch.Tensor):
+        return int(idx.numel())
+    return None
+
+
+def selection_indices(selection: Any) -> Optional[list[int]]:
+    """Kept indices of the first image of a selection (for overlays)."""
+    if selection is None:
+        return None
+    if isinstance(selection, (list, tuple)):
+        return selection_indices(selection[0]) if selection else None
+    idx = getattr(selection, "indices", None)
+    if not isinstance(idx, torch.Tensor):
+        return None
+    return [int(i) for i in (idx[0] if idx.dim() > 1 else idx).tolist()]
+
+
+def load_image(path: str):
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+@torch.inference_mode()
+def infer_sample(
+    loaded: LoadedModel,
+    wrapper: Any,
+    image: Any,
+    question: str,
+    max_new_tokens: int,
+    timer: Optional[_SelectionTimer] = None,
+) -> dict:
+    """Answer one question; returns prediction, token counts and timings (ms)."""
+    device = next(loaded.model.parameters()).device
+    prompt = loaded.prompt.format(question=question)
+    inputs = loaded.processor(images=image, text=prompt, return_tensors="pt")
+    inputs = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
+    if "pixel_values" in inputs and loaded.model.dtype != torch.float32:
+        inputs["pixel_values"] = inputs["pixel_values"].to(loaded.model.dtype)
+    n_prompt = inputs["input_ids"].shape[1]
+    image_tokens = None
+    if loaded.image_token_id is not None:
+        image_tokens = int((inputs["input_ids"] == loaded.image_token_id).sum())
+    streamer = _TimingStreamer()
+    tokenizer = getattr(loaded.processor, "tokenizer", loaded.processor)
+    pad_id = getattr(tokenizer, "pad_token_id", None)
+    eos_id = getattr(tokenizer, "eos_token_id", None)
+    t0 = time.perf_counter()
+    out = wrapper.generate(
+        **inputs, max_new_tokens=max_new_tokens, do_sample=False, streamer=streamer,
+        pad_token_id=pad_id if pad_id is not None else eos_id,
+    )
+    t1 = time.perf_counter()
+    if len(streamer.times) >= 2:
+        new_tokens = streamer.tokens
+        prefill_ms = 1000.0 * (streamer.times[1] - streamer.times[0])
+    else:  # the wrapper did not pass the streamer on: decode from the returned ids, time a forward
+        seq = out.sequences if hasattr(out, "sequences") else out
+        new_tokens = seq[0, n_prompt:].tolist() if seq.shape[1] > n_prompt else seq[0].tolist()
+        t2 = time.perf_counter()
+        wrapper(**inputs)
+        prefill_ms = 1000.0 * (time.perf_counter() - t2)
+    selection_s = timer.take() if timer is not None else None
+    prediction = tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+    kept = _kept_tokens(getattr(wrapper, "last_selection", None))
+    if kept is None and isinstance(wrapper, _Unpruned):
+        kept = image_tokens
+    return {
+        "prediction": prediction,
+        "image_tokens": image_tokens,
+        "kept_tokens": kept,
+        "prefill_ms": prefill_ms,
+        "generate_ms": 1000.0 * (t1 - t0),
+        "selection_ms": None if selection_s is None else 1000.0 * selection_s,
+    }
