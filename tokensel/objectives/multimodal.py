@@ -1,0 +1,177 @@
+"""MMTok's multimodal coverage objective.
+
+For one image: text-vision similarities ``P = z x^T`` ``[m, n]`` and vision-vision similarities
+``Q = v v^T`` ``[n, n]`` of L2-normalised float32 features, turned into coverage by a row-wise
+softmax over the vision axis (``P' = softmax(P / tau_tv) / m``, ``Q' = softmax(Q / tau_vv) / n``),
+and covered jointly:
+
+    F(S) = sum_r max_{j in S} P'[r, j] + alpha * sum_l max_{j in S} Q'[l, j],
+
+a facility location over the stacked coverage matrix ``[P'; alpha Q']`` ``[(m + n), n]``.
+
+:func:`multimodal_coverage_matrix` builds that matrix for a whole batch in one buffer, in
+place (no concatenated copy, no softmax temporaries): it is what the ``mmtok`` selector runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from tokensel.objectives.facility_location import FacilityLocation
+
+__all__ = ["MultimodalCoverage", "multimodal_coverage_matrix", "l2_normalize", "VARIANTS"]
+
+Variant = Literal["both", "text", "vision"]
+VARIANTS: tuple[str, ...] = ("both", "text", "vision")
+
+
+def l2_normalize(x: Tensor, eps: float = 1e-8) -> Tensor:
+    """float32 ``x / max(||x||, eps)`` along the last axis."""
+    x = x.float()
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
+
+
+def _coverage_rows_(
+    S: Tensor, tau: float, scale: Tensor, alpha: float, softmax: bool, col_valid: Tensor | None, row_valid: Tensor | None
+) -> None:
+    """Turn similarities ``S`` ``[B, r, n]`` into coverage rows, in place.
+
+    softmax: ``alpha * (softmax(S / tau, dim=-1) / scale)``; otherwise ``alpha * (max(S, 0) / scale)``,
+    with ``scale`` ``[B]`` (the number of real rows). The operations and their order are those of
+    the plain formula, so the result is bit-identical to computing it out of place. Invalid
+    columns get 0 (and no softmax mass); invalid rows become 0.
+    """
+    scale = scale.to(S.dtype)[:, None, None]
+    if softmax:
+        if col_valid is not None:
+            S.masked_fill_(~col_valid[:, None, :], float("-inf"))
+        S.div_(tau)
+        torch.div(torch.softmax(S, dim=-1), scale, out=S)
+    else:
+        S.clamp_(min=0).div_(scale)
+        if col_valid is not None:
+            S.masked_fill_(~col_valid[:, None, :], 0.0)
+    if alpha != 1.0:
+        S.mul_(alpha)
+    if row_valid is not None:
+        S.masked_fill_(~row_valid[:, :, None], 0.0)
+
+
+def multimodal_coverage_matrix(
+    text: Tensor | None,
+    vision: Tensor,
+    vision_raw: Tensor | None = None,
+    *,
+    alpha: float = 0.5,
+    tau_tv: float = 0.02,
+    tau_vv: float = 0.2,
+    variant: Variant = "both",
+    softmax: bool = True,
+    text_mask: Tensor | None = None,
+    vision_mask: Tensor | None = None,
+) -> Tensor:
+    """MMTok's coverage matrix for a batch.
+
+    Args:
+        text: float ``[B, m, D]`` question embeddings (unused, may be None, for ``variant="vision"``).
+        vision: float ``[B, n, D]`` projected vision tokens.
+        vision_raw: float ``[B, n, d]`` encoder features for the vision-vision term (default ``vision``).
+        alpha: weight of the vision-vision term.
+        tau_tv, tau_vv: softmax temperatures of the text-vision and vision-vision terms.
+        variant: ``"both"`` (MMTok), ``"text"`` (text-vision only) or ``"vision"`` (vision-vision only).
+        softmax: False gives the paper's no-softmax ablation: similarities clipped at 0, same scaling.
+        text_mask: bool ``[B, m]``, True for real question tokens (ragged questions).
+        vision_mask: bool ``[B, n]``, True for real vision tokens (ragged images).
+
+    Returns:
+        float32 ``[B, R, n]`` with ``R = m + n`` (``m`` for "text", ``n`` for "vision"): the rows
+        ``P'`` first, then ``alpha * Q'``. Every entry is >= 0.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    for name, value in (("alpha", alpha), ("tau_tv", tau_tv), ("tau_vv", tau_vv)):
+        if not isinstance(value, (int, float)) or value != value:
+            raise TypeError(f"{name} must be a number, got {value!r}")
+    if alpha < 0:
+        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    if tau_tv <= 0 or tau_vv <= 0:
+        raise ValueError(f"tau_tv and tau_vv must be > 0, got tau_tv={tau_tv}, tau_vv={tau_vv}")
+    use_text = variant in ("both", "text")
+    use_vision = variant in ("both", "vision")
+    if use_text and text is None:
+        raise ValueError(f"variant {variant!r} needs text (the question embeddings); got text=None")
+    B, n, _ = vision.shape
+    m = text.shape[1] if use_text else 0
+    C = torch.empty(B, m + (n if use_vision else 0), n, dtype=torch.float32, device=vision.device)
+    n_valid = (
+        vision_mask.sum(dim=1).float() if vision_mask is not None else torch.full((B,), float(n), device=vision.device)
+    )
+    x = l2_normalize(vision)
+    if use_text:
+        z = l2_normalize(text)
+        P = C[:, :m]
+        torch.matmul(z, x.transpose(1, 2), out=P)
+        m_valid = text_mask.sum(dim=1).float() if text_mask is not None else torch.full((B,), float(m), device=vision.device)
+        _coverage_rows_(P, tau_tv, m_valid, 1.0, softmax, vision_mask, text_mask)
+    if use_vision:
+        v = x if vision_raw is None else l2_normalize(vision_raw)
+        Q = C[:, m:]
+        torch.matmul(v, v.transpose(1, 2), out=Q)
+        _coverage_rows_(Q, tau_vv, n_valid, float(alpha), softmax, vision_mask, vision_mask)
+    return C
+
+
+class MultimodalCoverage(FacilityLocation):
+    """MMTok's objective for one image, as a :class:`FacilityLocation` over ``[P'; alpha Q']``.
+
+    Args:
+        text: float ``[m, D]`` question token embeddings ``z`` (may be None for ``variant="vision"``).
+        vision: float ``[n, D]`` projected vision tokens ``x``.
+        vision_raw: float ``[n, d]`` pre-projector encoder features ``v`` (default: ``vision``).
+        alpha, tau_tv, tau_vv: see :func:`multimodal_coverage_matrix` (defaults: the paper's LLaVA ones).
+        variant: ``"both"``, ``"text"`` (P only) or ``"vision"`` (Q only): the paper's ablations.
+        softmax: False for the no-softmax ablation.
+        exclude: bool mask ``[n]`` or indices of tokens that may not be picked.
+        text_mask: bool ``[m]``, True for real question tokens.
+
+    Attributes:
+        C: float32 ``[R, n]`` coverage matrix; ``P`` and ``Q`` are views of its two row blocks
+        (``Q`` already multiplied by alpha).
+    """
+
+    def __init__(
+        self,
+        text: Tensor | None,
+        vision: Tensor,
+        vision_raw: Tensor | None = None,
+        alpha: float = 0.5,
+        tau_tv: float = 0.02,
+        tau_vv: float = 0.2,
+        variant: Variant = "both",
+        softmax: bool = True,
+        exclude: Tensor | Sequence[int] | None = None,
+        text_mask: Tensor | None = None,
+    ) -> None:
+        from tokensel.batch import TokenBatch
+
+        batch = TokenBatch(vision=vision, vision_raw=vision_raw, text=text, text_mask=text_mask)
+        if batch.batched:
+            raise ValueError(
+                f"MultimodalCoverage covers one image: vision must be [n, D], got {tuple(vision.shape)}; "
+                "use the 'mmtok' selector for batches"
+            )
+        b = batch.validate()
+        C = multimodal_coverage_matrix(
+            b.text, b.vision, b.vision_raw, alpha=alpha, tau_tv=tau_tv, tau_vv=tau_vv,
+            variant=variant, softmax=softmax, text_mask=b.text_mask,
+        )[0]
+        super().__init__(C, exclude=exclude)
+        m = text.shape[0] if variant in ("both", "text") else 0
+        self.P = C[:m]
+        self.Q = C[m:]
+        self.alpha, self.tau_tv, self.tau_vv = alpha, tau_tv, tau_vv
+        self.variant, self.softmax = variant, softmax
