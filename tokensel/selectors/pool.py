@@ -1,0 +1,84 @@
+"""Average pooling over the patch grid: each kept token is the mean of one spatial cell."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from tokensel.batch import Selection, TokenBatch
+from tokensel.selectors.base import Selector
+from tokensel.selectors.registry import register_selector
+from tokensel.selectors.simple import available_in_order
+
+__all__ = ["PoolSelector", "grid_cells", "infer_grid"]
+
+
+def infer_grid(n: int, grid: tuple[int, int] | None) -> tuple[int, int]:
+    """The patch grid: ``grid`` if given, else a square one when n is a square, else one row."""
+    if grid is not None:
+        return int(grid[0]), int(grid[1])
+    s = math.isqrt(n)
+    return (s, s) if s * s == n else (1, n)
+
+
+def grid_cells(h: int, w: int, k: int) -> Tensor:
+    """long ``[h * w]``: the cell (0..k-1) of each patch when an h x w grid is cut into k cells:
+    ``kh`` horizontal bands, each cut into nearly equal numbers of columns so that the cells
+    total k. Cell ids run in raster order of the cells."""
+    kh = max(1, min(h, round(math.sqrt(k * h / w))))
+    kh = min(kh, k)
+    per_band = [k // kh + (1 if i < k % kh else 0) for i in range(kh)]
+    row_band = torch.div(torch.arange(h) * kh, h, rounding_mode="floor")
+    cell_start = torch.tensor([0] + per_band[:-1]).cumsum(0)
+    cols = torch.tensor(per_band)[row_band]  # [h]
+    col_cell = torch.div(torch.arange(w)[None, :] * cols[:, None], w, rounding_mode="floor")  # [h, w]
+    return (cell_start[row_band][:, None] + col_cell).flatten()
+
+
+@register_selector("pool")
+class PoolSelector(Selector):
+    """Merge tokens by average pooling: the grid is cut into k cells, each kept token is the
+    mean of a cell's pickable tokens, placed at the cell's patch nearest its centroid.
+
+    Needs ``k <= min(grid cells)``; when a cell holds no pickable token (e.g. all padding) the
+    row falls back to pooling runs of consecutive pickable tokens in raster order.
+    Returns ``Selection.weights`` (the pooling matrix).
+    """
+
+    def select(self, batch: TokenBatch, k: int) -> Selection:
+        B, n, _ = batch.vision.shape
+        device = batch.vision.device
+        h, w = infer_grid(n, batch.grid)
+        ok = ~batch.blocked()
+        cells = grid_cells(h, w, k).to(device) if k <= h * w and h > 1 else None
+        if cells is None or int(cells.max()) + 1 != k:
+            assign = self._runs(ok, k)
+        else:
+            assign = cells.expand(B, n).clone()
+            empty = torch.zeros(B, k, device=device).scatter_add_(1, assign, ok.float()) == 0
+            bad = empty.any(dim=1)
+            if bool(bad.any()):
+                assign[bad] = self._runs(ok[bad], k)
+        member = torch.nn.functional.one_hot(assign, k).transpose(1, 2).float() * ok[:, None, :].float()  # [B, k, n]
+        weights = member / member.sum(dim=2, keepdim=True)
+        ys = torch.arange(n, device=device) // w
+        xs = torch.arange(n, device=device) % w
+        cy = weights @ ys.float()
+        cx = weights @ xs.float()
+        dist = (ys[None, None, :] - cy[..., None]) ** 2 + (xs[None, None, :] - cx[..., None]) ** 2
+        dist.masked_fill_(member == 0, float("inf"))
+        rep = dist.argmin(dim=2)  # [B, k]
+        rep, perm = rep.sort(dim=1)
+        weights = weights.gather(1, perm[..., None].expand(B, k, n))
+        return Selection(indices=rep, weights=weights)
+
+    @staticmethod
+    def _runs(ok: Tensor, k: int) -> Tensor:
+        """Assign pickable tokens to k runs of consecutive pickable tokens; blocked ones to run 0
+        (their weight is zero anyway)."""
+        order, count = available_in_order(~ok)
+        rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1], device=ok.device).expand_as(order))
+        run = torch.div(rank * k, count[:, None].clamp_min(1), rounding_mode="floor").clamp_max(k - 1)
+        return torch.where(ok, run, torch.zeros_like(run))
