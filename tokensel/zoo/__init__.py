@@ -1,0 +1,91 @@
+"""Model zoo: small VLMs whose weights ship inside the package and load offline.
+
+    >>> import tokensel
+    >>> tokensel.zoo.list()
+    ['shapes-llava']
+    >>> model, processor = tokensel.zoo.load("shapes-llava")
+
+``shapes-llava`` is a LLaVA-1.5-shaped model (CLIP ViT at 336 px / patch 14 -> 576 vision
+tokens, MLP projector, small Llama) trained from scratch on the synthetic shapes VQA
+(:mod:`tokensel.data.shapes`) by ``experiments/train_shapes_llava.py``. Its projected vision
+tokens were trained to live in the LM's word-embedding space, so MMTok's text-vision coverage
+is meaningful on it.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["list", "load", "weights_dir", "info", "predict", "answer_from_logits"]
+
+WEIGHTS_ROOT = Path(__file__).resolve().parent / "weights"
+
+
+def list() -> builtins.list[str]:  # noqa: A001 - the documented name is tokensel.zoo.list()
+    """Names of the models whose weights ship with the package."""
+    if not WEIGHTS_ROOT.is_dir():
+        return []
+    return sorted(
+        p.name for p in WEIGHTS_ROOT.iterdir() if (p / "config.json").is_file() and (p / "model.safetensors").is_file()
+    )
+
+
+def weights_dir(name: str) -> Path:
+    path = WEIGHTS_ROOT / name
+    if not (path / "config.json").is_file():
+        raise ValueError(f"no shipped model named {name!r}; available: {', '.join(list()) or '(none)'}")
+    return path
+
+
+def info(name: str) -> dict:
+    """The training record stored next to the weights (``training_info.json``), if any."""
+    p = weights_dir(name) / "training_info.json"
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def load(name: str = "shapes-llava", device: str = "cpu", dtype: Any = None) -> tuple[Any, Any]:
+    """Load ``(model, processor)`` of a shipped model, offline, in eval mode."""
+    import torch
+    from transformers import LlavaForConditionalGeneration, LlavaProcessor
+
+    path = weights_dir(name)
+    model = LlavaForConditionalGeneration.from_pretrained(
+        path, local_files_only=True, dtype=dtype or torch.float32
+    )
+    model.to(device).eval()
+    processor = LlavaProcessor.from_pretrained(path, local_files_only=True)
+    return model, processor
+
+
+def answer_from_logits(logits, categories: Sequence[str], tokenizer) -> builtins.list[str]:
+    """Answers by comparing the last-position logits of each category's candidate words.
+
+    ``logits`` is [batch, vocab] (the next-token logits after ``ASSISTANT:``). This is the
+    scoring rule used for every accuracy the project reports on shapes-llava; greedy decoding
+    of one token (``model.generate(..., max_new_tokens=1)``) agrees with it whenever the model
+    puts its top logit on a candidate word, which the trained model does.
+    """
+    from tokensel.data.shapes import answer_vocabulary
+
+    out = []
+    for row, cat in zip(logits, categories):
+        cands = answer_vocabulary(cat)
+        ids = tokenizer.convert_tokens_to_ids(builtins.list(cands))
+        out.append(cands[int(row[ids].argmax())])
+    return out
+
+
+def predict(model, processor, images, questions: Sequence[str], categories: Sequence[str]) -> builtins.list[str]:
+    """Batch prediction with all vision tokens (``model`` may also be a pruned wrapper)."""
+    import torch
+
+    from tokensel.zoo.shapes_llava import format_prompt
+
+    enc = processor(images=builtins.list(images), text=[format_prompt(q) for q in questions],
+                    return_tensors="pt", padding=True)
+    with torch.no_grad():
+        logits = model(**enc).logits[:, -1]
+    return answer_from_logits(logits, categories, processor.tokenizer)
