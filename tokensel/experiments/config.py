@@ -102,6 +102,8 @@ class DatasetConfig:
 
 @dataclass
 class EvalConfig:
+    #: Seeds torch / random / numpy before the run; passed to selectors that take ``seed``.
+    seed: int = 0
     max_new_tokens: int = 8
     #: Check that every image file exists before loading the model.
     check_images: bool = True
@@ -158,8 +160,13 @@ def parse_overrides(overrides: Sequence[str]) -> DictConfig:
     bad = [o for o in overrides if "=" not in o or o.startswith("=")]
     if bad:
         raise ConfigError(f"overrides must look like key=value, got {bad}")
+    items = []
+    for o in overrides:
+        key, value = o.lstrip("+").split("=", 1)
+        # W&B agents format a null grid value as "None"
+        items.append(f"{key}=null" if value == "None" else f"{key}={value}")
     try:
-        return OmegaConf.from_dotlist([o.lstrip("+") for o in overrides])
+        return OmegaConf.from_dotlist(items)
     except OmegaConfBaseException as exc:
         raise _omegaconf_error(exc, "overrides") from None
 
@@ -225,19 +232,25 @@ def selector_accepted_params(name: str) -> Optional[set]:
     return {p for p in sig.parameters if p != "self"}
 
 
-def effective_selector_params(cfg: DictConfig) -> dict:
-    """The selector parameters that will be passed on, after ``strict_params`` filtering."""
-    params = OmegaConf.to_container(cfg.selector.params, resolve=True) or {}
-    if cfg.selector.name in NO_SELECTOR or cfg.selector.strict_params:
-        return dict(params)
+def effective_selector_params(cfg: DictConfig, with_seed: bool = False) -> dict:
+    """The selector parameters that will be passed on, after ``strict_params`` filtering;
+    with ``with_seed``, ``eval.seed`` is added as ``seed`` for selectors that take one."""
+    params = dict(OmegaConf.to_container(cfg.selector.params, resolve=True) or {})
+    if cfg.selector.name in NO_SELECTOR:
+        return params if cfg.selector.strict_params else {}
     accepted = selector_accepted_params(cfg.selector.name)
-    if accepted is None:
-        return dict(params)
-    return {k: v for k, v in params.items() if k in accepted}
+    if not cfg.selector.strict_params and accepted is not None:
+        params = {k: v for k, v in params.items() if k in accepted}
+    if with_seed and "seed" not in params and accepted is not None and "seed" in accepted:
+        params["seed"] = int(cfg.eval.seed)
+    return params
 
 
 def validate_config(cfg: DictConfig, config_dir: Path | None = None) -> None:
     """Check everything that can be checked without loading a model. Raises ConfigError."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        _fail(missing[0], "is required (given as ??? / not set); set it in the config or as key=value")
     # --- selector
     name = cfg.selector.name
     if name is None or not isinstance(name, str) or not name:
@@ -258,7 +271,7 @@ def validate_config(cfg: DictConfig, config_dir: Path | None = None) -> None:
             create_selector(name, **params)
         except (TypeError, ValueError) as exc:
             _fail("selector.params", f"selector {name!r} rejects its parameters: {exc}")
-    elif len(cfg.selector.params):
+    elif len(cfg.selector.params) and cfg.selector.strict_params:
         _fail("selector.params", f"selector 'none' takes no parameters, got {list(cfg.selector.params)}")
     # --- budget
     k = cfg.budget.k
@@ -266,8 +279,6 @@ def validate_config(cfg: DictConfig, config_dir: Path | None = None) -> None:
         _fail("budget.k", f"must be a positive integer or null (keep all tokens), got {k}")
     # --- dataset
     ds = cfg.dataset
-    if OmegaConf.is_missing(ds, "path"):
-        _fail("dataset.path", "is required (a JSONL file, or a local POPE / GQA / MME copy)")
     if ds.format not in _DATASET_FORMATS:
         _fail("dataset.format", f"must be one of {_DATASET_FORMATS}, got {ds.format!r}")
     path = Path(ds.path)

@@ -261,8 +261,11 @@ class _SelectionTimer:
     def __init__(self, wrapper: Any):
         self.total = 0.0
         self.calls = 0
+        self.wrapper = wrapper
         sel = getattr(wrapper, "selector", None)
-        self.active = sel is not None and hasattr(sel, "select")
+        # wrappers reporting their own timing (tokensel.prune: last_timing["selection"]) are not patched
+        self.reports = isinstance(getattr(wrapper, "last_timing", None), dict)
+        self.active = not self.reports and sel is not None and hasattr(sel, "select")
         if self.active:
             inner = sel.select
 
@@ -281,6 +284,9 @@ class _SelectionTimer:
             sel.select = timed
 
     def take(self) -> Optional[float]:
+        if self.reports:
+            value = self.wrapper.last_timing.get("selection")
+            return None if value is None else float(value)
         if not self.active or self.calls == 0:
             return None
         out, self.total, self.calls = self.total, 0.0, 0
@@ -290,6 +296,8 @@ class _SelectionTimer:
 def _kept_tokens(selection: Any) -> Optional[int]:
     if selection is None:
         return None
+    if isinstance(selection, torch.Tensor):
+        return int(selection.numel())
     if isinstance(selection, (list, tuple)):
         vals = [_kept_tokens(s) for s in selection]
         return None if any(v is None for v in vals) else sum(vals)
@@ -305,7 +313,7 @@ def selection_indices(selection: Any) -> Optional[list[int]]:
         return None
     if isinstance(selection, (list, tuple)):
         return selection_indices(selection[0]) if selection else None
-    idx = getattr(selection, "indices", None)
+    idx = selection if isinstance(selection, torch.Tensor) else getattr(selection, "indices", None)
     if not isinstance(idx, torch.Tensor):
         return None
     return [int(i) for i in (idx[0] if idx.dim() > 1 else idx).tolist()]
@@ -350,7 +358,8 @@ def infer_sample(
     t1 = time.perf_counter()
     if len(streamer.times) >= 2:
         new_tokens = streamer.tokens
-        prefill_ms = 1000.0 * (streamer.times[1] - streamer.times[0])
+        # call start -> first new token: vision encoding, selection and the prefill forward
+        prefill_ms = 1000.0 * (streamer.times[1] - t0)
     else:  # the wrapper did not pass the streamer on: decode from the returned ids, time a forward
         seq = out.sequences if hasattr(out, "sequences") else out
         new_tokens = seq[0, n_prompt:].tolist() if seq.shape[1] > n_prompt else seq[0].tolist()

@@ -76,7 +76,7 @@ def prepare(config: Any = None, overrides: tuple | list = ()) -> Prepared:
         samples = load_dataset(cfg.dataset, check_images=cfg.eval.check_images)
     except (DatasetError, OSError) as exc:
         raise ConfigError(f"dataset.path: {exc}") from None
-    return Prepared(cfg=cfg, samples=samples, selector_params=effective_selector_params(cfg))
+    return Prepared(cfg=cfg, samples=samples, selector_params=effective_selector_params(cfg, with_seed=True))
 
 
 def _slug(text: str) -> str:
@@ -91,6 +91,8 @@ def default_run_name(cfg: DictConfig) -> str:
         sel = f"{cfg.selector.name}-k{cfg.budget.k}"
         for key, value in sorted(effective_selector_params(cfg).items()):
             sel += f"-{key}{value}"
+    if cfg.eval.seed:
+        sel += f"-s{cfg.eval.seed}"
     return _slug(f"{ds}-{sel}")
 
 
@@ -143,6 +145,7 @@ def run_eval(
     if dist is None:
         dist = init_distributed(cfg.eval.dist_backend)
     try:
+        _seed_everything(int(cfg.eval.seed))
         if loaded is None:
             loaded = load_model(cfg.model)
         wrapper = wrap_model(loaded, cfg.selector.name, cfg.budget.k, prepared.selector_params)
@@ -187,6 +190,21 @@ def run_eval(
     finally:
         if own_dist:
             dist.close()
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    import torch
+
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)
+    except ImportError:  # pragma: no cover
+        pass
 
 
 def _num_tokens(records: list[dict]) -> Optional[int]:
