@@ -1,0 +1,510 @@
+"""``tokensel.prune``: token selection inside a transformers VLM's forward pass and ``generate``.
+
+Usage::
+
+    pruned = tokensel.prune(model, selector="mmtok", k=64, tokenizer=processor.tokenizer)
+    out = pruned(**inputs)                      # inputs = processor(...) output
+    ids = pruned.generate(**inputs, max_new_tokens=32)
+    pruned.last_selection                       # kept indices per sample, per image (per crop)
+
+Vision-stage selectors (``stage == "vision"``) run between the vision tower and the language
+model: the wrapper encodes the images, builds one :class:`tokensel.TokenBatch` per group of
+same-sized crops (one batched selector call per group), lays the kept tokens out and calls the
+model with ``inputs_embeds`` (plus the gathered original M-RoPE ``position_ids`` for Qwen2.5-VL).
+``generate`` prefills the pruned prompt and decodes with the KV cache as usual; the returned
+sequences start with the caller's original ``input_ids`` (the unpruned prompt), so
+``out[:, input_ids.shape[1]:]`` are the new tokens as with the unwrapped model.
+
+LLM-stage selectors (``fastv``) run the model unchanged and prune inside the language model
+through decoder-layer hooks (see :mod:`tokensel.models._llm`).
+
+Budgets: ``k`` is per image (LLaVA-1.5, Qwen2.5-VL), per crop (LLaVA-NeXT), or per sample over
+all its image tokens (fastv, ``k`` times the sample's number of images). ``ratio`` keeps
+``max(1, int(ratio * n))`` tokens of each image/crop (fastv: ``round(ratio * N)``). When the
+budget is at least the number of tokens, every token is kept and the model's output is
+unchanged.
+
+Extra keyword arguments accepted by the wrapper call (besides what the processor returns):
+
+- ``questions``: list of str (one per sample) overriding the question found in the prompt.
+- ``image_sizes`` (LLaVA-1.5 only): original ``(height, width)`` of each image, to exclude
+  the pad-to-square padding patches (the LLaVA processor does not return the sizes).
+
+The wrapper never changes the wrapped model: hooks live only for the duration of one call, and
+no attribute of the model or its modules is replaced.
+
+The forward output's ``logits`` have the pruned sequence length (``text + kept``), not the
+prompt's length.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+import torch
+from torch import Tensor, nn
+
+from tokensel.batch import Selection, TokenBatch
+from tokensel.models._base import ImageFeatures, VisionAdapter
+from tokensel.models._llm import LLMPruneState, install_llm_hooks
+from tokensel.models._text import embed_questions, extract_last_user_turn, filter_question
+from tokensel.selectors.base import Selector
+from tokensel.selectors.registry import create_selector
+
+__all__ = ["PrunedVLM", "prune", "adapter_for"]
+
+_LLM_KEYS_NEVER_FORWARDED = ("questions",)
+
+
+def adapter_for(model: nn.Module) -> VisionAdapter:
+    """The adapter of a supported model instance; ``TypeError`` otherwise."""
+    from tokensel.models.llava import LlavaAdapter, LlavaNextAdapter
+    from tokensel.models.qwen2_5_vl import Qwen2_5_VLAdapter
+
+    name = type(model).__name__
+    table = {
+        "LlavaForConditionalGeneration": LlavaAdapter,
+        "LlavaNextForConditionalGeneration": LlavaNextAdapter,
+        "Qwen2_5_VLForConditionalGeneration": Qwen2_5_VLAdapter,
+    }
+    for cls in type(model).__mro__:
+        if cls.__name__ in table:
+            return table[cls.__name__](model)
+    raise TypeError(
+        f"tokensel.prune does not support {name}; supported model classes: {', '.join(sorted(table))} "
+        "(load the *ForConditionalGeneration class, e.g. with tokensel.load_vlm)"
+    )
+
+
+def _check_budget(k, ratio) -> tuple[int | None, float | None]:
+    if (k is None) == (ratio is None):
+        raise ValueError("pass exactly one of k (tokens kept per image/crop) or ratio (fraction kept)")
+    if k is not None:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be an integer >= 1, got {k!r}")
+        return k, None
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < float(ratio) <= 1:
+        raise ValueError(f"ratio must be a number in (0, 1], got {ratio!r}")
+    return None, float(ratio)
+
+
+class PrunedVLM:
+    """A VLM whose prefill keeps only the selected vision tokens. See the module docstring."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        selector: str | Selector = "mmtok",
+        *,
+        k: int | None = None,
+        ratio: float | None = None,
+        tokenizer=None,
+        **selector_params,
+    ):
+        self.adapter = adapter_for(model)
+        self.model = model
+        if isinstance(selector, Selector):
+            if selector_params:
+                raise TypeError("selector_params are only accepted with a selector name")
+            self.selector = selector
+        else:
+            self.selector = create_selector(selector, **selector_params)
+        if self.selector.stage not in ("vision", "llm"):
+            raise ValueError(f"selector stage {self.selector.stage!r} is not supported")
+        self.k, self.ratio = _check_budget(k, ratio)
+        if tokenizer is not None and not callable(getattr(tokenizer, "decode", None)):
+            tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+        if tokenizer is not None and hasattr(tokenizer, "tokenizer") and not hasattr(tokenizer, "convert_ids_to_tokens"):
+            tokenizer = tokenizer.tokenizer
+        self.tokenizer = tokenizer
+        #: per sample, per image: LongTensor of kept indices ([k] or, LLaVA-NeXT, [crops, k]).
+        self.last_selection: list[list[Tensor]] | None = None
+        #: per sample: the question text the selection was conditioned on.
+        self.last_questions: list[str] | None = None
+        #: per sample: number of real (unpadded) tokens entering the language model.
+        self.last_input_lengths: list[int] | None = None
+        #: seconds spent in the selector calls and in the whole preparation of the last call.
+        self.last_timing: dict[str, float] = {}
+
+    def __repr__(self) -> str:
+        budget = f"k={self.k}" if self.k is not None else f"ratio={self.ratio}"
+        return f"PrunedVLM({type(self.model).__name__}, {self.selector!r}, {budget})"
+
+    # ------------------------------------------------------------------ public API
+    def __call__(self, **inputs):
+        return self._run(inputs, generate=False)
+
+    forward = __call__
+
+    def generate(self, **inputs):
+        return self._run(inputs, generate=True)
+
+    # ------------------------------------------------------------------ budget
+    def budget(self, n: int) -> int:
+        if self.k is not None:
+            return min(self.k, n)
+        return min(n, max(1, int(self.ratio * n)))
+
+    # ------------------------------------------------------------------ questions
+    def _questions(self, ids: Tensor, mask: Tensor, override) -> list[str]:
+        bsz = ids.shape[0]
+        if override is not None:
+            qs = [override] * bsz if isinstance(override, str) else list(override)
+            if len(qs) != bsz:
+                raise ValueError(f"questions has {len(qs)} entries for a batch of {bsz}")
+            raw = [str(q) for q in qs]
+        elif self.tokenizer is None:
+            return [""] * bsz
+        else:
+            tok = self.tokenizer
+            specials = tuple(str(t) for t in getattr(tok, "all_special_tokens", []) if t)
+            raw = []
+            for b in range(bsz):
+                row = ids[b][mask[b].bool()].tolist()
+                text = tok.decode(row, skip_special_tokens=False)
+                raw.append(extract_last_user_turn(text, extra_special=specials))
+        out = []
+        for q in raw:
+            q = " ".join(q.split())
+            if not q:
+                out.append("")
+                continue
+            if self.adapter.filter_question:
+                q = filter_question(q)
+            out.append(self.adapter.question_prefix + q)
+        return out
+
+    # ------------------------------------------------------------------ main entry
+    def _run(self, inputs: dict, generate: bool):
+        inputs = dict(inputs)
+        for key in ("cache", "past_key_values"):
+            if inputs.get(key) is not None:
+                raise ValueError(
+                    "the pruning wrapper prefills from scratch at every call; pass the whole prompt "
+                    f"(all turns) instead of a {key}"
+                )
+        if inputs.get("input_ids") is None:
+            raise ValueError("input_ids (as returned by the processor) are required")
+        if inputs.get("inputs_embeds") is not None:
+            raise ValueError("inputs_embeds are not supported; pass the processor's input_ids")
+        if self.selector.stage == "llm":
+            return self._run_llm(inputs, generate)
+        return self._run_vision(inputs, generate)
+
+    # ------------------------------------------------------------------ vision stage
+    def _assign(self, ids: Tensor, images: list[ImageFeatures]) -> list[list[int]]:
+        tid = self.adapter.image_token_id
+        counts = (ids == tid).sum(dim=1).tolist()
+        owner: list[list[int]] = [[] for _ in counts]
+        it = 0
+        for b, need in enumerate(counts):
+            while need > 0:
+                if it >= len(images):
+                    raise ValueError("the prompts hold more image tokens than the images provide")
+                need -= images[it].num_placeholders
+                owner[b].append(it)
+                it += 1
+            if need < 0:
+                raise ValueError(f"sample {b}: its image tokens do not match its images' token counts")
+        if it != len(images):
+            raise ValueError(f"{len(images) - it} image(s) have no image tokens in input_ids")
+        return owner
+
+    def _needs(self) -> frozenset[str]:
+        need = set(getattr(self.selector, "requires", ()))
+        if "visionzip" in (self.selector.name or "") or "visionzip" in type(self.selector).__name__.lower():
+            need |= {"cls_attention", "keys"}
+        return frozenset(need)
+
+    def _run_vision(self, inputs: dict, generate: bool):
+        t_start = time.perf_counter()
+        ad = self.adapter
+        ad.check_inputs(inputs)
+        questions_override = inputs.pop("questions", None)
+        ids: Tensor = inputs["input_ids"]
+        bsz, length = ids.shape
+        am = inputs.get("attention_mask")
+        if am is None:
+            am = torch.ones_like(ids)
+        need = self._needs()
+        with torch.no_grad():
+            images = ad.encode(inputs, need)
+        owner = self._assign(ids, images)
+        questions = self._questions(ids, am, questions_override)
+        self.last_questions = questions
+        text, text_mask, counts = embed_questions(questions, self.tokenizer, ad.embed_tokens) if (
+            self.tokenizer is not None and any(questions)
+        ) else (None, None, [0] * bsz)
+        if "text" in need and text is None:
+            raise ValueError(
+                f"selector {self.selector.name!r} needs the question, but none was found: pass tokenizer= "
+                "to tokensel.prune (or questions=[...] to the call) and a prompt with question text"
+            )
+        sample_of = {i: b for b, imgs in enumerate(owner) for i in imgs}
+
+        # ---- group crops by (n, k, has_text) and run one selector call per group
+        plans: dict[int, list] = {}
+        groups: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
+        for i, img in enumerate(images):
+            n = img.num_tokens
+            kk = self.budget(n)
+            plans[i] = [None] * img.num_crops
+            if kk >= n:
+                continue
+            has_text = text is not None and counts[sample_of[i]] > 0
+            if "text" in need and not has_text:
+                raise ValueError(f"sample {sample_of[i]} has no question text, which selector {self.selector.name!r} needs")
+            for c in range(img.num_crops):
+                groups[(n, kk, has_text)].append((i, c))
+        t_sel = 0.0
+        for (n, kk, has_text), members in groups.items():
+            batch = self._token_batch(images, members, sample_of, text if has_text else None,
+                                      text_mask if has_text else None)
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                sel = self.selector(batch, k=kk)
+            t_sel += time.perf_counter() - t0
+            for row, (i, c) in enumerate(members):
+                plans[i][c] = (sel.indices[row], None if sel.weights is None else sel.weights[row])
+
+        # ---- kept tokens per image, in language-model order
+        per_image_tokens: list[Tensor] = []
+        per_image_index: list[Tensor | None] = []
+        selection_record: list[Tensor] = []
+        with torch.no_grad():
+            for i, img in enumerate(images):
+                kept, idxs = [], []
+                native = all(p is None for p in plans[i])
+                for c in range(img.num_crops):
+                    p = plans[i][c]
+                    if p is None:
+                        idx = torch.arange(img.num_tokens, device=img.vision.device)
+                        kept.append(img.vision[c])
+                    else:
+                        idx, w = p
+                        idx = idx.to(img.vision.device)
+                        kept.append(img.vision[c][idx] if w is None else ad.merge(img, c, w.to(img.vision.device)))
+                    idxs.append(idx)
+                per_image_tokens.append(ad.layout(img, kept, idxs, native))
+                per_image_index.append(idxs[0] if img.num_crops == 1 else None)
+                if img.num_crops == 1:
+                    selection_record.append(idxs[0].detach().cpu())
+                else:
+                    same = len({t.numel() for t in idxs}) == 1
+                    selection_record.append(torch.stack(idxs).cpu() if same else [t.cpu() for t in idxs])
+        self.last_selection = [[selection_record[i] for i in imgs] for imgs in owner]
+
+        # ---- rebuild the sequences
+        lm_kwargs = self._assemble(inputs, ids, am, images, owner, per_image_tokens, per_image_index)
+        self.last_timing = {"selection": t_sel, "prepare": time.perf_counter() - t_start}
+        rest = {k: v for k, v in inputs.items()
+                if k not in ("input_ids", "attention_mask", *ad.vision_keys, *_LLM_KEYS_NEVER_FORWARDED)}
+        new_ids = lm_kwargs.pop("input_ids")
+        if not generate:
+            return self.model(**lm_kwargs, **rest)
+        out = self.model.generate(input_ids=new_ids, **lm_kwargs, **rest)
+        return _restore_prompt(out, ids, new_ids.shape[1])
+
+    def _token_batch(self, images, members, sample_of, text, text_mask) -> TokenBatch:
+        def stack(attr):
+            vals = [getattr(images[i], attr) for i, _ in members]
+            if any(v is None for v in vals):
+                return None
+            return torch.stack([v[c] for v, (_, c) in zip(vals, members)]).float()
+
+        vision = stack("vision")
+        excl = None
+        if any(images[i].exclude is not None for i, _ in members):
+            excl = torch.stack([
+                images[i].exclude[c] if images[i].exclude is not None
+                else torch.zeros(vision.shape[1], dtype=torch.bool, device=vision.device)
+                for i, c in members
+            ]).to(vision.device)
+        tb = TokenBatch(
+            vision=vision,
+            vision_raw=stack("vision_raw"),
+            cls_attention=stack("cls_attention"),
+            keys=stack("keys"),
+            exclude=excl,
+            grid=images[members[0][0]].grid,
+        )
+        if text is not None:
+            rows = torch.tensor([sample_of[i] for i, _ in members], device=text.device)
+            tmask = text_mask[rows]
+            m = int(tmask.sum(dim=1).max())
+            tb.text = text[rows, :m].to(vision.device)
+            tb.text_mask = tmask[:, :m].to(vision.device)
+        return tb
+
+    def _assemble(self, inputs, ids, am, images, owner, tokens, index) -> dict:
+        ad = self.adapter
+        tid = ad.image_token_id
+        embed = ad.embed_tokens
+        with torch.no_grad():
+            base = embed(ids)
+        dtype = base.dtype
+        pos_full = None
+        if ad.keeps_positions:
+            with torch.no_grad():
+                pos_full, _deltas = ad.rope_positions(inputs, am)
+        rows_e, rows_id, rows_m, rows_p = [], [], [], []
+        for b, imgs in enumerate(owner):
+            img_pos = (ids[b] == tid).nonzero().squeeze(1)
+            pe, pid, pm, pp = [], [], [], []
+            cursor, off = 0, 0
+
+            def text_piece(lo, hi):
+                if hi > lo:
+                    pe.append(base[b, lo:hi])
+                    pid.append(ids[b, lo:hi])
+                    pm.append(am[b, lo:hi])
+                    if pos_full is not None:
+                        pp.append(pos_full[:, b, lo:hi])
+
+            for i in imgs:
+                n_ph = images[i].num_placeholders
+                span = img_pos[off:off + n_ph]
+                off += n_ph
+                first, last = int(span[0]), int(span[-1])
+                if last - first + 1 != n_ph:
+                    raise ValueError(f"sample {b}: the placeholder tokens of an image are not contiguous")
+                text_piece(cursor, first)
+                tok = tokens[i].to(dtype)
+                pe.append(tok)
+                pid.append(torch.full((tok.shape[0],), tid, dtype=ids.dtype, device=ids.device))
+                pm.append(torch.ones(tok.shape[0], dtype=am.dtype, device=am.device))
+                if pos_full is not None:
+                    if index[i] is None or index[i].numel() != tok.shape[0]:
+                        raise ValueError("kept tokens of this model must map to positions of the image")
+                    pp.append(pos_full[:, b, span[index[i].to(span.device)]])
+                cursor = last + 1
+            text_piece(cursor, ids.shape[1])
+            rows_e.append(torch.cat(pe, 0))
+            rows_id.append(torch.cat(pid, 0))
+            rows_m.append(torch.cat(pm, 0))
+            if pos_full is not None:
+                rows_p.append(torch.cat(pp, 1))
+        self.last_input_lengths = [int(m.sum()) for m in rows_m]
+        new_len = max(r.shape[0] for r in rows_e)
+        left = _padding_side(am) == "left"
+        pad_id = ad.pad_token_id()
+        out_e = base.new_zeros(len(rows_e), new_len, base.shape[-1])
+        out_id = ids.new_full((len(rows_e), new_len), pad_id)
+        out_m = am.new_zeros(len(rows_e), new_len)
+        out_p = None if pos_full is None else pos_full.new_ones(3, len(rows_e), new_len)
+        for b in range(len(rows_e)):
+            n = rows_e[b].shape[0]
+            sl = slice(new_len - n, new_len) if left else slice(0, n)
+            out_e[b, sl] = rows_e[b]
+            out_id[b, sl] = rows_id[b]
+            out_m[b, sl] = rows_m[b]
+            if out_p is not None:
+                out_p[:, b, sl] = rows_p[b]
+        kw = {"input_ids": out_id, "inputs_embeds": out_e, "attention_mask": out_m}
+        if out_p is not None:
+            kw["position_ids"] = out_p
+            # what the model itself would have cached for decoding (unpruned rope deltas)
+            self.model.model.rope_deltas = _deltas
+        return kw
+
+    # ------------------------------------------------------------------ llm stage (fastv)
+    def _run_llm(self, inputs: dict, generate: bool):
+        t_start = time.perf_counter()
+        ad = self.adapter
+        ad.check_inputs(inputs)
+        inputs.pop("questions", None)
+        if ad.family == "llava":
+            inputs.pop("image_sizes", None)  # the LLaVA-1.5 model does not take it
+        ids = inputs["input_ids"]
+        am = inputs.get("attention_mask")
+        if am is None:
+            am = torch.ones_like(ids)
+        image_mask = ids == ad.image_token_id
+        n_per = image_mask.sum(dim=1)
+        if bool((n_per == 0).any()):
+            raise ValueError("every sample needs at least one image for fastv pruning")
+        runs = (image_mask[:, 1:] & ~image_mask[:, :-1]).sum(dim=1) + image_mask[:, 0].long()
+        keep = []
+        for b in range(ids.shape[0]):
+            n = int(n_per[b])
+            if self.k is not None:
+                keep.append(min(n, self.k * int(runs[b])))
+            else:
+                keep.append(min(n, max(1, round(self.ratio * n))))
+        timing = {"selection": 0.0}
+        sel = self.selector
+
+        def choose(scores: Tensor, hidden: Tensor) -> list[Tensor]:
+            t0 = time.perf_counter()
+            out: list[Tensor | None] = [None] * scores.shape[0]
+            groups = defaultdict(list)
+            for b in range(scores.shape[0]):
+                groups[(int(n_per[b]), keep[b])].append(b)
+            for (n, kk), members in groups.items():
+                if kk >= n:
+                    for b in members:
+                        out[b] = torch.arange(n, device=scores.device)
+                    continue
+                att = torch.stack([scores[b][image_mask[b]] for b in members])
+                vis = torch.stack([hidden[b][image_mask[b]] for b in members]).float()
+                s = sel(TokenBatch(vision=vis, llm_attention=att.float()), k=kk)
+                for row, b in enumerate(members):
+                    out[b] = s.indices[row]
+            timing["selection"] += time.perf_counter() - t0
+            return out
+
+        state = LLMPruneState(
+            layer=getattr(sel, "layer", 2), image_mask=image_mask, attention_mask=am, choose=choose
+        )
+        handles = install_llm_hooks(ad.decoder_layers, state)
+        try:
+            if generate:
+                out = self.model.generate(**inputs)
+            else:
+                out = self.model(**inputs)
+        finally:
+            for h in handles:
+                h.remove()
+        if not state.pruned:
+            raise RuntimeError("fastv: the language model's prefill was not seen; nothing was pruned")
+        self.last_selection = [[t.detach().cpu()] for t in state.kept]
+        self.last_input_lengths = [int(v.sum()) for v in state.keep_valid]
+        self.last_questions = None
+        self.last_timing = {"selection": timing["selection"], "prepare": time.perf_counter() - t_start}
+        return out
+
+
+def _padding_side(am: Tensor) -> str:
+    if am.shape[1] == 0:
+        return "left"
+    if bool((am[:, 0] == 0).any()) and bool((am[:, -1] == 1).all()):
+        return "left"
+    if bool((am[:, -1] == 0).any()):
+        return "right"
+    return "left"
+
+
+def _restore_prompt(out, original_ids: Tensor, pruned_len: int):
+    """Put the caller's prompt back in front of the generated tokens."""
+    def fix(seq: Tensor) -> Tensor:
+        reps = seq.shape[0] // original_ids.shape[0]
+        prompt = original_ids.repeat_interleave(reps, dim=0) if reps > 1 else original_ids
+        return torch.cat([prompt.to(seq.device), seq[:, pruned_len:]], dim=1)
+
+    if isinstance(out, Tensor):
+        return fix(out)
+    if hasattr(out, "sequences"):
+        out.sequences = fix(out.sequences)
+    return out
+
+
+def prune(model: nn.Module, selector: str | Selector = "mmtok", *, k: int | None = None,
+          ratio: float | None = None, tokenizer=None, **selector_params) -> PrunedVLM:
+    """Wrap ``model`` so that its prefill keeps only ``k`` (or ``ratio``) vision tokens chosen by
+    ``selector`` (a registered name plus ``selector_params``, or a Selector instance).
+
+    ``tokenizer`` (or the processor) is needed to find the question in the prompt for
+    text-conditioned selectors. The model itself is not modified. See :class:`PrunedVLM`.
+    """
+    return PrunedVLM(model, selector, k=k, ratio=ratio, tokenizer=tokenizer, **selector_params)
