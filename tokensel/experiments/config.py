@@ -226,6 +226,8 @@ def selector_accepted_params(name: str) -> Optional[set]:
     from tokensel.selectors import selector_info
 
     cls = selector_info(name).cls
+    if cls.__init__ is object.__init__:
+        return set()
     sig = inspect.signature(cls.__init__)
     if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
         return None

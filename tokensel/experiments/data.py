@@ -85,7 +85,7 @@ def read_jsonl(path: str | os.PathLike, check_images: bool = True) -> list[Sampl
                     raise DatasetError(f"{path}:{lineno}: field {key!r} must be a string")
             image = Path(rec["image"])
             if not image.is_absolute():
-                image = root / image
+                image = Path(os.path.normpath(root / image))
             if check_images and not image.is_file():
                 raise DatasetError(f"{path}:{lineno}: image file not found: {str(image)!r}")
             category = rec.get("category")

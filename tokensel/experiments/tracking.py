@@ -184,6 +184,16 @@ def _item_key(item) -> str:
     return "/".join(item.nested_key) if len(item.nested_key) else item.key
 
 
+def _set(target: dict, item, value) -> None:
+    """Store at ``item.key``, or at the nested path ``item.nested_key`` (logged dicts, media)."""
+    if len(item.nested_key) > 1:
+        for part in item.nested_key[:-1]:
+            target = target.setdefault(part, {})
+        target[item.nested_key[-1]] = value
+    else:
+        target[_item_key(item)] = value
+
+
 def read_offline_run(path: str | os.PathLike) -> dict:
     """Parse an offline run (its directory or its ``.wandb`` file).
 
@@ -213,11 +223,13 @@ def read_offline_run(path: str | os.PathLike) -> dict:
             for item in rec.config.update:
                 out["config"][_item_key(item)] = json.loads(item.value_json)
         elif kind == "history":
-            row = {_item_key(i): json.loads(i.value_json) for i in rec.history.item}
+            row: dict = {}
+            for item in rec.history.item:
+                _set(row, item, json.loads(item.value_json))
             out["history"].append(row)
         elif kind == "summary":
             for item in rec.summary.update:
-                out["summary"][_item_key(item)] = json.loads(item.value_json)
+                _set(out["summary"], item, json.loads(item.value_json))
             for item in rec.summary.remove:
                 out["summary"].pop(_item_key(item), None)
     # wandb stores config values as {"value": v, "desc": ...}
