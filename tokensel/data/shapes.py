@@ -166,6 +166,7 @@ class VQARecord:
 
     def to_json(self, image_path: str) -> dict:
         return {
+            "id": self.question_id,
             "question_id": self.question_id,
             "image_id": self.image_id,
             "image": image_path,

@@ -33,6 +33,9 @@ __all__ = [
 
 PROMPT_TEMPLATE = "USER: <image>\n{question} ASSISTANT:"
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<s>", "</s>", "<image>"]
+# Chat roles are single case-sensitive tokens so that decoded prompts read "USER: ... ASSISTANT:"
+# like LLaVA-1.5's (the question extraction of tokensel.prune relies on those markers).
+ROLE_TOKENS = ["USER:", "ASSISTANT:"]
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
@@ -47,7 +50,7 @@ def format_prompt(question: str) -> str:
 
 def vocabulary() -> list[str]:
     """Special tokens, then prompt words, then every question/answer word (fixed order)."""
-    words = SPECIAL_TOKENS + ["user", ":", "assistant", "?", ".", ","]
+    words = SPECIAL_TOKENS + ROLE_TOKENS + ["user", ":", "assistant", "?", ".", ","]
     words += question_vocabulary()
     words += [w for w in answer_vocabulary() if w not in words]
     # a few generic words so ad-hoc questions do not collapse into <unk>
@@ -57,13 +60,14 @@ def vocabulary() -> list[str]:
 
 def build_tokenizer():
     """A ``PreTrainedTokenizerFast`` over a lower-cased WordLevel vocabulary with ``<image>``."""
-    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers import AddedToken, Tokenizer, decoders, normalizers, pre_tokenizers, processors
     from tokenizers.models import WordLevel
     from transformers import PreTrainedTokenizerFast
 
     vocab = {w: i for i, w in enumerate(vocabulary())}
     tok = Tokenizer(WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.normalizer = normalizers.Lowercase()
+    tok.add_tokens([AddedToken(t, normalized=False, single_word=False) for t in ROLE_TOKENS])
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.decoder = decoders.WordPiece(prefix="##", cleanup=True)
     tok.post_processor = processors.TemplateProcessing(
