@@ -41,6 +41,15 @@ if "test-firstk" not in _REGISTRY:
             score = score.masked_fill(batch.blocked(), -1.0)
             return Selection(indices=score.topk(k, dim=1).indices)
 
+    @register_selector("test-firstlast")
+    class FirstLast(Selector):
+        """Keeps the first ceil(k/2) and the last floor(k/2) tokens (test selector)."""
+
+        def select(self, batch: TokenBatch, k: int) -> Selection:
+            n = batch.vision.shape[1]
+            idx = torch.cat([torch.arange((k + 1) // 2), torch.arange(n - k // 2, n)]).to(batch.vision.device)
+            return Selection(indices=idx.expand(batch.vision.shape[0], k).clone())
+
     @register_selector("test-textsim")
     class TextSim(Selector):
         """Top-k tokens by max cosine similarity to the question tokens (test selector)."""

@@ -80,6 +80,8 @@ class LLMPruneState:
     keep_valid: Tensor | None = None  # bool [B, L']
     extra: int = 0  # tokens appended after the prefill
     mask_now: Tensor | None = None
+    pe_now: tuple | None = None
+    pid_now: Tensor | None = None
     kept: list = field(default_factory=list)
 
 
@@ -157,10 +159,13 @@ def install_llm_hooks(layers: nn.ModuleList, state: LLMPruneState) -> list:
             state.extra = 0
             new_hidden = _gather_seq(hidden, index, 1)
             cos, sin = kwargs["position_embeddings"]
-            kwargs["position_embeddings"] = (_gather_seq(cos, index, cos.dim() - 2), _gather_seq(sin, index, sin.dim() - 2))
+            state.pe_now = (_gather_seq(cos, index, cos.dim() - 2), _gather_seq(sin, index, sin.dim() - 2))
+            kwargs["position_embeddings"] = state.pe_now
             pid = kwargs.get("position_ids")
+            state.pid_now = None
             if isinstance(pid, Tensor) and pid.shape[-1] == prompt_len:
-                kwargs["position_ids"] = _gather_seq(pid, index, pid.dim() - 1)
+                state.pid_now = _gather_seq(pid, index, pid.dim() - 1)
+                kwargs["position_ids"] = state.pid_now
             pos = torch.arange(new_len, device=hidden.device)
             causal = pos[None, :] <= pos[:, None]
             allowed = causal[None] & (valid[:, None, :] | torch.eye(new_len, dtype=torch.bool, device=hidden.device)[None])
@@ -188,10 +193,18 @@ def install_llm_hooks(layers: nn.ModuleList, state: LLMPruneState) -> list:
         return args, kwargs
 
     def later_hook(module, args, kwargs):
-        if state.pruned and state.mask_now is not None:
-            kwargs["attention_mask"] = state.mask_now
-            return args, kwargs
-        return None
+        if not (state.pruned and state.mask_now is not None):
+            return None
+        kwargs["attention_mask"] = state.mask_now
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        pe = kwargs.get("position_embeddings")
+        if pe is not None and hidden is not None and pe[0].shape[-2] != hidden.shape[1]:
+            # prefill: the model hands every layer the unpruned rotary tables
+            kwargs["position_embeddings"] = state.pe_now
+            pid = kwargs.get("position_ids")
+            if isinstance(pid, Tensor) and pid.shape[-1] != hidden.shape[1]:
+                kwargs["position_ids"] = state.pid_now
+        return args, kwargs
 
     handles.append(layers[k_layer - 1].self_attn.register_forward_pre_hook(score_hook, with_kwargs=True))
     handles.append(layers[k_layer].register_forward_pre_hook(prune_hook, with_kwargs=True))
