@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import rand_image
+from tiny_vlms import rand_image
 from tokensel.models import prune
 from tokensel.models.wrapper import PrunedVLM
 
