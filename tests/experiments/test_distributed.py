@@ -1,0 +1,51 @@
+"""``torchrun --nproc_per_node=2 -m experiments.evaluate`` equals the single-process run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, TINY, make_dataset
+
+from tokensel.experiments.runner import prepare, run_eval
+from tokensel.experiments.tracking import find_offline_runs, read_offline_run
+
+TIMING = ("prefill_ms", "selection_ms", "generate_ms", "wall_s_rank0")
+
+
+def test_torchrun_two_processes_equal_one(tmp_path):
+    dataset = make_dataset(tmp_path / "ds", n=7)  # odd: ranks get 4 and 3 samples
+    common = [f"dataset.path={dataset}", "selector.name=mmtok", "budget.k=8", "eval.progress=false"]
+
+    single = run_eval(prepare(TINY, common + [f"logging.output_dir={tmp_path / 'one'}", "logging.wandb_mode=disabled"]), print_results=False)
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "experiments.evaluate", TINY, *common,
+        f"logging.output_dir={tmp_path / 'two'}", "logging.run_name=dist",
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    run_dir = tmp_path / "two" / "dist"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    records = [json.loads(x) for x in (run_dir / "results.jsonl").read_text().splitlines()]
+    assert metrics["num_samples"] == 7
+    for key, value in single.metrics.items():
+        if key not in TIMING:
+            assert metrics[key] == pytest.approx(value), key
+    assert [(r["id"], r["prediction"], r["kept_tokens"], r["correct"]) for r in records] == [
+        (r["id"], r["prediction"], r["kept_tokens"], r["correct"]) for r in single.records
+    ]
+    assert len({r["prediction"] for r in records}) > 1  # the comparison is not trivially constant
+    assert f"{metrics['accuracy']:.4f}" in proc.stdout  # rank 0 printed the table
+    # only rank 0 logged, once, with the gathered metrics
+    (wb,) = find_offline_runs(tmp_path / "two")
+    logged = read_offline_run(wb)
+    assert logged["summary"]["accuracy"] == pytest.approx(metrics["accuracy"])
+    assert logged["summary"]["num_samples"] == 7
