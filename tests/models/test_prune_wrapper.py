@@ -412,3 +412,23 @@ def test_rejects_cache_and_embeds(llava):
     with pytest.raises(ValueError, match="prefills from scratch"):
         pruned(**inputs, past_key_values=object())
     assert isinstance(pruned, PrunedVLM) and "k=3" in repr(pruned)
+
+
+def test_family_selector_defaults(qwen, llava):
+    assert prune(qwen.model, "mmtok", k=4).selector.tau_tv == 0.01
+    assert prune(llava.model, "mmtok", k=4).selector.tau_tv == 0.02
+    assert prune(qwen.model, "mmtok", k=4, tau_tv=0.5).selector.tau_tv == 0.5
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("name", ["mmtok", "visionzip", "divprune", "pool"])
+def test_builtin_selectors_through_wrapper(tiny, name):
+    inputs = tiny.inputs("What is the color of the cat?", images_for(tiny))
+    ref = tiny.model(**inputs).logits
+    full = prune(tiny.model, name, k=100_000, tokenizer=tiny.tokenizer)(**inputs).logits
+    assert (full - ref).abs().max().item() <= 1e-5
+    pruned = prune(tiny.model, name, k=4, tokenizer=tiny.tokenizer)
+    out = pruned(**inputs).logits
+    text_len = inputs["input_ids"].shape[1] - n_image_tokens(tiny, inputs)
+    assert out.shape[1] == text_len + 4 * n_crops(tiny, inputs)
+    assert pruned.last_selection[0][0].shape[-1] == 4

@@ -66,6 +66,9 @@ class VisionAdapter:
     vision_keys: tuple[str, ...] = ("pixel_values",)
     #: Whether kept tokens keep their original (M-RoPE) position ids.
     keeps_positions: bool = False
+    #: Per-family selector parameter defaults (applied when the caller does not set them and
+    #: the selector accepts the parameter), e.g. MMTok's tau_tv (0.02 LLaVA, 0.01 Qwen2.5-VL).
+    selector_defaults: dict = {"mmtok": {"tau_tv": 0.02}}
 
     def __init__(self, model: nn.Module):
         self.model = model

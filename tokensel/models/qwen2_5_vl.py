@@ -26,6 +26,7 @@ class Qwen2_5_VLAdapter(VisionAdapter):
     question_prefix = "Question: "
     vision_keys = ("pixel_values", "image_grid_thw", "mm_token_type_ids")
     keeps_positions = True
+    selector_defaults = {"mmtok": {"tau_tv": 0.01}}
 
     def check_inputs(self, inputs: dict) -> None:
         super().check_inputs(inputs)

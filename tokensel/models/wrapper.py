@@ -109,7 +109,8 @@ class PrunedVLM:
                 raise TypeError("selector_params are only accepted with a selector name")
             self.selector = selector
         else:
-            self.selector = create_selector(selector, **selector_params)
+            params = {**_family_defaults(self.adapter, selector), **selector_params}
+            self.selector = create_selector(selector, **params)
         if self.selector.stage not in ("vision", "llm"):
             raise ValueError(f"selector stage {self.selector.stage!r} is not supported")
         self.k, self.ratio = _check_budget(k, ratio)
@@ -473,6 +474,20 @@ class PrunedVLM:
         self.last_questions = None
         self.last_timing = {"selection": timing["selection"], "prepare": time.perf_counter() - t_start}
         return out
+
+
+def _family_defaults(adapter: VisionAdapter, name: str) -> dict:
+    import inspect
+
+    from tokensel.selectors.registry import selector_info
+
+    base = name.split("-")[0]
+    defaults = dict(adapter.selector_defaults.get(base, {}))
+    if not defaults:
+        return {}
+    info = selector_info(name)
+    accepted = inspect.signature(info.cls.__init__).parameters
+    return {k: v for k, v in defaults.items() if k in accepted and k not in info.defaults}
 
 
 def _padding_side(am: Tensor) -> str:
