@@ -1,0 +1,110 @@
+"""Prefill time of a mid-size random LLaVA-architecture model at 576 / 64 / 16 kept vision tokens.
+
+The model is randomly initialised (nothing is downloaded): a CLIP-like tower at 336 px / patch 14
+(576 tokens) and a Llama-like language model, about 200M parameters together. Each setting
+times ``pruned(**inputs, logits_to_keep=1)`` end to end (vision tower, selection, language-model
+prefill), reports the median over ``--reps`` repetitions, and the share of that time spent in the
+selector (``pruned.last_timing["selection"]``). "unpruned" is the wrapped model itself.
+
+    OMP_NUM_THREADS=1 python experiments/bench_prefill.py --threads 1 --reps 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+
+def build(args):
+    import numpy as np
+    import torch
+    from PIL import Image
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import (CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration,
+                              LlavaProcessor, PreTrainedTokenizerFast)
+    from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
+
+    words = ["<pad>", "<unk>", "<s>", "</s>", "<image>", "USER:", "ASSISTANT:"]
+    words += [f"w{i}" for i in range(args.vocab - len(words))]
+    common = "what is the color of object on left side picture how many are there".split()
+    words[7 : 7 + len(common)] = common
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>",
+                                        bos_token="<s>", eos_token="</s>")
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    ip = LlavaImageProcessorPil(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}, do_pad=True)
+    processor = LlavaProcessor(image_processor=ip, tokenizer=tokenizer, patch_size=14,
+                               vision_feature_select_strategy="default", num_additional_image_tokens=1)
+    vision = CLIPVisionConfig(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8,
+                              image_size=336, patch_size=14)
+    text = LlamaConfig(hidden_size=1024, intermediate_size=2816, num_hidden_layers=10, num_attention_heads=16,
+                       num_key_value_heads=16, vocab_size=len(words), max_position_embeddings=2048, pad_token_id=0)
+    cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_id=words.index("<image>"),
+                      vision_feature_layer=-2, vision_feature_select_strategy="default")
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration(cfg).eval()
+    rng = np.random.default_rng(0)
+    image = Image.fromarray((rng.random((336, 336, 3)) * 255).astype("uint8"))
+    prompt = "USER: <image>\nwhat is the color of the object on the left side of the picture ASSISTANT:"
+    inputs = dict(processor(images=[image], text=[prompt], return_tensors="pt"))
+    return model, tokenizer, inputs
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--selector", default="mmtok")
+    parser.add_argument("--budgets", default="576,64,16")
+    parser.add_argument("--vocab", type=int, default=32000)
+    args = parser.parse_args(argv)
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    import tokensel
+
+    model, tokenizer, inputs = build(args)
+    n_params = sum(p.numel() for p in model.parameters())
+    n_img = int((inputs["input_ids"] == model.config.image_token_id).sum())
+    print(f"torch threads: {torch.get_num_threads()}  (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')})")
+    print(f"model: random LLaVA architecture, {n_params / 1e6:.0f}M parameters, {n_img} vision tokens, "
+          f"prompt {inputs['input_ids'].shape[1]} tokens; selector {args.selector}; median of {args.reps} reps")
+
+    rows = []
+    with torch.inference_mode():
+        model(**inputs, logits_to_keep=1)  # warm-up
+        times = []
+        for _ in range(args.reps):
+            t0 = time.perf_counter()
+            model(**inputs, logits_to_keep=1)
+            times.append(time.perf_counter() - t0)
+        rows.append(("unpruned model", n_img, statistics.median(times), None, inputs["input_ids"].shape[1]))
+        for k in (int(x) for x in args.budgets.split(",")):
+            pruned = tokensel.prune(model, args.selector, k=k, tokenizer=tokenizer)
+            pruned(**inputs, logits_to_keep=1)  # warm-up
+            times, sel = [], []
+            for _ in range(args.reps):
+                t0 = time.perf_counter()
+                pruned(**inputs, logits_to_keep=1)
+                times.append(time.perf_counter() - t0)
+                sel.append(pruned.last_timing["selection"])
+            rows.append((f"{args.selector} k={k}", k, statistics.median(times), statistics.median(sel),
+                         pruned.last_input_lengths[0]))
+
+    base = rows[0][2]
+    print()
+    print(f"| setting | kept | LM input | prefill (s) | speed-up | selection (ms) | selection share |")
+    print(f"|---|---|---|---|---|---|---|")
+    for name, kept, t, s, length in rows:
+        sel_ms = "-" if s is None else f"{1000 * s:.1f}"
+        share = "-" if s is None else f"{100 * s / t:.1f}%"
+        print(f"| {name} | {kept} | {length} | {t:.3f} | {base / t:.2f}x | {sel_ms} | {share} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
