@@ -104,6 +104,11 @@ class DatasetConfig:
 class EvalConfig:
     #: Seeds torch / random / numpy before the run; passed to selectors that take ``seed``.
     seed: int = 0
+    #: ``generate``: greedy decoding of up to ``max_new_tokens``, matched against the answer.
+    #: ``choice``: one prefill; the answer is the candidate with the highest next-token logit
+    #: (yes/no for yes/no questions, else the answers seen in the question's category; on the
+    #: shapes set, the generator's answer vocabulary of the category).
+    scoring: str = "generate"
     max_new_tokens: int = 8
     #: Check that every image file exists before loading the model.
     check_images: bool = True
@@ -288,8 +293,8 @@ def validate_config(cfg: DictConfig, config_dir: Path | None = None) -> None:
         if not path.is_dir():
             _fail("dataset.path", f"MME root folder not found: {str(path)!r}")
     elif ds.format == "shapes":
-        if not path.is_file() and not path.parent.is_dir():
-            _fail("dataset.path", f"folder for the synthetic set does not exist: {str(path.parent)!r}")
+        if path.exists() and not path.is_file():
+            _fail("dataset.path", f"must be a JSONL file (generated if missing), got a folder: {str(path)!r}")
     elif not path.is_file():
         _fail("dataset.path", f"dataset file not found: {str(path)!r}")
     if ds.image_root is not None and not Path(ds.image_root).is_dir():
@@ -317,6 +322,8 @@ def validate_config(cfg: DictConfig, config_dir: Path | None = None) -> None:
     # --- eval / logging
     if cfg.eval.max_new_tokens < 1:
         _fail("eval.max_new_tokens", f"must be >= 1, got {cfg.eval.max_new_tokens}")
+    if cfg.eval.scoring not in ("generate", "choice"):
+        _fail("eval.scoring", f"must be 'generate' or 'choice', got {cfg.eval.scoring!r}")
     if cfg.eval.dist_backend not in _BACKENDS:
         _fail("eval.dist_backend", f"must be one of {_BACKENDS}, got {cfg.eval.dist_backend!r}")
     if cfg.logging.wandb_mode not in _WANDB_MODES:

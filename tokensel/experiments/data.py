@@ -236,8 +236,32 @@ def _generate_shapes(path: Path, num_images: int, split: str = "test", seed: int
     shapes.write_jsonl(path.parent, shapes.iter_split(split, num_images, seed=seed), filename=path.name)
 
 
-def load_dataset(ds_cfg, check_images: bool = True) -> list[Sample]:
-    """Samples described by a ``dataset`` config group, after ``offset`` / ``limit``."""
+def candidate_answers(samples: list[Sample], dataset_format: str = "jsonl") -> dict:
+    """Closed answer sets for ``eval.scoring: choice``: ``{category: [answers]}`` (key None for
+    samples without a category). Yes/no questions always choose between yes and no."""
+    out: dict = {}
+    if dataset_format == "shapes":
+        from tokensel.data.shapes import answer_vocabulary
+
+        for cat in {s.category for s in samples}:
+            out[cat] = [str(a) for a in answer_vocabulary(cat)]
+        return out
+    for s in samples:
+        answers = out.setdefault(s.category, [])
+        if s.answer.strip().lower() not in answers:
+            answers.append(s.answer.strip().lower())
+    return out
+
+
+def candidates_for(sample: Sample, table: dict) -> list[str]:
+    if sample.answer.strip().lower() in ("yes", "no"):
+        return ["yes", "no"]
+    return table.get(sample.category) or [sample.answer]
+
+
+def load_dataset(ds_cfg, check_images: bool = True, with_all: bool = False):
+    """Samples described by a ``dataset`` config group, after ``offset`` / ``limit``
+    (with ``with_all``: also every sample before slicing)."""
     fmt, path = ds_cfg.format, Path(ds_cfg.path)
     if fmt == "jsonl":
         samples = read_jsonl(path, check_images=check_images)
@@ -253,6 +277,7 @@ def load_dataset(ds_cfg, check_images: bool = True) -> list[Sample]:
         samples = convert_mme(path)
     else:
         raise DatasetError(f"unknown dataset format {fmt!r}")
+    everything = samples
     start = int(ds_cfg.offset)
     stop = None if ds_cfg.limit is None else start + int(ds_cfg.limit)
     samples = samples[start:stop]
@@ -262,7 +287,7 @@ def load_dataset(ds_cfg, check_images: bool = True) -> list[Sample]:
         missing = [s.image for s in samples if not Path(s.image).is_file()]
         if missing:
             raise DatasetError(f"{len(missing)} image file(s) not found, e.g. {missing[0]!r}")
-    return samples
+    return (samples, everything) if with_all else samples
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,8 +57,17 @@ def list_models() -> list[str]:
     return sorted(_BUILDERS)
 
 
+def _zoo_names() -> list[str]:
+    try:
+        import tokensel.zoo as zoo
+    except ImportError:  # pragma: no cover
+        return []
+    return zoo.list()
+
+
 def is_known_model(name: str) -> bool:
-    return name in _BUILDERS or Path(name).is_dir()
+    """A registered builder, a model shipped in ``tokensel.zoo`` (weights present) or a folder."""
+    return name in _BUILDERS or Path(name).is_dir() or name in _zoo_names()
 
 
 def _image_token_id(model: Any, processor: Any) -> Optional[int]:
@@ -98,6 +107,14 @@ def load_model(model_cfg: Any) -> LoadedModel:
     name = model_cfg.name
     if name in _BUILDERS:
         loaded = _as_loaded(_BUILDERS[name](model_cfg))
+    elif name in _zoo_names():
+        import tokensel.zoo as zoo
+
+        loaded = _as_loaded(zoo.load(name))
+        if name == "shapes-llava":
+            from tokensel.zoo.shapes_llava import PROMPT_TEMPLATE
+
+            loaded.prompt = PROMPT_TEMPLATE
     elif Path(name).is_dir():
         import tokensel
 
@@ -111,13 +128,6 @@ def load_model(model_cfg: Any) -> LoadedModel:
     if model_cfg.prompt is not None:
         loaded.prompt = model_cfg.prompt
     return loaded
-
-
-@register_model("shapes-llava")
-def _load_shapes_llava(model_cfg: Any) -> LoadedModel:
-    import tokensel
-
-    return _as_loaded(tokensel.zoo.load("shapes-llava"))
 
 
 # ----------------------------------------------------------------------------- tiny test model
@@ -326,6 +336,66 @@ def load_image(path: str):
         return im.convert("RGB")
 
 
+def _encode(loaded: LoadedModel, image: Any, question: str) -> dict:
+    device = next(loaded.model.parameters()).device
+    prompt = loaded.prompt.format(question=question)
+    inputs = loaded.processor(images=image, text=prompt, return_tensors="pt")
+    inputs = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
+    if "pixel_values" in inputs and loaded.model.dtype != torch.float32:
+        inputs["pixel_values"] = inputs["pixel_values"].to(loaded.model.dtype)
+    return inputs
+
+
+def _first_token_ids(tokenizer: Any, words: list[str]) -> list[int]:
+    ids = []
+    for w in words:
+        enc = tokenizer(w, add_special_tokens=False)["input_ids"]
+        if not enc:
+            raise ValueError(f"candidate answer {w!r} encodes to no token")
+        ids.append(int(enc[0]))
+    return ids
+
+
+@torch.inference_mode()
+def score_choices(
+    loaded: LoadedModel,
+    wrapper: Any,
+    image: Any,
+    question: str,
+    candidates: list[str],
+    timer: Optional[_SelectionTimer] = None,
+) -> dict:
+    """Closed-vocabulary answer: the candidate whose first token has the highest next-token
+    logit after the prompt (one prefill, no decoding)."""
+    inputs = _encode(loaded, image, question)
+    image_tokens = None
+    if loaded.image_token_id is not None:
+        image_tokens = int((inputs["input_ids"] == loaded.image_token_id).sum())
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    out = wrapper(**inputs)
+    logits = out.logits[0, -1].float()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    prefill_ms = 1000.0 * (time.perf_counter() - t0)
+    tokenizer = getattr(loaded.processor, "tokenizer", loaded.processor)
+    ids = _first_token_ids(tokenizer, candidates)
+    choice = candidates[int(torch.argmax(logits[ids]))]
+    selection_s = timer.take() if timer is not None else None
+    kept = _kept_tokens(getattr(wrapper, "last_selection", None))
+    if kept is None and isinstance(wrapper, _Unpruned):
+        kept = image_tokens
+    return {
+        "prediction": choice,
+        "image_tokens": image_tokens,
+        "kept_tokens": kept,
+        "prefill_ms": prefill_ms,
+        "generate_ms": None,
+        "selection_ms": None if selection_s is None else 1000.0 * selection_s,
+    }
+
+
 @torch.inference_mode()
 def infer_sample(
     loaded: LoadedModel,
@@ -335,13 +405,8 @@ def infer_sample(
     max_new_tokens: int,
     timer: Optional[_SelectionTimer] = None,
 ) -> dict:
-    """Answer one question; returns prediction, token counts and timings (ms)."""
-    device = next(loaded.model.parameters()).device
-    prompt = loaded.prompt.format(question=question)
-    inputs = loaded.processor(images=image, text=prompt, return_tensors="pt")
-    inputs = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
-    if "pixel_values" in inputs and loaded.model.dtype != torch.float32:
-        inputs["pixel_values"] = inputs["pixel_values"].to(loaded.model.dtype)
+    """Answer one question by greedy decoding; returns prediction, token counts and timings (ms)."""
+    inputs = _encode(loaded, image, question)
     n_prompt = inputs["input_ids"].shape[1]
     image_tokens = None
     if loaded.image_token_id is not None:

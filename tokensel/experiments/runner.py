@@ -23,7 +23,7 @@ from tokensel.experiments.config import (
     save_config,
     to_flat_dict,
 )
-from tokensel.experiments.data import DatasetError, Sample, load_dataset
+from tokensel.experiments.data import DatasetError, Sample, candidate_answers, candidates_for, load_dataset
 from tokensel.experiments.dist import DistContext, init_distributed
 from tokensel.experiments.metrics import compute_metrics, is_correct
 from tokensel.experiments.tables import format_table, metrics_table
@@ -51,6 +51,8 @@ class Prepared:
     cfg: DictConfig
     samples: list[Sample]
     selector_params: dict
+    #: answer sets per category for ``eval.scoring: choice``
+    candidates: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -73,10 +75,13 @@ def prepare(config: Any = None, overrides: tuple | list = ()) -> Prepared:
     else:
         cfg = load_config(config, overrides)
     try:
-        samples = load_dataset(cfg.dataset, check_images=cfg.eval.check_images)
+        samples, everything = load_dataset(cfg.dataset, check_images=cfg.eval.check_images, with_all=True)
     except (DatasetError, OSError) as exc:
         raise ConfigError(f"dataset.path: {exc}") from None
-    return Prepared(cfg=cfg, samples=samples, selector_params=effective_selector_params(cfg, with_seed=True))
+    candidates = candidate_answers(everything, cfg.dataset.format) if cfg.eval.scoring == "choice" else {}
+    return Prepared(
+        cfg=cfg, samples=samples, selector_params=effective_selector_params(cfg, with_seed=True), candidates=candidates
+    )
 
 
 def _slug(text: str) -> str:
@@ -138,7 +143,15 @@ def run_eval(
     Under torchrun the samples are sharded and every rank returns the gathered result."""
     from tqdm.auto import tqdm
 
-    from tokensel.experiments.modeling import _SelectionTimer, infer_sample, load_image, load_model, selection_indices, wrap_model
+    from tokensel.experiments.modeling import (
+        _SelectionTimer,
+        infer_sample,
+        load_image,
+        load_model,
+        score_choices,
+        selection_indices,
+        wrap_model,
+    )
 
     cfg = prepared.cfg
     own_dist = dist is None
@@ -164,7 +177,11 @@ def run_eval(
         )
         for pos, sample in bar:
             image = load_image(sample.image)
-            out = infer_sample(loaded, wrapper, image, sample.question, cfg.eval.max_new_tokens, timer)
+            if cfg.eval.scoring == "choice":
+                cands = candidates_for(sample, prepared.candidates)
+                out = score_choices(loaded, wrapper, image, sample.question, cands, timer)
+            else:
+                out = infer_sample(loaded, wrapper, image, sample.question, cfg.eval.max_new_tokens, timer)
             rec = {
                 "_pos": pos,
                 "id": sample.id,
