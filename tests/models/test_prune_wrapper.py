@@ -432,3 +432,29 @@ def test_builtin_selectors_through_wrapper(tiny, name):
     text_len = inputs["input_ids"].shape[1] - n_image_tokens(tiny, inputs)
     assert out.shape[1] == text_len + 4 * n_crops(tiny, inputs)
     assert pruned.last_selection[0][0].shape[-1] == 4
+
+
+@torch.no_grad()
+def test_budget_capped_at_non_padding_patches(llava):
+    from tokensel.models.llava import padding_exclude
+
+    shape = (14, 140)  # almost everything is padding
+    excl = padding_exclude(shape, 112, 14)
+    pickable = int((~excl).sum())
+    assert 0 < pickable < 20
+    pruned = prune(llava.model, "test-firstk", k=20)
+    inputs = llava.inputs("What is the color?", [rand_image(*shape, 9)])
+    pruned(**inputs, image_sizes=[shape])
+    kept = pruned.last_selection[0][0]
+    assert kept.numel() == pickable and not excl[kept].any()
+
+
+@torch.no_grad()
+def test_processor_accepted_as_tokenizer(llava):
+    inputs = llava.inputs("How many dogs are there?", images_for(llava))
+    a = prune(llava.model, "test-textsim", k=3, tokenizer=llava.processor)
+    b = prune(llava.model, "test-textsim", k=3, tokenizer=llava.tokenizer)
+    a(**inputs)
+    b(**inputs)
+    assert a.last_questions == b.last_questions == ["How many dogs"]
+    assert torch.equal(a.last_selection[0][0], b.last_selection[0][0])

@@ -28,7 +28,10 @@ Extra keyword arguments accepted by the wrapper call (besides what the processor
 
 - ``questions``: list of str (one per sample) overriding the question found in the prompt.
 - ``image_sizes`` (LLaVA-1.5 only): original ``(height, width)`` of each image, to exclude
-  the pad-to-square padding patches (the LLaVA processor does not return the sizes).
+  the pad-to-square padding patches (the LLaVA processor does not return the sizes). Pass it
+  only when the image processor pads to square (``do_pad=True``, the original LLaVA-1.5
+  preprocessing), not with center cropping. An image with fewer non-padding patches than the
+  budget keeps just those.
 
 The wrapper never changes the wrapped model: hooks live only for the duration of one call, and
 no attribute of the model or its modules is replaced.
@@ -114,10 +117,9 @@ class PrunedVLM:
         if self.selector.stage not in ("vision", "llm"):
             raise ValueError(f"selector stage {self.selector.stage!r} is not supported")
         self.k, self.ratio = _check_budget(k, ratio)
-        if tokenizer is not None and not callable(getattr(tokenizer, "decode", None)):
-            tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
-        if tokenizer is not None and hasattr(tokenizer, "tokenizer") and not hasattr(tokenizer, "convert_ids_to_tokens"):
-            tokenizer = tokenizer.tokenizer
+        inner = getattr(tokenizer, "tokenizer", None)  # a processor: use its tokenizer
+        if inner is not None and hasattr(inner, "convert_ids_to_tokens"):
+            tokenizer = inner
         self.tokenizer = tokenizer
         #: per sample, per image: LongTensor of kept indices ([k] or, LLaVA-NeXT, [crops, k]).
         self.last_selection: list[list[Tensor]] | None = None
@@ -257,7 +259,13 @@ class PrunedVLM:
             if "text" in need and not has_text:
                 raise ValueError(f"sample {sample_of[i]} has no question text, which selector {self.selector.name!r} needs")
             for c in range(img.num_crops):
-                groups[(n, kk, has_text)].append((i, c))
+                kc = kk
+                if img.exclude is not None:
+                    pickable = int((~img.exclude[c]).sum())
+                    if pickable == 0:
+                        raise ValueError(f"image {i}: image_sizes mark every patch as padding")
+                    kc = min(kk, pickable)  # documented: never more than the non-padding patches
+                groups[(n, kc, has_text)].append((i, c))
         t_sel = 0.0
         for (n, kk, has_text), members in groups.items():
             batch = self._token_batch(images, members, sample_of, text if has_text else None,
