@@ -1,0 +1,173 @@
+"""lmms-eval plugin: ``lmms-eval --model tokensel_llava --model_args pretrained=PATH,selector=mmtok,k=64``.
+
+lmms-eval (>= 0.7) discovers external models through the Python entry-point group
+``lmms_eval.models``; each entry point yields a ``ModelManifest`` naming the model id and the
+import path of a subclass of ``lmms_eval.api.model.lmms``. tokensel's entry point (declared in
+its packaging metadata) is :func:`lmms_eval_manifest`::
+
+    [project.entry-points."lmms_eval.models"]
+    tokensel_llava = "tokensel.experiments.lmms_eval_model:lmms_eval_manifest"
+
+``model_args`` (``key=value`` pairs separated by commas, parsed by lmms-eval):
+
+- ``pretrained``: a local checkpoint folder (``tokensel.load_vlm``), ``shapes-llava`` or any
+  name registered in :mod:`tokensel.experiments.modeling` (``tiny-random-llava`` for tests);
+- ``selector`` (``none`` = unpruned), ``k`` (``None`` = keep all), plus any selector parameter
+  (``alpha``, ``tau_tv``, ...);
+- ``device`` (``auto``), ``dtype`` (``float16`` on GPU by default), ``prompt`` (with
+  ``{question}``), ``max_new_tokens`` (default when the task gives none).
+
+Only ``generate_until`` is implemented (POPE, MME, GQA, ... are generation tasks). The class is
+importable without lmms-eval installed (it then derives from ``object``), so its logic is
+tested on the tiny model here; with lmms-eval installed it derives from ``lmms``.
+"""
+
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+from typing import Any, Optional
+
+try:  # optional dependency
+    from lmms_eval.api.model import lmms as _LmmsBase
+
+    HAVE_LMMS_EVAL = True
+except ImportError:  # pragma: no cover - depends on the environment
+    _LmmsBase = object
+    HAVE_LMMS_EVAL = False
+
+__all__ = ["TokenselLlava", "lmms_eval_manifest", "MODEL_ID", "HAVE_LMMS_EVAL"]
+
+MODEL_ID = "tokensel_llava"
+
+
+def lmms_eval_manifest():
+    """Entry-point payload for lmms-eval's model registry."""
+    from lmms_eval.models.registry_v2 import ModelManifest
+
+    return ModelManifest(model_id=MODEL_ID, simple_class_path=f"{__name__}.TokenselLlava")
+
+
+def _none(value: Any) -> Any:
+    return None if isinstance(value, str) and value.lower() in ("none", "null", "") else value
+
+
+class TokenselLlava(_LmmsBase):
+    """A LLaVA-family VLM behind a tokensel selector, as an lmms-eval model."""
+
+    is_simple = True
+
+    def __init__(
+        self,
+        pretrained: str = "shapes-llava",
+        selector: str = "mmtok",
+        k: Any = 64,
+        device: str = "auto",
+        dtype: Optional[str] = None,
+        prompt: Optional[str] = None,
+        max_new_tokens: int = 16,
+        batch_size: int = 1,
+        **selector_params: Any,
+    ) -> None:
+        if HAVE_LMMS_EVAL:
+            super().__init__()
+        import torch
+
+        from tokensel.experiments.config import load_config
+        from tokensel.experiments.modeling import load_model, wrap_model
+
+        if int(batch_size) != 1:
+            raise ValueError("tokensel_llava evaluates one request at a time: use batch_size=1")
+        k = _none(k)
+        if dtype is None:
+            dtype = "float16" if torch.cuda.is_available() else "float32"
+        params = {key: _none(v) for key, v in selector_params.items()}
+        # the same validation as `tokensel eval`, before anything is loaded
+        overrides = [
+            f"model.name={pretrained}", f"model.device={device}", f"model.dtype={dtype}",
+            f"selector.name={selector}", f"budget.k={'null' if k is None else k}",
+            "dataset.path=unused", "eval.check_images=false",
+        ] + [f"selector.params.{key}={'null' if v is None else v}" for key, v in params.items()]
+        from tokensel.experiments.config import validate_config
+
+        cfg = load_config(None, overrides, validate=False)
+        from omegaconf import OmegaConf
+
+        OmegaConf.set_readonly(cfg, False)
+        if prompt is not None:
+            cfg.model.prompt = prompt
+        cfg.dataset.format = "mme"  # skip the dataset-file check (lmms-eval brings the data)
+        cfg.dataset.path = os.getcwd()
+        validate_config(cfg)
+
+        self._rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
+        self._world_size = int(os.environ.get("WORLD_SIZE", 1))
+        self.cfg = cfg
+        self.loaded = load_model(cfg.model)
+        self.wrapper = wrap_model(self.loaded, cfg.selector.name, cfg.budget.k, dict(params))
+        self.max_new_tokens = int(max_new_tokens)
+        self.task_dict: dict = getattr(self, "task_dict", {}) or {}
+        self.kept_tokens: list[Optional[int]] = []
+
+    # lmms-eval reads these
+    @property
+    def rank(self) -> int:
+        return self._rank
+
+    @property
+    def world_size(self) -> int:
+        return self._world_size
+
+    @property
+    def model(self):
+        return self.loaded.model
+
+    @property
+    def tokenizer(self):
+        return getattr(self.loaded.processor, "tokenizer", self.loaded.processor)
+
+    def _question(self, context: str) -> str:
+        # lmms-eval contexts may carry the image placeholder themselves; the prompt adds it
+        image_token = getattr(self.loaded.processor, "image_token", "<image>") or "<image>"
+        return context.replace(image_token, "").strip()
+
+    def generate_until(self, requests) -> list[str]:
+        from tqdm.auto import tqdm
+
+        from tokensel.experiments.modeling import infer_sample
+
+        out = []
+        for req in tqdm(requests, desc="tokensel_llava", disable=self.rank != 0, dynamic_ncols=True):
+            context, gen_kwargs, doc_to_visual, doc_id, task, split = req.args
+            visuals = doc_to_visual(self.task_dict[task][split][doc_id])
+            visuals = [v for v in (visuals if isinstance(visuals, (list, tuple)) else [visuals]) if v is not None]
+            if not visuals:
+                raise ValueError(f"{task}/{split}/{doc_id}: tokensel_llava needs an image")
+            image = visuals[0].convert("RGB")
+            kwargs = dict(gen_kwargs or {})
+            until = kwargs.get("until") or []
+            until = [until] if isinstance(until, str) else list(until)
+            max_new = int(kwargs.get("max_new_tokens") or self.max_new_tokens)
+            res = infer_sample(self.loaded, self.wrapper, image, self._question(context), max_new)
+            text = res["prediction"]
+            for stop in until:
+                if stop and stop in text:
+                    text = text.split(stop)[0]
+            self.kept_tokens.append(res["kept_tokens"])
+            out.append(text.strip())
+            hook = getattr(self, "cache_hook", None)
+            if hook is not None and hasattr(hook, "add_partial"):
+                hook.add_partial("generate_until", (context, gen_kwargs), text)
+        return out
+
+    def loglikelihood(self, requests):
+        raise NotImplementedError("tokensel_llava implements generate_until only (use generation tasks such as pope, mme, gqa)")
+
+    def generate_until_multi_round(self, requests):
+        raise NotImplementedError("tokensel_llava does not implement multi-round generation")
+
+
+def _request(context: str, doc_id: int, task: str = "task", split: str = "test", doc_to_visual=None, **gen_kwargs):
+    """A request in lmms-eval's ``Instance.args`` layout (for local use without lmms-eval)."""
+    visual = doc_to_visual or (lambda doc: [doc["image"]])
+    return SimpleNamespace(args=(context, gen_kwargs, visual, doc_id, task, split))
