@@ -121,7 +121,10 @@ class PrunedVLM:
         if inner is not None and hasattr(inner, "convert_ids_to_tokens"):
             tokenizer = inner
         self.tokenizer = tokenizer
-        #: per sample, per image: LongTensor of kept indices ([k] or, LLaVA-NeXT, [crops, k]).
+        #: per sample, per image: LongTensor of kept indices into the image's tokens (raster
+        #: order): ``[k]``, or ``[crops, k]`` for LLaVA-NeXT (base crop first). For merging
+        #: selectors, the index each output token stands at. For fastv: one entry per sample,
+        #: the kept indices among all of the sample's image tokens (in prompt order).
         self.last_selection: list[list[Tensor]] | None = None
         #: per sample: the question text the selection was conditioned on.
         self.last_questions: list[str] | None = None
@@ -189,6 +192,8 @@ class PrunedVLM:
                 )
         if inputs.get("input_ids") is None:
             raise ValueError("input_ids (as returned by the processor) are required")
+        if inputs.get("labels") is not None:
+            raise ValueError("labels are not supported: the pruned sequence no longer lines up with them")
         if inputs.get("inputs_embeds") is not None:
             raise ValueError("inputs_embeds are not supported; pass the processor's input_ids")
         if self.selector.stage == "llm":
