@@ -135,7 +135,9 @@ def expand_points(spec: DictConfig, base: Path) -> list[tuple[SweepPoint, Any]]:
         if ident in seen:
             continue
         seen.add(ident)
-        label = " ".join(f"{k.split('.')[-1]}={v}" for k, v in values.items())
+        label = "none (unpruned)" if full else f"{cfg.selector.name} k={cfg.budget.k}"
+        label += "".join(f" {k}={v}" for k, v in sorted(params.items())) if not full else ""
+        label += "".join(f" {k}={v}" for k, v in ident[4]) + f" seed={cfg.eval.seed}"
         out.append((SweepPoint(overrides=values, label=label), prepared))
     return out
 
@@ -143,7 +145,8 @@ def expand_points(spec: DictConfig, base: Path) -> list[tuple[SweepPoint, Any]]:
 def _summary_row(spec: DictConfig, point: SweepPoint, result, cfg: DictConfig) -> dict:
     from tokensel.experiments.config import effective_selector_params
 
-    row: dict = {"selector": cfg.selector.name, "k": cfg.budget.k}
+    full = cfg.selector.name == "none" or cfg.budget.k is None
+    row: dict = {"selector": cfg.selector.name, "k": None if full else cfg.budget.k}
     for key, value in effective_selector_params(cfg).items():
         row[key] = value
     row["seed"] = cfg.eval.seed
@@ -218,7 +221,9 @@ def run_sweep(spec: DictConfig, base: Path, print_results: bool = True) -> list[
         dist.close()
     if not dist.is_main:
         return rows
-    cols = list(dict.fromkeys(k for r in rows for k in r if k != "run_dir"))
+    metric_cols = list(spec.summary_metrics)
+    cols = [k for k in dict.fromkeys(k for r in rows for k in r) if k != "run_dir" and k not in metric_cols]
+    cols += metric_cols
     table = format_table(rows, cols, title=f"\nsweep {spec.name}: {len(rows)} runs")
     if print_results:
         print(table)
@@ -262,7 +267,9 @@ def export_wandb_sweep(spec: DictConfig, base: Path, out: str | os.PathLike, cwd
     cwd = Path.cwd() if cwd is None else cwd
     try:
         base_arg = os.path.relpath(base.resolve(), cwd.resolve())
-    except ValueError:
+    except ValueError:  # another drive
+        base_arg = str(base.resolve())
+    if base_arg.startswith(".."):
         base_arg = str(base.resolve())
     params: dict = {}
     for key, values in spec.grid.items():
