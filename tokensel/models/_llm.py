@@ -1,25 +1,33 @@
-"""In-LLM pruning (FastV-style) through temporary hooks on the decoder layers.
+"""In-LLM pruning (FastV, SparseVLM) through temporary hooks on the decoder layers.
 
-At prefill, a pre-hook on the attention of layer ``K - 1`` computes the attention that layer's
-last (real) query token pays to every key: softmax of the rotary-embedded q.k products over the
-unmasked keys, averaged over heads. It is recomputed from the layer's own projections, so it
-does not depend on the attention implementation (sdpa / eager). A pre-hook on decoder layer
-``K`` then drops the image tokens the selector did not keep from the hidden states, the rotary
-embeddings (kept tokens keep their original positions) and the attention mask, for all later
-layers. The KV cache of layers ``>= K`` therefore holds fewer entries than that of earlier layers;
-during decoding the same hooks hand layers ``>= K`` a matching attention mask.
+A run has one or more *stages*, each a decoder layer ``L_s`` from which on fewer image tokens
+are kept. At prefill, a pre-hook on the attention module of layer ``L_s - 1`` recomputes that
+layer's attention (rotary-embedded q.k products, softmax over the unmasked keys, averaged over
+heads) from the layer's own projections, so it does not depend on the attention implementation
+(sdpa / eager):
 
-Samples whose pruned lengths differ are left-padded with masked dummy slots.
+- ``scorer="last"`` (FastV): the last real prompt token's attention to each image token;
+- ``scorer="raters"`` (SparseVLM): the text tokens after the first image whose mean attention to
+  the image tokens is above the average of those text tokens are the raters; an image token's
+  score is the raters' mean attention to it.
+
+The selector then picks the image tokens to keep, and a pre-hook on decoder layer ``L_s`` drops
+the others from the hidden states, the rotary tables (kept tokens keep their original positions)
+and the attention mask, for all later layers. The KV cache of the layers of each stage therefore
+holds fewer entries than that of earlier layers; during decoding the same hooks hand each stage's
+layers an attention mask matching their cache. Samples whose pruned lengths differ are
+left-padded with masked dummy slots.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LLMPruneState", "install_llm_hooks", "last_token_attention"]
+__all__ = ["LLMPruneState", "install_llm_hooks", "query_attention"]
 
 
 def _rotate_half(x: Tensor) -> Tensor:
@@ -31,18 +39,19 @@ def _heads(x: Tensor, head_dim: int) -> Tensor:
     return x.reshape(*x.shape[:-1], -1, head_dim)
 
 
-def last_token_attention(attn: nn.Module, hidden: Tensor, cos: Tensor, sin: Tensor, key_valid: Tensor,
-                         last: Tensor) -> Tensor:
-    """Head-averaged softmax attention ``[B, L]`` of query ``last[b]`` over all keys of a
-    Llama/Qwen2-style attention module (q/k projections, optional q/k norms, rotary, GQA).
+def query_attention(attn: nn.Module, hidden: Tensor, cos: Tensor, sin: Tensor, key_valid: Tensor,
+                    qidx: Tensor) -> Tensor:
+    """Head-averaged causal softmax attention ``[B, T, L]`` of the queries at positions ``qidx``
+    ``[B, T]`` over all keys, for a Llama/Qwen2-style attention module (q/k projections, optional
+    q/k norms, rotary, grouped KV heads).
 
     ``hidden`` is the attention input ``[B, L, D]`` (after the input layer norm), ``cos``/``sin``
     ``[B or 1, L, hd]``, ``key_valid`` bool ``[B, L]``.
     """
     bsz, length, _ = hidden.shape
     head_dim = getattr(attn, "head_dim", None) or attn.config.hidden_size // attn.config.num_attention_heads
-    rows = torch.arange(bsz, device=hidden.device)
-    q = _heads(attn.q_proj(hidden[rows, last]), head_dim)  # [B, Hq, hd]
+    rows = torch.arange(bsz, device=hidden.device)[:, None]
+    q = _heads(attn.q_proj(hidden[rows, qidx]), head_dim)  # [B, T, Hq, hd]
     k = _heads(attn.k_proj(hidden), head_dim)  # [B, L, Hk, hd]
     if hasattr(attn, "q_norm"):
         q = attn.q_norm(q)
@@ -51,43 +60,90 @@ def last_token_attention(attn: nn.Module, hidden: Tensor, cos: Tensor, sin: Tens
     cos = cos.expand(bsz, -1, -1).float()
     sin = sin.expand(bsz, -1, -1).float()
     q, k = q.float(), k.float()
-    cq, sq = cos[rows, last][:, None, :], sin[rows, last][:, None, :]
+    cq, sq = cos[rows, qidx][:, :, None, :], sin[rows, qidx][:, :, None, :]
     q = q * cq + _rotate_half(q) * sq
     k = k * cos[:, :, None, :] + _rotate_half(k) * sin[:, :, None, :]
-    rep = q.shape[1] // k.shape[2]
+    rep = q.shape[2] // k.shape[2]
     if rep > 1:
         k = k.repeat_interleave(rep, dim=2)
     scale = getattr(attn, "scaling", head_dim**-0.5)
-    logits = torch.einsum("bhd,blhd->bhl", q, k) * scale
+    logits = torch.einsum("bthd,blhd->bhtl", q, k) * scale
     pos = torch.arange(length, device=hidden.device)
-    allowed = key_valid & (pos[None, :] <= last[:, None])
-    logits = logits.masked_fill(~allowed[:, None, :], float("-inf"))
+    allowed = key_valid[:, None, :] & (pos[None, None, :] <= qidx[:, :, None])
+    logits = logits.masked_fill(~allowed[:, None], float("-inf"))
     return logits.softmax(dim=-1).mean(dim=1)
+
+
+def _scores(scorer: str, attn: nn.Module, hidden: Tensor, cos: Tensor, sin: Tensor, valid: Tensor,
+            img: Tensor) -> list[Tensor]:
+    """Per sample: a score for each image token of the current layout (``img`` [B, L] bool)."""
+    bsz, length, _ = hidden.shape
+    pos = torch.arange(length, device=hidden.device)
+    if scorer == "last":
+        last = torch.where(valid, pos, torch.full_like(pos, -1)).max(dim=1).values
+        att = query_attention(attn, hidden, cos, sin, valid, last[:, None])[:, 0]  # [B, L]
+        return [att[b][img[b]] for b in range(bsz)]
+    if scorer != "raters":
+        raise ValueError(f"unknown in-LLM scorer {scorer!r}")
+    out = []
+    for b in range(bsz):
+        first_img = int(img[b].nonzero()[0]) if bool(img[b].any()) else length
+        text = (~img[b]) & valid[b] & (pos > first_img)
+        if not bool(text.any()):  # no text after the image: fall back to the last real token
+            text = torch.zeros_like(text)
+            text[int(torch.where(valid[b], pos, -1).max())] = True
+        qidx = text.nonzero().squeeze(1)[None]
+        att = query_attention(attn, hidden[b : b + 1], cos[:1] if cos.shape[0] == 1 else cos[b : b + 1],
+                              sin[:1] if sin.shape[0] == 1 else sin[b : b + 1], valid[b : b + 1], qidx)[0]
+        rel = att[:, img[b]]  # [T, N]
+        per_text = rel.mean(dim=1)
+        raters = per_text > per_text.mean()
+        if not bool(raters.any()):
+            raters = torch.ones_like(raters)
+        out.append(rel[raters].mean(dim=0))
+    return out
 
 
 @dataclass
 class LLMPruneState:
-    """Bookkeeping of one FastV-style run (one prefill + its decoding steps)."""
+    """Bookkeeping of one in-LLM pruning run (one prefill and its decoding steps).
 
-    layer: int
+    ``choose(stage, scores, hidden)`` gets per-sample scores over the current image tokens and
+    returns per-sample indices (into the current image tokens) to keep from stage ``stage`` on.
+    """
+
+    stages: list[int]
     image_mask: Tensor  # bool [B, L]: image-token positions of the prompt
-    attention_mask: Tensor  # long/bool [B, L]: 2-D padding mask of the prompt
-    choose: object  # callable(attention [B, L], hidden [B, L, D]) -> list of kept image indices per sample
-    scores: Tensor | None = None
-    hidden: Tensor | None = None
-    pruned: bool = False
-    keep_index: Tensor | None = None  # long [B, L'] source positions of the pruned layout
-    keep_valid: Tensor | None = None  # bool [B, L']
-    extra: int = 0  # tokens appended after the prefill
-    mask_now: Tensor | None = None
-    pe_now: tuple | None = None
-    pid_now: Tensor | None = None
-    kept: list = field(default_factory=list)
+    attention_mask: Tensor  # [B, L]: 2-D padding mask of the prompt
+    choose: Callable
+    scorer: str = "last"
+    done: int = 0  # stages applied at prefill
+    pending: list | None = None  # scores waiting for the next stage's prune hook
+    pending_hidden: Tensor | None = None
+    cur_index: Tensor | None = None  # long [B, Lc]: original positions of the current layout
+    cur_valid: Tensor | None = None  # bool [B, Lc]
+    cur_img: Tensor | None = None  # bool [B, Lc]
+    pe_full: tuple | None = None
+    pid_full: Tensor | None = None
+    region_valid: dict = field(default_factory=dict)  # stage number -> bool [B, Lc] of its layout
+    region_pe: dict = field(default_factory=dict)
+    region_pid: dict = field(default_factory=dict)
+    region_extra: dict = field(default_factory=dict)
+    region_mask: dict = field(default_factory=dict)
+    kept: list = field(default_factory=list)  # per stage: per sample kept original image indices
+
+    @property
+    def pruned(self) -> bool:
+        return self.done == len(self.stages)
+
+    @property
+    def keep_valid(self) -> Tensor | None:
+        return self.region_valid.get(self.done)
 
 
 def _gather_seq(x: Tensor, index: Tensor, dim: int) -> Tensor:
     """Per-sample gather along ``dim`` (the sequence axis) with ``index`` ``[B, L']``; the batch
-    axis is the one just before ``dim``."""
+    axis is the one just before ``dim`` (broadcast batch axes of size 1 are expanded)."""
     bsz = index.shape[0]
     if x.shape[dim - 1] != bsz:
         shape = list(x.shape)
@@ -102,112 +158,160 @@ def _gather_seq(x: Tensor, index: Tensor, dim: int) -> Tensor:
     return torch.gather(x, dim, idx.expand(expand))
 
 
-def _format_mask(allowed: Tensor, like: Tensor | None, dtype: torch.dtype) -> Tensor:
-    if like is not None and isinstance(like, Tensor) and like.is_floating_point():
+def _format_mask(allowed: Tensor, like) -> Tensor:
+    if isinstance(like, Tensor) and like.is_floating_point():
         zero = torch.zeros((), dtype=like.dtype, device=allowed.device)
         neg = torch.full((), torch.finfo(like.dtype).min, dtype=like.dtype, device=allowed.device)
         return torch.where(allowed, zero, neg)
     return allowed
 
 
+def _hidden_of(args, kwargs):
+    return kwargs.get("hidden_states", args[0] if args else None)
+
+
+def _with_hidden(args, kwargs, hidden):
+    if "hidden_states" in kwargs:
+        kwargs["hidden_states"] = hidden
+        return args, kwargs
+    return (hidden, *args[1:]), kwargs
+
+
 def install_llm_hooks(layers: nn.ModuleList, state: LLMPruneState) -> list:
     """Register the hooks; return the handles (remove them after the call)."""
-    k_layer = state.layer
-    if not 1 <= k_layer < len(layers):
-        raise ValueError(f"fastv layer K={k_layer} must be in [1, {len(layers) - 1}] for this model")
-    handles = []
+    stages = list(state.stages)
+    if not stages or any(not 1 <= s < len(layers) for s in stages) or sorted(set(stages)) != stages:
+        raise ValueError(
+            f"in-LLM pruning layers {stages} must be increasing and within [1, {len(layers) - 1}] "
+            f"for this model ({len(layers)} decoder layers) (fastv layer K / sparsevlm layers)"
+        )
     prompt_len = state.image_mask.shape[1]
+    bsz = state.image_mask.shape[0]
+    device = state.image_mask.device
+    state.cur_index = torch.arange(prompt_len, device=device).expand(bsz, prompt_len).clone()
+    state.cur_valid = state.attention_mask.bool().clone()
+    state.cur_img = state.image_mask.clone()
+    state.kept = []
 
-    def score_hook(module, args, kwargs):
-        if state.pruned:
-            return None
-        hidden = kwargs.get("hidden_states", args[0] if args else None)
-        if hidden is None or hidden.shape[1] != prompt_len:
-            return None
-        cos, sin = kwargs["position_embeddings"]
-        valid = state.attention_mask.bool()
-        pos = torch.arange(prompt_len, device=valid.device)
-        last = torch.where(valid, pos, torch.full_like(pos, -1)).max(dim=1).values
-        with torch.no_grad():
-            state.scores = last_token_attention(module, hidden.detach(), cos, sin, valid, last)
-        state.hidden = hidden.detach()
-        return None
+    def region_of(layer_idx: int) -> int:
+        return sum(1 for s in stages if s <= layer_idx)
 
-    def prune_hook(module, args, kwargs):
-        hidden = kwargs.get("hidden_states", args[0] if args else None)
-        if not state.pruned:
-            if hidden is None or hidden.shape[1] != prompt_len or state.scores is None:
+    def at_prefill(hidden: Tensor | None) -> bool:
+        return hidden is not None and state.done < len(stages) and hidden.shape[1] == state.cur_index.shape[1] \
+            and hidden.shape[1] > 1
+
+    def score_hook_for(stage_no: int):
+        def hook(module, args, kwargs):
+            if state.done != stage_no:
                 return None
-            kept_lists = state.choose(state.scores, state.hidden)
-            state.kept = kept_lists
-            bsz = hidden.shape[0]
-            rows = []
-            for b in range(bsz):
-                img_pos = state.image_mask[b].nonzero().squeeze(1)
-                keep = ~state.image_mask[b]
-                keep[img_pos[kept_lists[b].to(img_pos.device)]] = True
-                rows.append(keep.nonzero().squeeze(1))
-            new_len = max(r.numel() for r in rows)
-            index = torch.zeros(bsz, new_len, dtype=torch.long, device=hidden.device)
-            valid = torch.zeros(bsz, new_len, dtype=torch.bool, device=hidden.device)
-            am = state.attention_mask.bool()
-            for b, r in enumerate(rows):
-                index[b, new_len - r.numel():] = r
-                valid[b, new_len - r.numel():] = am[b, r]
-            state.keep_index, state.keep_valid = index, valid
-            state.pruned = True
-            state.extra = 0
-            new_hidden = _gather_seq(hidden, index, 1)
+            hidden = _hidden_of(args, kwargs)
+            if not at_prefill(hidden):
+                return None
             cos, sin = kwargs["position_embeddings"]
-            state.pe_now = (_gather_seq(cos, index, cos.dim() - 2), _gather_seq(sin, index, sin.dim() - 2))
-            kwargs["position_embeddings"] = state.pe_now
-            pid = kwargs.get("position_ids")
-            state.pid_now = None
-            if isinstance(pid, Tensor) and pid.shape[-1] == prompt_len:
-                state.pid_now = _gather_seq(pid, index, pid.dim() - 1)
-                kwargs["position_ids"] = state.pid_now
-            pos = torch.arange(new_len, device=hidden.device)
-            causal = pos[None, :] <= pos[:, None]
-            allowed = causal[None] & (valid[:, None, :] | torch.eye(new_len, dtype=torch.bool, device=hidden.device)[None])
-            state.mask_now = _format_mask(allowed[:, None], kwargs.get("attention_mask"), hidden.dtype)
-            kwargs["attention_mask"] = state.mask_now
-            if "hidden_states" in kwargs:
-                kwargs["hidden_states"] = new_hidden
-                return args, kwargs
-            return (new_hidden, *args[1:]), kwargs
-        # decoding: build the mask for the pruned cache of layers >= K
-        q = hidden.shape[1]
-        prefix = state.keep_valid
-        bsz = prefix.shape[0]
-        t_prev = state.extra
+            if state.pe_full is None and stage_no == 0:
+                state.pe_full = (cos, sin)
+            with torch.no_grad():
+                state.pending = _scores(state.scorer, module, hidden.detach(), cos, sin, state.cur_valid,
+                                        state.cur_img)
+            state.pending_hidden = hidden.detach()
+            return None
+
+        return hook
+
+    def apply_stage(stage_no: int, hidden: Tensor, kwargs: dict) -> Tensor:
+        picks = state.choose(stage_no, state.pending, state.pending_hidden)
+        rows, kept_orig = [], []
+        for b in range(bsz):
+            img_pos = state.cur_img[b].nonzero().squeeze(1)
+            keep = ~state.cur_img[b] & (state.cur_index[b] >= 0)
+            chosen = img_pos[picks[b].to(img_pos.device)]
+            keep[chosen] = True
+            # dummy slots of earlier stages (index -1) are dropped and re-added as needed
+            keep &= state.cur_index[b] >= 0
+            rows.append(keep.nonzero().squeeze(1))
+            orig_img = state.image_mask[b].nonzero().squeeze(1)
+            kept_orig.append(torch.searchsorted(orig_img, state.cur_index[b][chosen].sort().values))
+        state.kept.append(kept_orig)
+        new_len = max(r.numel() for r in rows)
+        sel = torch.zeros(bsz, new_len, dtype=torch.long, device=device)
+        real = torch.zeros(bsz, new_len, dtype=torch.bool, device=device)
+        for b, r in enumerate(rows):
+            sel[b, new_len - r.numel():] = r
+            real[b, new_len - r.numel():] = True
+        new_index = torch.where(real, torch.gather(state.cur_index, 1, sel), torch.full_like(sel, -1))
+        state.cur_valid = real & torch.gather(state.cur_valid, 1, sel)
+        state.cur_img = real & torch.gather(state.cur_img, 1, sel)
+        state.cur_index = new_index
+        state.done = stage_no + 1
+        region = state.done
+        src = new_index.clamp(min=0)
+        cos, sin = state.pe_full
+        state.region_pe[region] = (_gather_seq(cos, src, cos.dim() - 2), _gather_seq(sin, src, sin.dim() - 2))
+        pid = state.pid_full
+        state.region_pid[region] = None if pid is None else _gather_seq(pid, src, pid.dim() - 1)
+        state.region_valid[region] = state.cur_valid.clone()
+        state.region_extra[region] = 0
+        pos = torch.arange(new_len, device=device)
+        allowed = (pos[None, :] <= pos[:, None])[None] & (
+            state.cur_valid[:, None, :] | torch.eye(new_len, dtype=torch.bool, device=device)[None]
+        )
+        state.region_mask[region] = _format_mask(allowed[:, None], kwargs.get("attention_mask"))
+        return _gather_seq(hidden, sel, 1)
+
+    def decode_mask(region: int, q: int, like) -> Tensor:
+        prefix = state.region_valid[region]
+        t_prev = state.region_extra[region]
         new_keys = t_prev + q
         qi = torch.arange(q, device=prefix.device)
         ui = torch.arange(new_keys, device=prefix.device)
-        tail = (ui[None, :] <= (t_prev + qi)[:, None])  # [q, new_keys]
+        tail = ui[None, :] <= (t_prev + qi)[:, None]
         allowed = torch.cat(
             [prefix[:, None, :].expand(bsz, q, prefix.shape[1]), tail[None].expand(bsz, q, new_keys)], dim=-1
         )
-        state.extra += q
-        state.mask_now = _format_mask(allowed[:, None], kwargs.get("attention_mask"), hidden.dtype)
-        kwargs["attention_mask"] = state.mask_now
-        return args, kwargs
+        state.region_extra[region] = new_keys
+        return _format_mask(allowed[:, None], like)
 
-    def later_hook(module, args, kwargs):
-        if not (state.pruned and state.mask_now is not None):
-            return None
-        kwargs["attention_mask"] = state.mask_now
-        hidden = kwargs.get("hidden_states", args[0] if args else None)
-        pe = kwargs.get("position_embeddings")
-        if pe is not None and hidden is not None and pe[0].shape[-2] != hidden.shape[1]:
-            # prefill: the model hands every layer the unpruned rotary tables
-            kwargs["position_embeddings"] = state.pe_now
-            pid = kwargs.get("position_ids")
-            if isinstance(pid, Tensor) and pid.shape[-1] != hidden.shape[1]:
-                kwargs["position_ids"] = state.pid_now
-        return args, kwargs
+    def layer_hook_for(layer_idx: int):
+        region = region_of(layer_idx)
+        is_stage = layer_idx in stages
+        stage_no = stages.index(layer_idx) if is_stage else -1
 
-    handles.append(layers[k_layer - 1].self_attn.register_forward_pre_hook(score_hook, with_kwargs=True))
-    handles.append(layers[k_layer].register_forward_pre_hook(prune_hook, with_kwargs=True))
-    for layer in layers[k_layer + 1:]:
-        handles.append(layer.register_forward_pre_hook(later_hook, with_kwargs=True))
+        def hook(module, args, kwargs):
+            hidden = _hidden_of(args, kwargs)
+            if is_stage and state.done == stage_no:
+                # prefill: prune now
+                if not at_prefill(hidden) or state.pending is None:
+                    return None
+                if stage_no == 0:
+                    pid = kwargs.get("position_ids")
+                    state.pid_full = pid if isinstance(pid, Tensor) and pid.shape[-1] == prompt_len else None
+                new_hidden = apply_stage(stage_no, hidden, kwargs)
+                state.pending = None
+                kwargs["position_embeddings"] = state.region_pe[region]
+                if state.region_pid[region] is not None:
+                    kwargs["position_ids"] = state.region_pid[region]
+                kwargs["attention_mask"] = state.region_mask[region]
+                return _with_hidden(args, kwargs, new_hidden)
+            if region not in state.region_valid or hidden is None:
+                return None
+            pe = kwargs.get("position_embeddings")
+            if pe is not None and pe[0].shape[-2] != hidden.shape[1]:
+                # prefill, after this region's stage: the model hands every layer the unpruned tables
+                kwargs["position_embeddings"] = state.region_pe[region]
+                pid = kwargs.get("position_ids")
+                if isinstance(pid, Tensor) and pid.shape[-1] != hidden.shape[1]:
+                    kwargs["position_ids"] = state.region_pid[region]
+            elif is_stage:
+                # a decoding step: this region's cache is shorter; build its mask once per step
+                state.region_mask[region] = decode_mask(region, hidden.shape[1], kwargs.get("attention_mask"))
+            kwargs["attention_mask"] = state.region_mask[region]
+            return args, kwargs
+
+        return hook
+
+    handles = []
+    for s_no, layer in enumerate(stages):
+        handles.append(layers[layer - 1].self_attn.register_forward_pre_hook(score_hook_for(s_no), with_kwargs=True))
+    for idx in range(stages[0], len(layers)):
+        handles.append(layers[idx].register_forward_pre_hook(layer_hook_for(idx), with_kwargs=True))
     return handles

@@ -437,40 +437,44 @@ class PrunedVLM:
         image_mask = ids == ad.image_token_id
         n_per = image_mask.sum(dim=1)
         if bool((n_per == 0).any()):
-            raise ValueError("every sample needs at least one image for fastv pruning")
+            raise ValueError("every sample needs at least one image for in-LLM pruning")
         runs = (image_mask[:, 1:] & ~image_mask[:, :-1]).sum(dim=1) + image_mask[:, 0].long()
-        keep = []
+        sel = self.selector
+        layers = list(getattr(sel, "layers", None) or [getattr(sel, "layer", 2)])
+        fractions = list(getattr(sel, "stage_fractions", None) or [1.0] * len(layers))
+        plan: list[list[int]] = [[] for _ in layers]
         for b in range(ids.shape[0]):
             n = int(n_per[b])
-            if self.k is not None:
-                keep.append(min(n, self.k * int(runs[b])))
-            else:
-                keep.append(min(n, max(1, round(self.ratio * n))))
+            total = min(n, self.k * int(runs[b])) if self.k is not None else min(n, max(1, round(self.ratio * n)))
+            prev = n
+            for s_no, frac in enumerate(fractions):
+                keep = total if frac == 1.0 else max(1, round(total * frac))
+                keep = min(prev, keep)
+                plan[s_no].append(keep)
+                prev = keep
         timing = {"selection": 0.0}
-        sel = self.selector
 
-        def choose(scores: Tensor, hidden: Tensor) -> list[Tensor]:
+        def choose(stage_no: int, scores: list[Tensor], hidden: Tensor) -> list[Tensor]:
             t0 = time.perf_counter()
-            out: list[Tensor | None] = [None] * scores.shape[0]
+            out: list[Tensor | None] = [None] * len(scores)
             groups = defaultdict(list)
-            for b in range(scores.shape[0]):
-                groups[(int(n_per[b]), keep[b])].append(b)
+            for b, sc in enumerate(scores):
+                groups[(sc.numel(), plan[stage_no][b])].append(b)
             for (n, kk), members in groups.items():
                 if kk >= n:
                     for b in members:
-                        out[b] = torch.arange(n, device=scores.device)
+                        out[b] = torch.arange(n, device=scores[b].device)
                     continue
-                att = torch.stack([scores[b][image_mask[b]] for b in members])
-                vis = torch.stack([hidden[b][image_mask[b]] for b in members]).float()
-                s = sel(TokenBatch(vision=vis, llm_attention=att.float()), k=kk)
+                att = torch.stack([scores[b] for b in members]).float()
+                vis = torch.stack([hidden[b][state.cur_img[b]] for b in members]).float()
+                s = sel(TokenBatch(vision=vis, llm_attention=att), k=kk)
                 for row, b in enumerate(members):
                     out[b] = s.indices[row]
             timing["selection"] += time.perf_counter() - t0
             return out
 
-        state = LLMPruneState(
-            layer=getattr(sel, "layer", 2), image_mask=image_mask, attention_mask=am, choose=choose
-        )
+        state = LLMPruneState(stages=layers, image_mask=image_mask, attention_mask=am, choose=choose,
+                              scorer=getattr(sel, "scorer", "last"))
         handles = install_llm_hooks(ad.decoder_layers, state)
         try:
             if generate:
@@ -481,8 +485,10 @@ class PrunedVLM:
             for h in handles:
                 h.remove()
         if not state.pruned:
-            raise RuntimeError("fastv: the language model's prefill was not seen; nothing was pruned")
-        self.last_selection = [[t.detach().cpu()] for t in state.kept]
+            raise RuntimeError(f"{sel.name}: the language model's prefill was not seen; nothing was pruned")
+        self.last_selection = [[t.detach().cpu()] for t in state.kept[-1]]
+        #: in-LLM selectors: per stage, per sample, the kept indices among the sample's image tokens
+        self.last_stage_selection = [[t.detach().cpu() for t in stage] for stage in state.kept]
         self.last_input_lengths = [int(v.sum()) for v in state.keep_valid]
         self.last_questions = None
         self.last_timing = {"selection": timing["selection"], "prepare": time.perf_counter() - t_start}
