@@ -5,5 +5,6 @@ import tokensel.selectors.fastv  # noqa: F401
 import tokensel.selectors.mmtok  # noqa: F401
 import tokensel.selectors.pool  # noqa: F401
 import tokensel.selectors.simple  # noqa: F401
+import tokensel.selectors.sparsevlm  # noqa: F401
 import tokensel.selectors.topk_text  # noqa: F401
 import tokensel.selectors.visionzip  # noqa: F401
