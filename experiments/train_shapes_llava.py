@@ -219,13 +219,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "tokensel/zoo/weights/shapes-llava"))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--scenes", type=int, default=8, help="images per step (about 4 questions each)")
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--warmup", type=int, default=150)
+    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--decay-fraction", type=float, default=0.3)
     ap.add_argument("--align-weight", type=float, default=1.0)
     ap.add_argument("--centre-weight", type=float, default=0.5)
-    ap.add_argument("--eval-every", type=int, default=500)
+    ap.add_argument("--eval-every", type=int, default=200)
     ap.add_argument("--eval-images", type=int, default=60)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     ap.add_argument("--workers", type=int, default=1, help="data-rendering worker processes")
@@ -253,10 +254,15 @@ def main(argv=None) -> int:
         lr=args.lr, betas=(0.9, 0.98),
     )
 
+    decay_from = int(args.steps * (1 - args.decay_fraction))
+
     def lr_at(step):
+        # linear warm-up, constant, cosine decay over the last --decay-fraction of the steps
         if step < args.warmup:
             return args.lr * (step + 1) / args.warmup
-        t = (step - args.warmup) / max(1, args.steps - args.warmup)
+        if step < decay_from:
+            return args.lr
+        t = (step - decay_from) / max(1, args.steps - decay_from)
         return args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
     n_steps = args.time_steps or args.steps

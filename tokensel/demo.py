@@ -349,8 +349,10 @@ def plot_kept_tokens(selectors: Sequence[str], k: int, path: Path, seed: int = 0
 def _kept_indices(pruned) -> list[int]:
     """Patch indices (0..575, raster order; CLS is not a LLaVA vision token) kept for the first
     image of the last call. Merging selectors (pool, visionzip) report their anchor tokens."""
+    import torch
+
     sel = pruned.last_selection[0][0]
-    idx = sel.indices if hasattr(sel, "indices") else sel
+    idx = sel if isinstance(sel, torch.Tensor) else getattr(sel, "indices", sel)
     return torch_tolist(idx)
 
 

@@ -40,8 +40,8 @@ CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 # Architecture defaults (kept small enough to train from scratch on a 2-core CPU).
-VISION = dict(hidden_size=96, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4)
-TEXT = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=3, num_attention_heads=4)
+VISION = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4)
+TEXT = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=2, num_attention_heads=4)
 
 
 def format_prompt(question: str) -> str:
