@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import TINY
+from exp_helpers import TINY
 
 from tokensel.experiments.config import ConfigError, load_config
 from tokensel.experiments.evaluate import main as eval_main

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY, make_dataset
+from exp_helpers import REPO, TINY, make_dataset
 
 from tokensel.experiments.runner import prepare, run_eval
 from tokensel.experiments.tracking import find_offline_runs, read_offline_run

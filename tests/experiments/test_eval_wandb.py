@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import TINY
+from exp_helpers import TINY
 
 from tokensel.experiments.evaluate import main as eval_main
 from tokensel.experiments.runner import prepare, run_eval

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import REPO
+from exp_helpers import REPO
 
 from tokensel.experiments.evaluate import main as eval_main
 

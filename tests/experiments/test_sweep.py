@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
-import shlex
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY
+from exp_helpers import TINY
 
 from tokensel.experiments.config import ConfigError, load_config
-from tokensel.experiments.evaluate import main as eval_main
 from tokensel.experiments.sweep import expand_points, export_wandb_sweep, load_sweep, main as sweep_main, run_sweep
 from tokensel.experiments.tracking import find_offline_runs, read_offline_run
 
@@ -104,5 +105,11 @@ def test_export_wandb_sweep_runs_same_runner(dataset, tmp_path, monkeypatch):
     assert "budget.k=None" in args and "selector.name=divprune" in args
     cfg = load_config(d["command"][3], args)
     assert cfg.budget.k is None and cfg.selector.name == "divprune" and cfg.logging.group == "tiny-grid"
-    assert eval_main([d["command"][3], *args, "logging.wandb_mode=disabled", "dataset.limit=2", "logging.run_name=agent"]) == 0
-    assert (tmp_path / "runs" / "tiny-grid" / "agent" / "metrics.json").is_file()
+    # run the command line the agent would build: ${env} ${interpreter} ${program} CONFIG ${args_no_hyphens}
+    cmd = [sys.executable, d["program"], d["command"][3], *args, "logging.wandb_mode=disabled", "dataset.limit=2", "logging.run_name=agent"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("PYTHONPATH", None)  # the script must find tokensel by itself
+    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "runs" / "tiny-grid" / "agent" / "metrics.json").read_text())
+    assert metrics["num_samples"] == 2 and metrics["mean_kept_tokens"] == 16

@@ -1,0 +1,44 @@
+"""Helpers for the experiment tests: a small JSONL dataset of generated images, paths."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+COLORS = {"red": (215, 35, 35), "green": (30, 160, 60), "blue": (35, 75, 215), "yellow": (235, 200, 20)}
+SHAPES = ("circle", "square")
+
+
+def make_dataset(root: Path, n: int = 8, seed: int = 0) -> Path:
+    """``n`` yes/no existence questions about 56 px images with one coloured shape each."""
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in range(n):
+        color, shape = rng.choice(list(COLORS)), rng.choice(SHAPES)
+        im = Image.new("RGB", (56, 56), (235, 235, 235))
+        d = ImageDraw.Draw(im)
+        box = [rng.randint(2, 20), rng.randint(2, 20)]
+        box += [box[0] + 30, box[1] + 30]
+        (d.ellipse if shape == "circle" else d.rectangle)(box, fill=COLORS[color])
+        im.save(root / "images" / f"{i}.png")
+        asked = color if i % 2 == 0 else rng.choice([c for c in COLORS if c != color])
+        lines.append(
+            {
+                "id": f"q{i}",
+                "image": f"images/{i}.png",
+                "question": f"is there a {asked} {shape}?",
+                "answer": "yes" if asked == color else "no",
+                "category": "existence" if i % 4 < 2 else "color",
+            }
+        )
+    path = root / "data.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return path
+
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = str(REPO / "experiments" / "configs" / "tiny.yaml")
