@@ -15,8 +15,9 @@ model with ``inputs_embeds`` (plus the gathered original M-RoPE ``position_ids``
 sequences start with the caller's original ``input_ids`` (the unpruned prompt), so
 ``out[:, input_ids.shape[1]:]`` are the new tokens as with the unwrapped model.
 
-LLM-stage selectors (``fastv``) run the model unchanged and prune inside the language model
-through decoder-layer hooks (see :mod:`tokensel.models._llm`).
+LLM-stage selectors (``fastv``, ``sparsevlm``) run the model unchanged and prune inside the
+language model through decoder-layer hooks (see :mod:`tokensel.models._llm`); their
+``pruned.last_stage_selection`` holds the kept image-token indices after each stage.
 
 Budgets: ``k`` is per image (LLaVA-1.5, Qwen2.5-VL), per crop (LLaVA-NeXT), or per sample over
 all its image tokens (fastv, ``k`` times the sample's number of images). ``ratio`` keeps
@@ -26,7 +27,8 @@ unchanged.
 
 Extra keyword arguments accepted by the wrapper call (besides what the processor returns):
 
-- ``questions``: list of str (one per sample) overriding the question found in the prompt.
+- ``questions``: list of str (one per sample) overriding the question found in the prompt
+  (processed like an extracted one: filtered for LLaVA, prefixed "Question: " for Qwen).
 - ``image_sizes`` (LLaVA-1.5 only): original ``(height, width)`` of each image, to exclude
   the pad-to-square padding patches (the LLaVA processor does not return the sizes). Pass it
   only when the image processor pads to square (``do_pad=True``, the original LLaVA-1.5
