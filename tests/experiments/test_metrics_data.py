@@ -30,6 +30,14 @@ def test_pope_metrics_by_hand():
     assert m["pope_precision"] == pytest.approx(2 / 3) and m["pope_recall"] == pytest.approx(2 / 3)
     assert m["pope_f1"] == pytest.approx(2 / 3) and m["pope_yes_ratio"] == pytest.approx(3 / 6)
     assert "mme_score" not in m  # no categories
+    # per POPE mode when records carry one
+    for r, mode in zip(records, ["random", "adversarial"] * 3):
+        r["pope_mode"] = mode
+    m = compute_metrics(records)
+    # random: TP, FN, TN; adversarial: TP, FP, TN ("blue" counts as no)
+    assert (m["pope/random/precision"], m["pope/random/recall"], m["pope/random/yes_ratio"]) == pytest.approx((1.0, 0.5, 1 / 3))
+    assert (m["pope/adversarial/precision"], m["pope/adversarial/recall"]) == pytest.approx((0.5, 1.0))
+    assert m["pope/random/f1"] == pytest.approx(2 / 3) and m["pope/adversarial/f1"] == pytest.approx(2 / 3)
 
 
 def test_mme_score_by_hand():

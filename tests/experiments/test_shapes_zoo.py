@@ -23,6 +23,8 @@ def test_shapes_config_generates_data_and_evaluates(tmp_path):
     full = json.loads((out / "full" / "metrics.json").read_text())
     assert pruned["num_samples"] == full["num_samples"] == 8
     assert pruned["mean_kept_tokens"] == 16 and full["mean_kept_tokens"] == 576
+    # the shapes set records POPE modes: per-mode POPE metrics
+    assert {"pope/random/f1", "pope/popular/f1"} <= set(full)
     from tokensel.data.shapes import answer_vocabulary
 
     for run in ("k16", "full"):

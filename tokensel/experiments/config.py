@@ -308,6 +308,11 @@ def validate_config(cfg: DictConfig, config_dir: Path | None = None) -> None:
     # --- model
     if not cfg.model.name:
         _fail("model.name", "is required")
+    if str(cfg.model.device).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            _fail("model.device", f"{cfg.model.device!r} was asked for but no CUDA device is available")
     if cfg.model.dtype not in _DTYPES:
         _fail("model.dtype", f"must be one of {_DTYPES}, got {cfg.model.dtype!r}")
     from tokensel.experiments.modeling import is_known_model

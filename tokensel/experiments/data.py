@@ -20,7 +20,7 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -35,6 +35,7 @@ __all__ = [
     "DatasetError",
 ]
 
+_CORE_FIELDS = ("id", "image", "question", "answer", "category")
 _IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
@@ -49,9 +50,13 @@ class Sample:
     question: str
     answer: str
     category: Optional[str] = None
+    #: Other fields of the JSONL line (e.g. ``pope_mode``, ``image_id``), kept in the results.
+    extra: dict = field(default_factory=dict)
 
     def to_json(self, relative_to: Path | None = None) -> dict:
         d = asdict(self)
+        extra = d.pop("extra") or {}
+        d.update({k: v for k, v in extra.items() if k not in d})
         if relative_to is not None:
             try:
                 d["image"] = os.path.relpath(self.image, relative_to)
@@ -89,6 +94,7 @@ def read_jsonl(path: str | os.PathLike, check_images: bool = True) -> list[Sampl
             if check_images and not image.is_file():
                 raise DatasetError(f"{path}:{lineno}: image file not found: {str(image)!r}")
             category = rec.get("category")
+            extra = {k: v for k, v in rec.items() if k not in _CORE_FIELDS and isinstance(v, (str, int, float, bool))}
             samples.append(
                 Sample(
                     id=str(rec.get("id", rec.get("question_id", lineno - 1))),
@@ -96,6 +102,7 @@ def read_jsonl(path: str | os.PathLike, check_images: bool = True) -> list[Sampl
                     question=rec["question"],
                     answer=rec["answer"],
                     category=None if category is None else str(category),
+                    extra=extra,
                 )
             )
     if not samples:

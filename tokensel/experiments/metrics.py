@@ -136,6 +136,11 @@ def compute_metrics(records: Iterable[dict], dataset_format: str = "jsonl") -> d
     yn = [r for r in records if normalize_answer(r["answer"]) in ("yes", "no")]
     if yn:  # POPE metrics on the yes/no questions (all of them on POPE itself)
         out.update(pope_metrics(yn))
+        # per POPE negative-sampling mode when the data records it (the shapes set does)
+        modes = sorted({r["pope_mode"] for r in yn if r.get("pope_mode")})
+        for mode in modes:
+            sub = pope_metrics([r for r in yn if r.get("pope_mode") == mode])
+            out.update({f"pope/{mode}/{k[5:]}": v for k, v in sub.items()})
     if _is_yes_no_set(records) and (dataset_format == "mme" or cats):
         out.update(mme_metrics(records))
     return out

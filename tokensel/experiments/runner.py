@@ -192,6 +192,8 @@ def run_eval(
                 **out,
                 "correct": is_correct(out["prediction"], sample.answer),
             }
+            for key, value in sample.extra.items():
+                rec.setdefault(key, value)
             if pos < n_overlay:
                 rec["kept_indices"] = selection_indices(getattr(wrapper, "last_selection", None))
             local.append(rec)
@@ -284,6 +286,14 @@ def _write_outputs(cfg: DictConfig, result: EvalResult, *, print_results: bool, 
         if cats:
             print()
             print(format_table([{"category": k[4:], "accuracy": result.metrics[k]} for k in cats], ["category", "accuracy"]))
+        modes = sorted({k.split("/")[1] for k in result.metrics if k.startswith("pope/")})
+        if modes:
+            rows = [
+                {"pope mode": m, **{f: result.metrics[f"pope/{m}/{f}"] for f in ("f1", "precision", "recall", "yes_ratio")}}
+                for m in modes
+            ]
+            print()
+            print(format_table(rows, ["pope mode", "f1", "precision", "recall", "yes_ratio"]))
         if "mme_score" in result.metrics:
             mme = sorted(k[4:-6] for k in result.metrics if k.startswith("mme/") and k.endswith("/score"))
             rows = [
