@@ -107,7 +107,8 @@ class TokenBatch:
         """Check shapes, dtypes, devices and values; return the batched form.
 
         Raises:
-            ValueError / TypeError naming the offending argument.
+            ValueError: a bad shape or value (the message names the argument).
+            TypeError: a bad type or dtype (the message names the argument).
         """
         b = self.as_batched()
         v = b.vision

@@ -140,7 +140,7 @@ class MultimodalCoverage(FacilityLocation):
 
     Attributes:
         C: float32 ``[R, n]`` coverage matrix; ``P`` and ``Q`` are views of its two row blocks
-        (``Q`` already multiplied by alpha).
+            (``Q`` already multiplied by alpha).
     """
 
     def __init__(
