@@ -49,6 +49,8 @@ def test_every_yaml_in_configs_parses(dataset):
         ("budget.k=-4", "budget.k", "positive"),
         ("budget.k=abc", "budget.k", "budget.k"),
         ("budget.k=2.5", "budget.k", "budget.k"),
+        ("budget.k=true", "budget.k", "could not be converted"),
+        ("selector.params.alpha=-1", "selector.params", "alpha"),
         ("eval.max_new_tokens=[1,2]", "eval.max_new_tokens", "eval.max_new_tokens"),
         ("dataset.limit=many", "dataset.limit", "dataset.limit"),
         ("budget.kk=3", "budget.kk", "budget.kk"),
@@ -108,3 +110,17 @@ def test_good_config_loads_model_once(dataset, tmp_path):
     LOADS.clear()
     rc = eval_main([TINY, *base_overrides(dataset, tmp_path), "eval.progress=false", "dataset.limit=2"])
     assert rc == 0 and LOADS == ["tiny-counting-llava"]
+
+
+def test_errors_in_yaml_file_name_file_and_key(dataset, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"model:\n  name: tiny-random-llava\nbudget:\n  k: many\ndataset:\n  path: {dataset}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    assert str(bad) in str(info.value) and "budget.k" in str(info.value)
+    bad.write_text(f"selector:\n  nmae: mmtok\ndataset:\n  path: {dataset}\n")
+    with pytest.raises(ConfigError, match="nmae"):
+        load_config(bad)
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        load_config(bad)

@@ -154,7 +154,7 @@ _BACKENDS = ("auto", "gloo", "nccl")
 
 def _omegaconf_error(exc: OmegaConfBaseException, where: str) -> ConfigError:
     key = getattr(exc, "full_key", None)
-    msg = getattr(exc, "msg", None) or str(exc).splitlines()[0]
+    msg = (getattr(exc, "msg", None) or str(exc)).strip().splitlines()[0]
     if key:
         return ConfigError(f"{where}: invalid value for key '{key}': {msg}")
     return ConfigError(f"{where}: {msg}")
