@@ -3,7 +3,7 @@
 The model is randomly initialised (nothing is downloaded): a CLIP-like tower at 336 px / patch 14
 (576 tokens) and a Llama-like language model, about 200M parameters together. Each setting
 times ``pruned(**inputs, logits_to_keep=1)`` end to end (vision tower, selection, language-model
-prefill), reports the median over ``--reps`` repetitions, and the share of that time spent in the
+prefill), round-robin over the settings, and reports the median over ``--reps`` repetitions, and the share of that time spent in the
 selector (``pruned.last_timing["selection"]``). "unpruned" is the wrapped model itself.
 
     OMP_NUM_THREADS=1 python experiments/bench_prefill.py --threads 1 --reps 5
@@ -74,26 +74,29 @@ def main(argv=None) -> int:
     print(f"model: random LLaVA architecture, {n_params / 1e6:.0f}M parameters, {n_img} vision tokens, "
           f"prompt {inputs['input_ids'].shape[1]} tokens; selector {args.selector}; median of {args.reps} reps")
 
-    rows = []
+    budgets = [int(x) for x in args.budgets.split(",")]
+    settings = [("unpruned model", n_img, None)]
+    settings += [(f"{args.selector} k={k}", k, tokensel.prune(model, args.selector, k=k, tokenizer=tokenizer))
+                 for k in budgets]
+    times = {name: [] for name, _, _ in settings}
+    sel = {name: [] for name, _, _ in settings}
+    lengths = {}
     with torch.inference_mode():
-        model(**inputs, logits_to_keep=1)  # warm-up
-        times = []
+        for name, _, wrapper in settings:  # warm-up
+            (wrapper or model)(**inputs, logits_to_keep=1)
+        # round-robin over the settings so that load changes on the shared machine hit all alike
         for _ in range(args.reps):
-            t0 = time.perf_counter()
-            model(**inputs, logits_to_keep=1)
-            times.append(time.perf_counter() - t0)
-        rows.append(("unpruned model", n_img, statistics.median(times), None, inputs["input_ids"].shape[1]))
-        for k in (int(x) for x in args.budgets.split(",")):
-            pruned = tokensel.prune(model, args.selector, k=k, tokenizer=tokenizer)
-            pruned(**inputs, logits_to_keep=1)  # warm-up
-            times, sel = [], []
-            for _ in range(args.reps):
+            for name, _, wrapper in settings:
                 t0 = time.perf_counter()
-                pruned(**inputs, logits_to_keep=1)
-                times.append(time.perf_counter() - t0)
-                sel.append(pruned.last_timing["selection"])
-            rows.append((f"{args.selector} k={k}", k, statistics.median(times), statistics.median(sel),
-                         pruned.last_input_lengths[0]))
+                (wrapper or model)(**inputs, logits_to_keep=1)
+                times[name].append(time.perf_counter() - t0)
+                if wrapper is not None:
+                    sel[name].append(wrapper.last_timing["selection"])
+                    lengths[name] = wrapper.last_input_lengths[0]
+    rows = []
+    for name, kept, wrapper in settings:
+        s = statistics.median(sel[name]) if sel[name] else None
+        rows.append((name, kept, statistics.median(times[name]), s, lengths.get(name, inputs["input_ids"].shape[1])))
 
     base = rows[0][2]
     print()
