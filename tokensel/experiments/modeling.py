@@ -85,8 +85,37 @@ def _as_loaded(obj: Any) -> LoadedModel:
         model, processor = obj[0], obj[1]
     else:
         raise TypeError(f"a model loader must return (model, processor), got {type(obj).__name__}")
-    prompt = getattr(processor, "tokensel_prompt", None) or getattr(model, "tokensel_prompt", None) or DEFAULT_LLAVA_PROMPT
+    if processor is None:
+        raise ValueError("the model loader returned no processor; a processor is needed to evaluate")
+    prompt = (
+        getattr(processor, "tokensel_prompt", None)
+        or getattr(model, "tokensel_prompt", None)
+        or _prompt_from_chat_template(processor)
+        or DEFAULT_LLAVA_PROMPT
+    )
     return LoadedModel(model=model, processor=processor, prompt=prompt, image_token_id=_image_token_id(model, processor))
+
+
+_SENTINEL = "TOKENSELQUESTIONSLOT"
+
+
+def _prompt_from_chat_template(processor: Any) -> Optional[str]:
+    """One user turn (image, then the question) rendered with the processor's chat template,
+    with ``{question}`` where the question goes; None without a usable template."""
+    if not getattr(processor, "chat_template", None):
+        return None
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": _SENTINEL}]}]
+    try:
+        text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    except Exception:  # templates that need other inputs: fall back to the LLaVA-1.5 prompt
+        return None
+    if not isinstance(text, str) or text.count(_SENTINEL) != 1:
+        return None
+    return text.replace(_SENTINEL, "{question}")
+
+
+def format_prompt(template: str, question: str) -> str:
+    return template.replace("{question}", question)
 
 
 def _device(spec: str) -> torch.device:
@@ -338,7 +367,7 @@ def load_image(path: str):
 
 def _encode(loaded: LoadedModel, image: Any, question: str) -> dict:
     device = next(loaded.model.parameters()).device
-    prompt = loaded.prompt.format(question=question)
+    prompt = format_prompt(loaded.prompt, question)
     inputs = loaded.processor(images=image, text=prompt, return_tensors="pt")
     inputs = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
     if "pixel_values" in inputs and loaded.model.dtype != torch.float32:
