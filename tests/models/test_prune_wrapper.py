@@ -458,3 +458,25 @@ def test_processor_accepted_as_tokenizer(llava):
     b(**inputs)
     assert a.last_questions == b.last_questions == ["How many dogs"]
     assert torch.equal(a.last_selection[0][0], b.last_selection[0][0])
+
+
+@torch.no_grad()
+def test_batch_with_a_text_only_sample(tiny):
+    if tiny.family == "llava_next":
+        img = [rand_image(56, 112, 0)]
+    else:
+        img = images_for(tiny)
+    texts = [tiny.prompt("What is the color of the cat?", 1), tiny.prompt("Describe the scene.", 0)]
+    inputs = dict(tiny.processor(images=img, text=texts, return_tensors="pt", padding=True))
+    alone = dict(tiny.processor(text=[texts[1]], return_tensors="pt"))
+    pruned = prune(tiny.model, "mmtok", k=3, tokenizer=tiny.tokenizer)
+    with LMInputs(tiny) as rec:
+        out = pruned(**inputs).logits
+    assert pruned.last_selection[1] == [] and len(pruned.last_selection[0]) == 1
+    ref = tiny.model(**alone).logits
+    assert (out[1, -1] - ref[0, -1]).abs().max().item() < 1e-4
+    text_len = inputs["input_ids"].shape[1] - n_image_tokens(tiny, inputs)
+    crops = n_crops(tiny, inputs)
+    assert pruned.last_input_lengths[0] == text_len + 3 * crops
+    assert pruned.last_input_lengths[1] == alone["input_ids"].shape[1]
+    assert rec.calls[0]["inputs_embeds"].shape[1] == max(pruned.last_input_lengths)

@@ -396,11 +396,12 @@ class PrunedVLM:
                     pp.append(pos_full[:, b, span[index[i].to(span.device)]])
                 cursor = last + 1
             text_piece(cursor, ids.shape[1])
-            rows_e.append(torch.cat(pe, 0))
-            rows_id.append(torch.cat(pid, 0))
-            rows_m.append(torch.cat(pm, 0))
+            real = torch.cat(pm, 0).bool()  # the prompt's own padding is dropped, rows re-padded below
+            rows_e.append(torch.cat(pe, 0)[real])
+            rows_id.append(torch.cat(pid, 0)[real])
+            rows_m.append(torch.cat(pm, 0)[real])
             if pos_full is not None:
-                rows_p.append(torch.cat(pp, 1))
+                rows_p.append(torch.cat(pp, 1)[:, real])
         self.last_input_lengths = [int(m.sum()) for m in rows_m]
         new_len = max(r.shape[0] for r in rows_e)
         left = _padding_side(am) == "left"
