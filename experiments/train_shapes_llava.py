@@ -134,19 +134,22 @@ def build_text_batch(items, tok, image_id: int):
     return torch.tensor(prefix), ids, mask, torch.tensor(img_idx), torch.tensor(ans)
 
 
+def vision_features(model, pixels):
+    """``hidden_states[vision_feature_layer]`` of the CLIP tower without CLS, computing only the
+    layers up to the feature layer (later layers do not affect the LLaVA output, so training
+    skips them; they keep their initialisation, like an unused CLIP last layer)."""
+    tower = model.model.vision_tower
+    layers = tower.encoder.layers
+    n_used = len(layers) + 1 + model.config.vision_feature_layer
+    h = tower.pre_layrnorm(tower.embeddings(pixels))
+    for layer in layers[:n_used]:
+        h = layer(h, None)
+    return h[:, 1:]
+
+
 def forward_losses(model, probe, align, items, tok, image_id, word_ids):
     pixels = torch.stack([it["pixels"] for it in items])
-    # Layers after the feature layer (hidden_states[-2]) do not affect the LLaVA output, so
-    # training skips them (they keep their initialisation, like an unused CLIP last layer).
-    layers = model.model.vision_tower.encoder.layers
-    n_used = len(layers) + 1 + model.config.vision_feature_layer
-    full = list(layers)
-    model.model.vision_tower.encoder.layers = torch.nn.ModuleList(full[:n_used])
-    try:
-        vt = model.model.vision_tower(pixels, output_hidden_states=True)
-    finally:
-        model.model.vision_tower.encoder.layers = torch.nn.ModuleList(full)
-    feats = vt.hidden_states[-1][:, 1:]  # == hidden_states[vision_feature_layer] of the full tower
+    feats = vision_features(model, pixels)  # [B, 576, dv]
     x = model.model.multi_modal_projector(feats)  # [B, 576, D]
 
     # alignment: projected patches vs colour/shape word embeddings
