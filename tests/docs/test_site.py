@@ -1,0 +1,77 @@
+"""The documentation site: strict MkDocs build, code on the pages runs, headless-browser check.
+
+Runs after ``test_notebooks.py`` (file order), whose executed notebooks the build reuses; run
+alone, the build executes the tutorials itself (docs/hooks.py).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from docs_helpers import DOCS, ROOT, load_docs_module
+
+check_site = load_docs_module("check_site")
+
+FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+
+
+@pytest.fixture(scope="module")
+def built_site(tmp_path_factory):
+    out = tmp_path_factory.mktemp("site")
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1", OMP_NUM_THREADS="1")
+    env.pop("TOKENSEL_DOCS_EXECUTE", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(ROOT / "mkdocs.yml"), "-d", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800,
+    )
+    return proc, out
+
+
+@pytest.mark.slow
+def test_mkdocs_build_strict(built_site):
+    proc, out = built_site
+    assert proc.returncode == 0, f"mkdocs build --strict failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    for page in ["index.html", "tutorials/index.html", "api/index.html", "api/selectors/index.html"]:
+        assert (out / page).is_file(), page
+    for src in load_docs_module("hooks").tutorial_sources():
+        html = (out / "tutorials" / src.stem / "index.html").read_text(encoding="utf-8")
+        assert "data:image/png" in html, f"{src.stem}: the rendered tutorial shows no figure"
+
+
+@pytest.mark.slow
+def test_site_in_headless_browser(built_site):
+    proc, out = built_site
+    assert proc.returncode == 0, "the site did not build (see test_mkdocs_build_strict)"
+    assert check_site.find_chromium(), "Chromium is required for this test: apt-get install chromium"
+    rendered: list[str] = []
+    failures = check_site.check_site(out, rendered=rendered)
+    assert not failures, "\n".join(failures)
+    assert rendered == check_site.BROWSER_PAGES
+
+
+def _markdown_pages():
+    return sorted(p for p in DOCS.rglob("*.md") if "python" in p.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("page", _markdown_pages(), ids=lambda p: str(p.relative_to(DOCS)))
+def test_markdown_code_blocks_run(page, tmp_path, monkeypatch):
+    """Every ```python block of a page runs, in order, in one namespace per page."""
+    blocks = FENCE.findall(page.read_text(encoding="utf-8"))
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "__docs__"}
+    for i, code in enumerate(blocks):
+        exec(compile(code, f"{page.name}[block {i}]", "exec"), namespace)
+
+
+def test_single_source_per_tutorial():
+    """Tutorials live only as jupytext scripts; no committed .ipynb copies can drift."""
+    tracked = subprocess.run(["git", "ls-files", "notebooks", "docs"], cwd=ROOT, capture_output=True, text=True).stdout
+    assert not [f for f in tracked.split() if f.endswith(".ipynb")]
+    nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    for src in load_docs_module("hooks").tutorial_sources():
+        assert f"tutorials/{src.stem}.ipynb" in nav, f"{src.stem} is not in the site's nav"
