@@ -129,13 +129,13 @@ def test_batched_incremental_equals_dense(B, n, seed, use_blocked):
 
 @given(st.integers(2, 60), st.integers(0, 2**31 - 1), st.sampled_from(["saturate", "plain", "quantised"]))
 def test_float32_ties_reproduce_the_float32_greedy(n, seed, style):
-    """ties='float32' picks exactly what the plain float32 greedy picks, bit for bit."""
+    """On float32 inputs the picks are exactly those of the plain float32 greedy, bit for bit."""
     g = torch.Generator().manual_seed(seed)
     C = torch.rand(1, n + 3, n, generator=g)
     if style == "quantised":
         C = (C * 4).floor() / 4
     k = n - 1 if style == "saturate" else max(1, n // 3)
-    fast, _ = incremental_greedy([(C, 1.0)], k, ties="float32")
+    fast, _ = incremental_greedy([(C, 1.0)], k)
     best = torch.zeros(n + 3)
     taken = torch.zeros(n, dtype=torch.bool)
     ref = []

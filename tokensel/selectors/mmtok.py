@@ -54,7 +54,7 @@ class MMTok(Selector):
 
     def select(self, batch: TokenBatch, k: int) -> Selection:
         C = self.coverage(batch)
-        indices, _ = incremental_greedy([(C, 1.0)], k, batch.blocked(), ties="float32")
+        indices, _ = incremental_greedy([(C, 1.0)], k, batch.blocked())
         return Selection(indices=indices)
 
     def extra_repr(self) -> str:
