@@ -59,7 +59,8 @@ from tokensel.selectors.registry import create_selector
 
 __all__ = ["PrunedVLM", "prune", "adapter_for"]
 
-_LLM_KEYS_NEVER_FORWARDED = ("questions",)
+# per-token inputs that no longer line up with the pruned sequence, and wrapper-only keys
+_LLM_KEYS_NEVER_FORWARDED = ("questions", "mm_token_type_ids", "token_type_ids")
 
 
 def adapter_for(model: nn.Module) -> VisionAdapter:
