@@ -480,3 +480,17 @@ def test_batch_with_a_text_only_sample(tiny):
     assert pruned.last_input_lengths[0] == text_len + 3 * crops
     assert pruned.last_input_lengths[1] == alone["input_ids"].shape[1]
     assert rec.calls[0]["inputs_embeds"].shape[1] == max(pruned.last_input_lengths)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("selector", ["test-firstk", "fastv"])
+def test_keep_all_generate_equals_unpruned(tiny, selector):
+    (q1, q2), imgs, shapes, kw = _two_sample_inputs(tiny)
+    batch = tiny.inputs([q1, q2], imgs)
+    ref = tiny.model.generate(**batch, max_new_tokens=4, do_sample=False, output_scores=True,
+                              return_dict_in_generate=True)
+    out = prune(tiny.model, selector, k=100_000).generate(**batch, max_new_tokens=4, do_sample=False,
+                                                         output_scores=True, return_dict_in_generate=True)
+    assert torch.equal(out.sequences, ref.sequences)
+    for a, b in zip(out.scores, ref.scores):
+        assert (a - b).abs().max().item() <= 1e-4
