@@ -2,7 +2,16 @@
 
 import pytest
 
-from tiny_vlms import build_llava, build_llava_next, build_qwen
+from tiny_vlms import (build_llava, build_llava_next, build_qwen, register_test_selectors,
+                       unregister_test_selectors)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def test_selectors():
+    """The test-* selectors exist only while a tests/models module runs."""
+    added = register_test_selectors()
+    yield
+    unregister_test_selectors(added)
 
 
 @pytest.fixture(scope="session")

@@ -4,31 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from tiny_vlms import rand_image
-from tokensel.batch import Selection, TokenBatch
+from tiny_vlms import SEEN, rand_image
 from tokensel.models import prune
-from tokensel.selectors.base import Selector
-from tokensel.selectors.registry import _REGISTRY, register_selector
-
-SEEN: list[TokenBatch] = []
-
-if "test-record" not in _REGISTRY:
-
-    @register_selector("test-record")
-    class Record(Selector):
-        """Keeps the first k tokens and records the batch it was given (test selector)."""
-
-        requires = ("text",)
-
-        def select(self, batch: TokenBatch, k: int) -> Selection:
-            SEEN.append(batch)
-            return Selection(indices=torch.arange(k).expand(batch.vision.shape[0], k).clone())
-
-    @register_selector("test-record-visionzip")
-    class RecordVZ(Record):
-        """Like test-record, also asking for VisionZip's inputs (test selector)."""
-
-        requires = ("text", "cls_attention", "keys")
 
 
 @torch.no_grad()
