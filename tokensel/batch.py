@@ -16,6 +16,12 @@ from torch import Tensor
 __all__ = ["TokenBatch", "Selection"]
 
 
+def _all_finite(t: Tensor) -> bool:
+    """True if every entry is finite. One reduction pass: NaN and inf propagate into the sum
+    (its overflow, from entries near the float range, is reported as non-finite too)."""
+    return bool(torch.isfinite(t.sum())) if t.numel() else True
+
+
 def _check_float(name: str, t: Tensor, rank: int, device: torch.device) -> None:
     if not isinstance(t, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -25,7 +31,7 @@ def _check_float(name: str, t: Tensor, rank: int, device: torch.device) -> None:
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
     if t.device != device:
         raise ValueError(f"{name} is on device {t.device} but vision is on {device}: put all inputs on one device")
-    if not bool(torch.isfinite(t).all()):
+    if not _all_finite(t):
         raise ValueError(f"{name} contains NaN or inf values")
 
 

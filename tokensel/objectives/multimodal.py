@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from tokensel.objectives.facility_location import FacilityLocation
+from tokensel.workspace import Workspace
 
 __all__ = ["MultimodalCoverage", "multimodal_coverage_matrix", "l2_normalize", "VARIANTS"]
 
@@ -29,28 +30,38 @@ Variant = Literal["both", "text", "vision"]
 VARIANTS: tuple[str, ...] = ("both", "text", "vision")
 
 
-def l2_normalize(x: Tensor, eps: float = 1e-8) -> Tensor:
-    """float32 ``x / max(||x||, eps)`` along the last axis."""
+def l2_normalize(x: Tensor, eps: float = 1e-8, out: Tensor | None = None) -> Tensor:
+    """float32 ``x / max(||x||, eps)`` along the last axis (into ``out`` if given)."""
     x = x.float()
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
+    norm = x.norm(dim=-1, keepdim=True).clamp_min(eps)
+    return x / norm if out is None else torch.div(x, norm, out=out)
 
 
 def _coverage_rows_(
-    S: Tensor, tau: float, scale: Tensor, alpha: float, softmax: bool, col_valid: Tensor | None, row_valid: Tensor | None
+    S: Tensor,
+    tau: float,
+    scale: Tensor,
+    alpha: float,
+    softmax: bool,
+    col_valid: Tensor | None,
+    row_valid: Tensor | None,
+    scratch: Tensor | None = None,
 ) -> None:
     """Turn similarities ``S`` ``[B, r, n]`` into coverage rows, in place.
 
     softmax: ``alpha * (softmax(S / tau, dim=-1) / scale)``; otherwise ``alpha * (max(S, 0) / scale)``,
     with ``scale`` ``[B]`` (the number of real rows). The operations and their order are those of
     the plain formula, so the result is bit-identical to computing it out of place. Invalid
-    columns get 0 (and no softmax mass); invalid rows become 0.
+    columns get 0 (and no softmax mass); invalid rows become 0. ``scratch``: optional buffer
+    shaped like S for the softmax.
     """
     scale = scale.to(S.dtype)[:, None, None]
     if softmax:
         if col_valid is not None:
             S.masked_fill_(~col_valid[:, None, :], float("-inf"))
         S.div_(tau)
-        torch.div(torch.softmax(S, dim=-1), scale, out=S)
+        probs = torch.softmax(S, dim=-1) if scratch is None else torch.ops.aten._softmax.out(S, -1, False, out=scratch)
+        torch.div(probs, scale, out=S)
     else:
         S.clamp_(min=0).div_(scale)
         if col_valid is not None:
@@ -73,6 +84,7 @@ def multimodal_coverage_matrix(
     softmax: bool = True,
     text_mask: Tensor | None = None,
     vision_mask: Tensor | None = None,
+    workspace: Workspace | None = None,
 ) -> Tensor:
     """MMTok's coverage matrix for a batch.
 
@@ -86,6 +98,8 @@ def multimodal_coverage_matrix(
         softmax: False gives the paper's no-softmax ablation: similarities clipped at 0, same scaling.
         text_mask: bool ``[B, m]``, True for real question tokens (ragged questions).
         vision_mask: bool ``[B, n]``, True for real vision tokens (ragged images).
+        workspace: a :class:`tokensel.workspace.Workspace` to take every large buffer from (the
+            result then lives in it, valid until the workspace's next use).
 
     Returns:
         float32 ``[B, R, n]`` with ``R = m + n`` (``m`` for "text", ``n`` for "vision"): the rows
@@ -106,22 +120,30 @@ def multimodal_coverage_matrix(
         raise ValueError(f"variant {variant!r} needs text (the question embeddings); got text=None")
     B, n, _ = vision.shape
     m = text.shape[1] if use_text else 0
-    C = torch.empty(B, m + (n if use_vision else 0), n, dtype=torch.float32, device=vision.device)
+    device = vision.device
+
+    def buffer(name: str, shape: tuple[int, ...]) -> Tensor | None:
+        return None if workspace is None else workspace.get(name, shape, torch.float32, device)
+
+    R = m + (n if use_vision else 0)
+    C = buffer("coverage", (B, R, n))
+    if C is None:
+        C = torch.empty(B, R, n, dtype=torch.float32, device=device)
     n_valid = (
         vision_mask.sum(dim=1).float() if vision_mask is not None else torch.full((B,), float(n), device=vision.device)
     )
-    x = l2_normalize(vision)
+    x = l2_normalize(vision, out=buffer("vision", tuple(vision.shape)))
     if use_text:
         z = l2_normalize(text)
         P = C[:, :m]
         torch.matmul(z, x.transpose(1, 2), out=P)
-        m_valid = text_mask.sum(dim=1).float() if text_mask is not None else torch.full((B,), float(m), device=vision.device)
-        _coverage_rows_(P, tau_tv, m_valid, 1.0, softmax, vision_mask, text_mask)
+        m_valid = text_mask.sum(dim=1).float() if text_mask is not None else torch.full((B,), float(m), device=device)
+        _coverage_rows_(P, tau_tv, m_valid, 1.0, softmax, vision_mask, text_mask, buffer("scratch", (B, m, n)))
     if use_vision:
-        v = x if vision_raw is None else l2_normalize(vision_raw)
+        v = x if vision_raw is None else l2_normalize(vision_raw, out=buffer("vision_raw", tuple(vision_raw.shape)))
         Q = C[:, m:]
         torch.matmul(v, v.transpose(1, 2), out=Q)
-        _coverage_rows_(Q, tau_vv, n_valid, float(alpha), softmax, vision_mask, vision_mask)
+        _coverage_rows_(Q, tau_vv, n_valid, float(alpha), softmax, vision_mask, vision_mask, buffer("scratch", (B, n, n)))
     return C
 
 

@@ -7,6 +7,7 @@ from tokensel.objectives.multimodal import VARIANTS, multimodal_coverage_matrix
 from tokensel.selectors.base import Selector
 from tokensel.selectors.registry import register_selector
 from tokensel.solvers.incremental import incremental_greedy
+from tokensel.workspace import Workspace
 
 __all__ = ["MMTok"]
 
@@ -29,7 +30,9 @@ class MMTok(Selector):
 
     Uses ``TokenBatch.text`` (+ ``text_mask``), ``vision``, ``vision_raw`` (falls back to
     ``vision``), ``exclude`` and ``vision_mask``. The greedy is exact (first index on ties) and
-    incremental: see :func:`tokensel.solvers.incremental_greedy`.
+    incremental: see :func:`tokensel.solvers.incremental_greedy`. Large buffers are kept in
+    the selector's :class:`~tokensel.workspace.Workspace` between calls (``sel.workspace.clear()``
+    releases them); one selector instance is not to be called from several threads at once.
     """
 
     def __init__(
@@ -42,19 +45,21 @@ class MMTok(Selector):
         if self.alpha < 0 or self.tau_tv <= 0 or self.tau_vv <= 0:
             raise ValueError(f"need alpha >= 0, tau_tv > 0, tau_vv > 0; got {alpha}, {tau_tv}, {tau_vv}")
         self.requires = ("text",) if variant != "vision" else ()
+        self.workspace = Workspace()
 
     def coverage(self, batch: TokenBatch):
-        """float32 ``[B, R, n]`` coverage matrix ``[P'; alpha Q']`` of a validated batch."""
+        """float32 ``[B, R, n]`` coverage matrix ``[P'; alpha Q']`` of a validated batch (a view
+        of the selector's workspace: valid until its next call)."""
         return multimodal_coverage_matrix(
             batch.text, batch.vision, batch.vision_raw,
             alpha=self.alpha, tau_tv=self.tau_tv, tau_vv=self.tau_vv,
             variant=self.variant, softmax=self.softmax,
-            text_mask=batch.text_mask, vision_mask=batch.vision_mask,
+            text_mask=batch.text_mask, vision_mask=batch.vision_mask, workspace=self.workspace,
         )
 
     def select(self, batch: TokenBatch, k: int) -> Selection:
         C = self.coverage(batch)
-        indices, _ = incremental_greedy([(C, 1.0)], k, batch.blocked())
+        indices, _ = incremental_greedy([(C, 1.0)], k, batch.blocked(), workspace=self.workspace)
         return Selection(indices=indices)
 
     def extra_repr(self) -> str:

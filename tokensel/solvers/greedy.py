@@ -24,8 +24,11 @@ def fast_path(objective: CoverageObjective, k: int, tol: float | None) -> tuple[
     if blocks is None:
         return None
     device = blocks[0][0].device
+    dtype = blocks[0][0].dtype
+    for C, _ in blocks[1:]:
+        dtype = torch.promote_types(dtype, C.dtype)
     idx, gains = incremental_greedy(
-        [(C.unsqueeze(0), w) for C, w in blocks], k, objective.exclude.to(device).unsqueeze(0), tol
+        [(C.to(dtype).unsqueeze(0), w) for C, w in blocks], k, objective.exclude.to(device).unsqueeze(0), tol
     )
     keep = idx[0] >= 0
     return idx[0][keep].tolist(), gains[0][keep].tolist()

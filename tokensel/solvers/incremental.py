@@ -26,6 +26,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from tokensel.workspace import Workspace
+
 __all__ = ["incremental_greedy", "dense_greedy", "plain_gains"]
 
 # Window around the top gain, in units of eps(dtype). The incremental gains' error stays within a
@@ -75,6 +77,7 @@ def incremental_greedy(
     k: int,
     blocked: Tensor | None = None,
     tol: float | None = None,
+    workspace: Workspace | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Greedy maximisation of ``sum_i w_i * sum_r max_{j in S} C_i[b, r, j]`` for each b.
 
@@ -84,6 +87,7 @@ def incremental_greedy(
         k: number of picks, ``1 <= k <= n``.
         blocked: bool ``[B, n]``, True = may not be picked. Each row needs >= k unblocked.
         tol: stop a row once its best marginal gain is below ``tol``; its remaining picks are -1.
+        workspace: where to take the scratch buffers (one per block, shaped like it) from.
 
     Returns:
         ``(indices, gains)``: long ``[B, k]`` in pick order and float64 ``[B, k]`` marginal gains
@@ -94,24 +98,26 @@ def incremental_greedy(
     g = torch.zeros(B, n, dtype=torch.float64, device=device)
     for C, w in blocks:
         g.add_(C.sum(dim=1), alpha=w)
-    states = [_BlockState(C, w) for C, w in blocks]
+    states = [_BlockState(C, w, workspace, f"greedy{i}") for i, (C, w) in enumerate(blocks)]
     if blocked is not None:
         g.masked_fill_(blocked, float("-inf"))
-    taken = torch.zeros(B, n, dtype=torch.bool, device=device) if blocked is None else blocked.clone()
     scale = float(g.max())  # largest gain at the last refresh: the error bound's unit
+    # the runner-up is within the window when  second - (1 - eps T) top >= -eps S scale
+    margin = torch.tensor([-(1 - eps * _TOP_UNITS), 1.0], dtype=torch.float64, device=device)
     picks: list[Tensor] = []
-    tops: list[Tensor] = []
     active = torch.ones(B, dtype=torch.bool, device=device) if tol is not None else None
     for t in range(k):
         if n - t > 1:
             top2, idx2 = g.topk(2, dim=1)
             top, j = top2[:, 0], idx2[:, 0]
-            # runner-up within the window: `top * (1 - eps T) - eps S scale` (gains are >= 0)
-            tied = bool((top2[:, 1] >= top.mul(1 - eps * _TOP_UNITS).sub_(eps * _SCALE_UNITS * scale)).any())
+            tied = float((top2 @ margin).max()) >= -eps * _SCALE_UNITS * scale
         else:
             top, j = g.max(dim=1)
             tied = False
         if tied:
+            taken = torch.zeros(B, n, dtype=torch.bool, device=device) if blocked is None else blocked.clone()
+            if picks:
+                taken.scatter_(1, torch.stack(picks, dim=1).clamp_min(0), True)
             exact = plain_gains(blocks, [st.best.view(B, -1) for st in states], [st.work.view_as(C) for st, (C, _) in zip(states, blocks)])
             g.copy_(exact.double().masked_fill_(taken, float("-inf")))
             top, j = g.max(dim=1)  # first index among equal values
@@ -122,61 +128,65 @@ def incremental_greedy(
                 break
         jj = j[:, None]
         g.scatter_(1, jj, float("-inf"))
-        taken.scatter_(1, jj, True)
-        gain = sum(st.pick(jj, g) for st in states)
-        if active is not None:
-            # finished rows keep being updated (harmlessly); their picks are reported as -1
-            picks.append(torch.where(active, j, -1))
-            tops.append(torch.where(active, gain, 0.0))
-        else:
-            picks.append(j)
-            tops.append(gain)
+        for st in states:
+            st.pick(jj, g)
+        # finished rows keep being updated (harmlessly); their picks are reported as -1
+        picks.append(j if active is None else torch.where(active, j, -1))
     indices = torch.full((B, k), -1, dtype=torch.long, device=device)
     gains = torch.zeros(B, k, dtype=torch.float64, device=device)
     if picks:
         indices[:, : len(picks)] = torch.stack(picks, dim=1)
-        gains[:, : len(tops)] = torch.stack(tops, dim=1)
+        gains[:, : len(picks)] = _pick_gains(blocks, indices[:, : len(picks)])
     return indices, gains
+
+
+def _pick_gains(blocks: list[tuple[Tensor, float]], picks: Tensor) -> Tensor:
+    """float64 ``[B, s]`` marginal gain of each pick (``-1`` = none: gain 0), from the picked
+    columns alone: the coverage after t picks is a running max over them."""
+    valid = picks >= 0
+    total = None
+    for C, w in blocks:
+        cols = C.gather(2, picks.clamp_min(0)[:, None, :].expand(-1, C.shape[1], -1))  # [B, R, s]
+        cols = cols.masked_fill(~valid[:, None, :], 0).cummax(dim=2).values
+        cover = cols.sum(dim=1, dtype=torch.float64)  # [B, s]
+        part = torch.diff(cover, dim=1, prepend=torch.zeros_like(cover[:, :1])) * w
+        total = part if total is None else total + part
+    return total.masked_fill_(~valid, 0.0)
 
 
 class _BlockState:
     """One coverage block ``C`` ``[B, R, n]`` (weight ``w``), its per-row best coverage and a
     workspace shaped like C (allocated once per run)."""
 
-    def __init__(self, C: Tensor, w: float) -> None:
+    def __init__(self, C: Tensor, w: float, workspace: Workspace | None, name: str) -> None:
         B, R, n = C.shape
         self.w, self.B, self.R, self.n = float(w), B, R, n
         self.rows = C.reshape(B * R, n)
         self.best = torch.zeros(B * R, dtype=C.dtype, device=C.device)
         self.col_index = (torch.arange(B * R, device=C.device) * n).view(B, R)
-        self.work = torch.empty(B * R, n, dtype=C.dtype, device=C.device)
+        if workspace is None:
+            self.work = torch.empty(B * R, n, dtype=C.dtype, device=C.device)
+        else:
+            self.work = workspace.get(name, (B * R, n), C.dtype, C.device)
         self.acc = torch.empty(B, n, dtype=C.dtype, device=C.device) if B > 1 else None
 
-    def pick(self, j: Tensor, g: Tensor) -> Tensor:
-        """Column ``j[b, 0]`` joins row b's set: lower the gains ``g`` ``[B, n]`` (float64) in
-        place; return the weighted coverage each row gained, float64 ``[B]`` (the exact gain)."""
+    def pick(self, j: Tensor, g: Tensor) -> None:
+        """Column ``j[b, 0]`` joins row b's set: lower the gains ``g`` ``[B, n]`` (float64) in place."""
         col = self.rows.view(-1).take(self.col_index + j).view(-1)  # [B * R]
         changed = (col > self.best).nonzero().squeeze(1)
-        gain = torch.zeros(self.B, dtype=torch.float64, device=g.device)
         if changed.numel() == 0:
-            return gain
+            return
         new = col.index_select(0, changed)
-        old = self.best.index_select(0, changed)
         buf = self.work[: changed.numel()]
         torch.index_select(self.rows, 0, changed, out=buf)
         torch.minimum(buf, new.unsqueeze(1), out=buf)
-        buf.sub_(old.unsqueeze(1)).clamp_(min=0)
-        rise = new.double() - old.double()
+        buf.sub_(self.best.index_select(0, changed).unsqueeze(1)).clamp_(min=0)
         if self.acc is None:
-            gain += rise.sum()
             g[0].sub_(buf.sum(dim=0), alpha=self.w)
         else:
-            batch_of = torch.div(changed, self.R, rounding_mode="floor")
-            gain.index_add_(0, batch_of, rise)
-            self.acc.zero_().index_add_(0, batch_of, buf)
+            self.acc.zero_().index_add_(0, torch.div(changed, self.R, rounding_mode="floor"), buf)
             g.sub_(self.acc, alpha=self.w)
         self.best.index_copy_(0, changed, new)
-        return gain.mul_(self.w)
 
 
 def dense_greedy(
