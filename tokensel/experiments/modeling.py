@@ -409,8 +409,12 @@ def score_choices(
         torch.cuda.synchronize()
     prefill_ms = 1000.0 * (time.perf_counter() - t0)
     tokenizer = getattr(loaded.processor, "tokenizer", loaded.processor)
-    ids = _first_token_ids(tokenizer, candidates)
-    choice = candidates[int(torch.argmax(logits[ids]))]
+    # each candidate scores the best of its spellings ("yes" / "Yes"), by its first token
+    scores = []
+    for cand in candidates:
+        spellings = list(dict.fromkeys([cand, cand.capitalize()]))
+        scores.append(max(float(logits[i]) for i in _first_token_ids(tokenizer, spellings)))
+    choice = candidates[max(range(len(candidates)), key=lambda i: scores[i])]
     selection_s = timer.take() if timer is not None else None
     kept = _kept_tokens(getattr(wrapper, "last_selection", None))
     if kept is None and isinstance(wrapper, _Unpruned):

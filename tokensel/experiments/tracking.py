@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import urlparse
 
-__all__ = ["resolve_wandb_mode", "has_wandb_credentials", "WandbRun", "read_offline_run", "find_offline_runs"]
+__all__ = [
+    "resolve_wandb_mode",
+    "has_wandb_credentials",
+    "WandbRun",
+    "read_offline_run",
+    "find_offline_runs",
+    "wait_for_offline_run",
+]
 
 
 def has_wandb_credentials() -> bool:
@@ -93,8 +100,13 @@ class WandbRun:
             dir=str(directory),
             mode=self.mode,
             reinit="create_new",
-            settings=wandb.Settings(silent=True, console="off", x_disable_stats=True, x_disable_meta=True),
+            settings=self._settings(wandb),
         )
+
+    def _settings(self, wandb):
+        if self.mode == "offline":  # local files only: skip system metrics and console capture
+            return wandb.Settings(silent=True, console="off", x_disable_stats=True, x_disable_meta=True)
+        return wandb.Settings(silent=True)
 
     @property
     def active(self) -> bool:
@@ -132,10 +144,16 @@ class WandbRun:
 
         self.run.log({key: wandb.Image(figure)})
 
-    def finish(self) -> None:
-        if self.run is not None:
-            self.run.finish()
-            self.run = None
+    def finish(self, timeout: float = 60.0) -> None:
+        """Finish the run; offline, also wait until its transaction log is complete on disk
+        (wandb-core may still be writing it when ``finish`` returns)."""
+        if self.run is None:
+            return
+        run_dir = self.run_dir
+        self.run.finish()
+        self.run = None
+        if self.mode == "offline" and run_dir is not None:
+            wait_for_offline_run(run_dir, timeout=timeout)
 
 
 # ----------------------------------------------------------------------------- offline reader
@@ -239,6 +257,37 @@ def read_offline_run(path: str | os.PathLike) -> dict:
         if not k.startswith("_wandb")
     }
     return out
+
+
+def _is_complete(path: Path) -> bool:
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    try:
+        data = path.read_bytes()
+        if len(data) < _HEADER.size:
+            return False
+        for payload in _iter_payloads(data):
+            rec = pb.Record()
+            rec.ParseFromString(payload)
+            if rec.WhichOneof("record_type") == "exit":
+                return True
+    except (OSError, ValueError):
+        return False
+    return False
+
+
+def wait_for_offline_run(run_dir: str | os.PathLike, timeout: float = 60.0) -> bool:
+    """Block until the run's ``.wandb`` log holds its exit record (True) or ``timeout`` passes."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        files = sorted(Path(run_dir).glob("*.wandb"))
+        if files and _is_complete(files[0]):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
 
 
 def find_offline_runs(directory: str | os.PathLike) -> list[Path]:
