@@ -494,3 +494,11 @@ def test_keep_all_generate_equals_unpruned(tiny, selector):
     assert torch.equal(out.sequences, ref.sequences)
     for a, b in zip(out.scores, ref.scores):
         assert (a - b).abs().max().item() <= 1e-4
+
+
+@torch.no_grad()
+def test_keep_all_needs_no_question(llava):
+    inputs = llava.inputs("What is the color?", images_for(llava))
+    ref = llava.model(**inputs).logits
+    out = prune(llava.model, "test-textsim", k=10_000)(**inputs).logits  # no tokenizer: nothing to select
+    assert torch.equal(out, ref)

@@ -247,11 +247,6 @@ class PrunedVLM:
         text, text_mask, counts = embed_questions(questions, self.tokenizer, ad.embed_tokens) if (
             self.tokenizer is not None and any(questions)
         ) else (None, None, [0] * bsz)
-        if "text" in need and text is None:
-            raise ValueError(
-                f"selector {self.selector.name!r} needs the question, but none was found: pass tokenizer= "
-                "to tokensel.prune (or questions=[...] to the call) and a prompt with question text"
-            )
         sample_of = {i: b for b, imgs in enumerate(owner) for i in imgs}
 
         # ---- group crops by (n, k, has_text) and run one selector call per group
@@ -265,7 +260,11 @@ class PrunedVLM:
                 continue
             has_text = text is not None and counts[sample_of[i]] > 0
             if "text" in need and not has_text:
-                raise ValueError(f"sample {sample_of[i]} has no question text, which selector {self.selector.name!r} needs")
+                raise ValueError(
+                    f"selector {self.selector.name!r} needs the question, but none was found for sample "
+                    f"{sample_of[i]}: pass tokenizer= to tokensel.prune (or questions=[...] to the call) and "
+                    "a prompt with question text"
+                )
             for c in range(img.num_crops):
                 kc = kk
                 if img.exclude is not None:
@@ -407,7 +406,9 @@ class PrunedVLM:
         new_len = max(r.shape[0] for r in rows_e)
         left = _padding_side(am) == "left"
         pad_id = ad.pad_token_id()
-        out_e = base.new_zeros(len(rows_e), new_len, base.shape[-1])
+        with torch.no_grad():
+            pad_vec = embed(torch.tensor([pad_id], device=ids.device))[0].to(dtype)
+        out_e = pad_vec.expand(len(rows_e), new_len, base.shape[-1]).clone()
         out_id = ids.new_full((len(rows_e), new_len), pad_id)
         out_m = am.new_zeros(len(rows_e), new_len)
         out_p = None if pos_full is None else pos_full.new_ones(3, len(rows_e), new_len)
