@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,6 +72,11 @@ def test_eval_logs_what_it_returns(dataset, tmp_path, capsys, selector, k):
     assert [r[rows["columns"].index("prediction")] for r in rows["data"]] == [r["prediction"] for r in lines]
     has_overlays = any(k_.startswith("selection_overlays") for k_ in run["summary"])
     assert has_overlays == (k is not None)
+    if k is not None:  # `wandb sync` finds the offline run to upload (dry run: no network)
+        proc = subprocess.run(
+            [sys.executable, "-m", "wandb", "sync", "--dry-run"], cwd=run_dir, capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0 and run["run_id"] in proc.stdout + proc.stderr
 
 
 def test_cli_entry_points(dataset, tmp_path):
