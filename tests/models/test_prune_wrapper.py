@@ -502,3 +502,15 @@ def test_keep_all_needs_no_question(llava):
     ref = llava.model(**inputs).logits
     out = prune(llava.model, "test-textsim", k=10_000)(**inputs).logits  # no tokenizer: nothing to select
     assert torch.equal(out, ref)
+
+
+@torch.no_grad()
+def test_keep_all_forward_equals_unpruned_padded_batch(tiny):
+    (q1, q2), imgs, shapes, kw = _two_sample_inputs(tiny)
+    batch = tiny.inputs([q1, q2], imgs)
+    assert bool((batch["attention_mask"] == 0).any())  # really padded
+    ref = tiny.model(**batch).logits
+    out = prune(tiny.model, "test-firstk", k=100_000)(**batch).logits
+    assert out.shape == ref.shape
+    real = batch["attention_mask"].bool()
+    assert (out[real] - ref[real]).abs().max().item() <= 1e-5
