@@ -514,3 +514,19 @@ def test_keep_all_forward_equals_unpruned_padded_batch(tiny):
     assert out.shape == ref.shape
     real = batch["attention_mask"].bool()
     assert (out[real] - ref[real]).abs().max().item() <= 1e-5
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("selector", ["test-textsim", "fastv", "sparsevlm"])
+def test_generate_with_beams_and_several_sequences(tiny, selector):
+    (q1, q2), imgs, shapes, kw = _two_sample_inputs(tiny)
+    batch = tiny.inputs([q1, q2], imgs)
+    params = {"layers": (1, 2, 3)} if selector == "sparsevlm" else {}
+    pruned = prune(tiny.model, selector, k=4, tokenizer=tiny.tokenizer, **params)
+    out = pruned.generate(**batch, max_new_tokens=3, do_sample=False, num_beams=2, num_return_sequences=2)
+    assert out.shape[0] == 4
+    assert torch.equal(out[:, : batch["input_ids"].shape[1]], batch["input_ids"].repeat_interleave(2, dim=0))
+    assert len(pruned.last_selection) == 2
+    sel_beams = [s[0] for s in pruned.last_selection]
+    pruned.generate(**batch, max_new_tokens=3, do_sample=False)
+    assert all(torch.equal(a, b[0]) for a, b in zip(sel_beams, pruned.last_selection))

@@ -117,6 +117,7 @@ class LLMPruneState:
     attention_mask: Tensor  # [B, L]: 2-D padding mask of the prompt
     choose: Callable
     scorer: str = "last"
+    reps: int = 1  # batch expansion by generate (num_beams / num_return_sequences)
     done: int = 0  # stages applied at prefill
     pending: list | None = None  # scores waiting for the next stage's prune hook
     pending_hidden: Tensor | None = None
@@ -186,9 +187,8 @@ def install_llm_hooks(layers: nn.ModuleList, state: LLMPruneState) -> list:
             f"for this model ({len(layers)} decoder layers) (fastv layer K / sparsevlm layers)"
         )
     prompt_len = state.image_mask.shape[1]
-    bsz = state.image_mask.shape[0]
     device = state.image_mask.device
-    state.cur_index = torch.arange(prompt_len, device=device).expand(bsz, prompt_len).clone()
+    state.cur_index = torch.arange(prompt_len, device=device).expand(state.image_mask.shape[0], prompt_len).clone()
     state.cur_valid = state.attention_mask.bool().clone()
     state.cur_img = state.image_mask.clone()
     state.kept = []
@@ -208,8 +208,14 @@ def install_llm_hooks(layers: nn.ModuleList, state: LLMPruneState) -> list:
             if not at_prefill(hidden):
                 return None
             cos, sin = kwargs["position_embeddings"]
-            if state.pe_full is None and stage_no == 0:
+            if stage_no == 0:
                 state.pe_full = (cos, sin)
+                reps = hidden.shape[0] // state.image_mask.shape[0]
+                if reps > 1 and reps * state.image_mask.shape[0] == hidden.shape[0]:
+                    # generate expanded the batch (beams / several sequences per prompt)
+                    for name in ("image_mask", "attention_mask", "cur_index", "cur_valid", "cur_img"):
+                        setattr(state, name, getattr(state, name).repeat_interleave(reps, dim=0))
+                    state.reps = reps
             with torch.no_grad():
                 state.pending = _scores(state.scorer, module, hidden.detach(), cos, sin, state.cur_valid,
                                         state.cur_img)
@@ -219,6 +225,7 @@ def install_llm_hooks(layers: nn.ModuleList, state: LLMPruneState) -> list:
         return hook
 
     def apply_stage(stage_no: int, hidden: Tensor, kwargs: dict) -> Tensor:
+        bsz = hidden.shape[0]
         picks = state.choose(stage_no, state.pending, state.pending_hidden)
         rows, kept_orig = [], []
         for b in range(bsz):
@@ -260,6 +267,7 @@ def install_llm_hooks(layers: nn.ModuleList, state: LLMPruneState) -> list:
 
     def decode_mask(region: int, q: int, like) -> Tensor:
         prefix = state.region_valid[region]
+        bsz = prefix.shape[0]
         t_prev = state.region_extra[region]
         new_keys = t_prev + q
         qi = torch.arange(q, device=prefix.device)

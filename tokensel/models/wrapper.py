@@ -464,7 +464,7 @@ class PrunedVLM:
             out: list[Tensor | None] = [None] * len(scores)
             groups = defaultdict(list)
             for b, sc in enumerate(scores):
-                groups[(sc.numel(), plan[stage_no][b])].append(b)
+                groups[(sc.numel(), plan[stage_no][b // state.reps])].append(b)
             for (n, kk), members in groups.items():
                 if kk >= n:
                     for b in members:
@@ -491,10 +491,11 @@ class PrunedVLM:
                 h.remove()
         if not state.pruned:
             raise RuntimeError(f"{sel.name}: the language model's prefill was not seen; nothing was pruned")
-        self.last_selection = [[t.detach().cpu()] for t in state.kept[-1]]
+        r = state.reps  # rows of one prompt are identical when generate expanded the batch
+        self.last_selection = [[t.detach().cpu()] for t in state.kept[-1][::r]]
         #: in-LLM selectors: per stage, per sample, the kept indices among the sample's image tokens
-        self.last_stage_selection = [[t.detach().cpu() for t in stage] for stage in state.kept]
-        self.last_input_lengths = [int(v.sum()) for v in state.keep_valid]
+        self.last_stage_selection = [[t.detach().cpu() for t in stage[::r]] for stage in state.kept]
+        self.last_input_lengths = [int(v.sum()) for v in state.keep_valid[::r]]
         self.last_questions = None
         self.last_timing = {"selection": timing["selection"], "prepare": time.perf_counter() - t_start}
         return out
