@@ -87,3 +87,19 @@ def test_cli_entry_points(dataset, tmp_path):
     assert cli_main(["eval", *args]) == 0
     assert json.loads((out / "x" / "metrics.json").read_text())["num_samples"] == 3
     assert not list(out.rglob("*.wandb"))  # disabled means no W&B files
+
+
+@pytest.mark.parametrize("scoring", ["generate", "choice"])
+def test_batched_eval_equals_one_by_one(tmp_path, scoring):
+    from exp_helpers import make_dataset
+
+    data = make_dataset(tmp_path / "ds7", n=7)  # batches of 3, 3, 1
+    common = [f"dataset.path={data}", "selector.name=mmtok", "budget.k=8", "logging.wandb_mode=disabled",
+              f"logging.output_dir={tmp_path / 'runs'}", "eval.progress=false", f"eval.scoring={scoring}", "eval.max_new_tokens=3"]
+    one = run_eval(prepare(TINY, common), print_results=False)
+    three = run_eval(prepare(TINY, common + ["eval.batch_size=3"]), print_results=False)
+    keys = ("id", "prediction", "kept_tokens", "image_tokens", "correct")
+    assert [tuple(r[k] for k in keys) for r in three.records] == [tuple(r[k] for k in keys) for r in one.records]
+    assert three.metrics["accuracy"] == one.metrics["accuracy"] and three.metrics["selection_ms"] > 0
+    if scoring == "generate":
+        assert len({r["prediction"] for r in one.records}) > 1

@@ -110,6 +110,9 @@ class EvalConfig:
     #: shapes set, the generator's answer vocabulary of the category).
     scoring: str = "generate"
     max_new_tokens: int = 8
+    #: Samples per model call (left-padded). With 1, ``prefill_ms`` is measured per sample;
+    #: larger batches report batch times divided by the batch size.
+    batch_size: int = 1
     #: Check that every image file exists before loading the model.
     check_images: bool = True
     progress: bool = True
@@ -327,6 +330,8 @@ def validate_config(cfg: DictConfig, config_dir: Path | None = None) -> None:
     # --- eval / logging
     if cfg.eval.max_new_tokens < 1:
         _fail("eval.max_new_tokens", f"must be >= 1, got {cfg.eval.max_new_tokens}")
+    if cfg.eval.batch_size < 1:
+        _fail("eval.batch_size", f"must be >= 1, got {cfg.eval.batch_size}")
     if cfg.eval.scoring not in ("generate", "choice"):
         _fail("eval.scoring", f"must be 'generate' or 'choice', got {cfg.eval.scoring!r}")
     if cfg.eval.dist_backend not in _BACKENDS:

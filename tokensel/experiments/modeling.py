@@ -477,3 +477,91 @@ def infer_sample(
         "generate_ms": 1000.0 * (t1 - t0),
         "selection_ms": None if selection_s is None else 1000.0 * selection_s,
     }
+
+
+def _per_sample_kept(wrapper: Any, image_counts: list[Optional[int]]) -> list[Optional[int]]:
+    sel = getattr(wrapper, "last_selection", None)
+    if isinstance(sel, (list, tuple)) and len(sel) == len(image_counts):
+        return [_kept_tokens(s) for s in sel]
+    if isinstance(wrapper, _Unpruned):
+        return list(image_counts)
+    return [None] * len(image_counts)
+
+
+@torch.inference_mode()
+def infer_batch(
+    loaded: LoadedModel,
+    wrapper: Any,
+    images: list,
+    questions: list[str],
+    *,
+    scoring: str = "generate",
+    max_new_tokens: int = 8,
+    candidates: Optional[list[list[str]]] = None,
+    timer: Optional[_SelectionTimer] = None,
+) -> list[dict]:
+    """Answer a batch of questions (one image each) in one padded call.
+
+    One sample goes through :func:`infer_sample` / :func:`score_choices` (exact per-sample
+    prefill timing). For larger batches the prompts are left-padded; ``prefill_ms``,
+    ``generate_ms`` and ``selection_ms`` are the batch's times divided by its size, and
+    ``prefill_ms`` is None when decoding (it cannot be told apart without a streamer)."""
+    if len(images) == 1:
+        if scoring == "choice":
+            return [score_choices(loaded, wrapper, images[0], questions[0], candidates[0], timer)]
+        return [infer_sample(loaded, wrapper, images[0], questions[0], max_new_tokens, timer)]
+    tokenizer = getattr(loaded.processor, "tokenizer", loaded.processor)
+    device = next(loaded.model.parameters()).device
+    prompts = [format_prompt(loaded.prompt, q) for q in questions]
+    side = getattr(tokenizer, "padding_side", "right")
+    tokenizer.padding_side = "left"
+    try:
+        inputs = loaded.processor(images=list(images), text=prompts, return_tensors="pt", padding=True)
+    finally:
+        tokenizer.padding_side = side
+    inputs = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
+    if "pixel_values" in inputs and loaded.model.dtype != torch.float32:
+        inputs["pixel_values"] = inputs["pixel_values"].to(loaded.model.dtype)
+    bsz, n_prompt = inputs["input_ids"].shape
+    counts: list[Optional[int]] = [None] * bsz
+    if loaded.image_token_id is not None:
+        counts = [int(c) for c in (inputs["input_ids"] == loaded.image_token_id).sum(dim=1).tolist()]
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    if scoring == "choice":
+        logits = wrapper(**inputs).logits[:, -1].float()
+    else:
+        pad_id = getattr(tokenizer, "pad_token_id", None)
+        out = wrapper.generate(
+            **inputs, max_new_tokens=max_new_tokens, do_sample=False,
+            pad_token_id=pad_id if pad_id is not None else getattr(tokenizer, "eos_token_id", None),
+        )
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    elapsed_ms = 1000.0 * (time.perf_counter() - t0) / bsz
+    selection_s = timer.take() if timer is not None else None
+    kept = _per_sample_kept(wrapper, counts)
+    results = []
+    for b in range(bsz):
+        if scoring == "choice":
+            cands = candidates[b]
+            scores = [
+                max(float(logits[b, i]) for i in _first_token_ids(tokenizer, list(dict.fromkeys([c, c.capitalize()]))))
+                for c in cands
+            ]
+            prediction = cands[max(range(len(cands)), key=lambda i: scores[i])]
+        else:
+            seq = out.sequences if hasattr(out, "sequences") else out
+            prediction = tokenizer.decode(seq[b, n_prompt:].tolist(), skip_special_tokens=True).strip()
+        results.append(
+            {
+                "prediction": prediction,
+                "image_tokens": counts[b],
+                "kept_tokens": kept[b],
+                "prefill_ms": elapsed_ms if scoring == "choice" else None,
+                "generate_ms": None if scoring == "choice" else elapsed_ms,
+                "selection_ms": None if selection_s is None else 1000.0 * selection_s / bsz,
+            }
+        )
+    return results

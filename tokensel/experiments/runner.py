@@ -145,10 +145,9 @@ def run_eval(
 
     from tokensel.experiments.modeling import (
         _SelectionTimer,
-        infer_sample,
+        infer_batch,
         load_image,
         load_model,
-        score_choices,
         selection_indices,
         wrap_model,
     )
@@ -167,36 +166,42 @@ def run_eval(
         local: list[dict] = []
         shard = dist.shard(prepared.samples)
         t_start = time.perf_counter()
-        bar = tqdm(
-            shard,
+        bs = int(cfg.eval.batch_size)
+        chunks = [shard[i : i + bs] for i in range(0, len(shard), bs)]
+        with tqdm(
+            total=len(shard),
             desc=f"eval {cfg.selector.name} k={cfg.budget.k}" + (f" [rank {dist.rank}]" if dist.enabled else ""),
             disable=not cfg.eval.progress,
             position=dist.rank if dist.enabled else None,
             leave=dist.is_main,
             dynamic_ncols=True,
-        )
-        for pos, sample in bar:
-            image = load_image(sample.image)
-            if cfg.eval.scoring == "choice":
-                cands = candidates_for(sample, prepared.candidates)
-                out = score_choices(loaded, wrapper, image, sample.question, cands, timer)
-            else:
-                out = infer_sample(loaded, wrapper, image, sample.question, cfg.eval.max_new_tokens, timer)
-            rec = {
-                "_pos": pos,
-                "id": sample.id,
-                "image": sample.image,
-                "category": sample.category,
-                "question": sample.question,
-                "answer": sample.answer,
-                **out,
-                "correct": is_correct(out["prediction"], sample.answer),
-            }
-            for key, value in sample.extra.items():
-                rec.setdefault(key, value)
-            if pos < n_overlay:
-                rec["kept_indices"] = selection_indices(getattr(wrapper, "last_selection", None))
-            local.append(rec)
+        ) as bar:
+            for chunk in chunks:
+                images = [load_image(s.image) for _, s in chunk]
+                questions = [s.question for _, s in chunk]
+                cands = [candidates_for(s, prepared.candidates) for _, s in chunk] if cfg.eval.scoring == "choice" else None
+                outs = infer_batch(
+                    loaded, wrapper, images, questions, scoring=cfg.eval.scoring,
+                    max_new_tokens=cfg.eval.max_new_tokens, candidates=cands, timer=timer,
+                )
+                sel = getattr(wrapper, "last_selection", None)
+                for b, ((pos, sample), out) in enumerate(zip(chunk, outs)):
+                    rec = {
+                        "_pos": pos,
+                        "id": sample.id,
+                        "image": sample.image,
+                        "category": sample.category,
+                        "question": sample.question,
+                        "answer": sample.answer,
+                        **out,
+                        "correct": is_correct(out["prediction"], sample.answer),
+                    }
+                    for key, value in sample.extra.items():
+                        rec.setdefault(key, value)
+                    if pos < n_overlay:
+                        rec["kept_indices"] = selection_indices(sel[b] if isinstance(sel, (list, tuple)) and len(sel) == len(chunk) else sel)
+                    local.append(rec)
+                bar.update(len(chunk))
         wall = time.perf_counter() - t_start
         records = dist.gather(local)
         metrics = compute_metrics(records, dataset_format=cfg.dataset.format)
