@@ -115,29 +115,37 @@ def incremental_greedy(
             top, j = g.max(dim=1)
             tied = False
         if tied:
-            taken = torch.zeros(B, n, dtype=torch.bool, device=device) if blocked is None else blocked.clone()
-            if picks:
-                taken.scatter_(1, torch.stack(picks, dim=1).clamp_min(0), True)
-            exact = plain_gains(blocks, [st.best.view(B, -1) for st in states], [st.work.view_as(C) for st, (C, _) in zip(states, blocks)])
-            g.copy_(exact.double().masked_fill_(taken, float("-inf")))
+            g, scale = _refresh(blocks, states, blocked, picks, g)
             top, j = g.max(dim=1)  # first index among equal values
-            scale = float(top.max())
         if active is not None:
             active &= top >= tol
             if not bool(active.any()):
                 break
         jj = j[:, None]
         g.scatter_(1, jj, float("-inf"))
-        for st in states:
-            st.pick(jj, g)
         # finished rows keep being updated (harmlessly); their picks are reported as -1
         picks.append(j if active is None else torch.where(active, j, -1))
+        if any([st.pick(jj, g) for st in states]) and t + 1 < k:
+            g, scale = _refresh(blocks, states, blocked, picks, g)
     indices = torch.full((B, k), -1, dtype=torch.long, device=device)
     gains = torch.zeros(B, k, dtype=torch.float64, device=device)
     if picks:
         indices[:, : len(picks)] = torch.stack(picks, dim=1)
         gains[:, : len(picks)] = _pick_gains(blocks, indices[:, : len(picks)])
     return indices, gains
+
+
+def _refresh(
+    blocks: list[tuple[Tensor, float]], states: list["_BlockState"], blocked: Tensor | None, picks: list[Tensor], g: Tensor
+) -> tuple[Tensor, float]:
+    """Recompute all gains with the plain greedy's own computation; return them and their max."""
+    B, n = g.shape
+    taken = torch.zeros(B, n, dtype=torch.bool, device=g.device) if blocked is None else blocked.clone()
+    if picks:
+        taken.scatter_(1, torch.stack(picks, dim=1).clamp_min(0), True)
+    exact = plain_gains(blocks, [st.best.view(B, -1) for st in states], [st.work.view_as(C) for st, (C, _) in zip(states, blocks)])
+    g.copy_(exact.double().masked_fill_(taken, float("-inf")))
+    return g, float(g.max())
 
 
 def _pick_gains(blocks: list[tuple[Tensor, float]], picks: Tensor) -> Tensor:
@@ -161,7 +169,7 @@ class _BlockState:
     def __init__(self, C: Tensor, w: float, workspace: Workspace | None, name: str) -> None:
         B, R, n = C.shape
         self.w, self.B, self.R, self.n = float(w), B, R, n
-        self.rows = C.reshape(B * R, n)
+        self.rows = C.view(B * R, n)
         self.best = torch.zeros(B * R, dtype=C.dtype, device=C.device)
         self.col_index = (torch.arange(B * R, device=C.device) * n).view(B, R)
         if workspace is None:
@@ -170,12 +178,21 @@ class _BlockState:
             self.work = workspace.get(name, (B * R, n), C.dtype, C.device)
         self.acc = torch.empty(B, n, dtype=C.dtype, device=C.device) if B > 1 else None
 
-    def pick(self, j: Tensor, g: Tensor) -> None:
-        """Column ``j[b, 0]`` joins row b's set: lower the gains ``g`` ``[B, n]`` (float64) in place."""
-        col = self.rows.view(-1).take(self.col_index + j).view(-1)  # [B * R]
+    def pick(self, j: Tensor, g: Tensor) -> bool:
+        """Column ``j[b, 0]`` joins row b's set: lower the gains ``g`` ``[B, n]`` (float64) in place.
+
+        Returns True, leaving ``g`` stale, when more than half of the rows changed: a full
+        recomputation of the gains is then cheaper (and exact)."""
+        if self.B == 1:
+            col = self.rows[:, int(j)]  # a strided view: no gather
+        else:
+            col = self.rows.view(-1).take(self.col_index + j).view(-1)  # [B * R]
         changed = (col > self.best).nonzero().squeeze(1)
+        if 2 * changed.numel() > self.best.numel():
+            torch.maximum(self.best, col, out=self.best)
+            return True
         if changed.numel() == 0:
-            return
+            return False
         new = col.index_select(0, changed)
         buf = self.work[: changed.numel()]
         torch.index_select(self.rows, 0, changed, out=buf)
@@ -186,7 +203,8 @@ class _BlockState:
         else:
             self.acc.zero_().index_add_(0, torch.div(changed, self.R, rounding_mode="floor"), buf)
             g.sub_(self.acc, alpha=self.w)
-        self.best.index_copy_(0, changed, new)
+        torch.maximum(self.best, col, out=self.best)
+        return False
 
 
 def dense_greedy(
