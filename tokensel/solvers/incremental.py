@@ -169,7 +169,7 @@ class _BlockState:
     def __init__(self, C: Tensor, w: float, workspace: Workspace | None, name: str) -> None:
         B, R, n = C.shape
         self.w, self.B, self.R, self.n = float(w), B, R, n
-        self.rows = C.view(B * R, n)
+        self.rows = C.contiguous().view(B * R, n)
         self.best = torch.zeros(B * R, dtype=C.dtype, device=C.device)
         self.col_index = (torch.arange(B * R, device=C.device) * n).view(B, R)
         if workspace is None:
