@@ -161,12 +161,10 @@ def _summary_row(spec: DictConfig, point: SweepPoint, result, cfg: DictConfig) -
 
 def accuracy_vs_k_figure(rows: list[dict], metric: str = "accuracy"):
     """Matplotlib figure: ``metric`` against k, one line per selector configuration."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend stays as it is
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.subplots()
     lines: dict[str, list] = {}
     full = [r for r in rows if r["k"] is None or r["selector"] == "none"]
     for r in rows:
@@ -247,14 +245,11 @@ def run_sweep(spec: DictConfig, base: Path, print_results: bool = True) -> list[
     try:
         if run.active:
             run.log_table("summary", cols, [[r.get(c) for c in cols] for r in rows])
-            import matplotlib.pyplot as plt
-
             for metric in ("accuracy", "pope_f1"):
                 if any(r.get(metric) is not None for r in rows):
                     fig = accuracy_vs_k_figure(rows, metric)
-                    run.log_figure(f"{metric}_vs_k", fig)
                     fig.savefig(out_dir / f"{metric}_vs_k.png", dpi=120)
-                    plt.close(fig)
+                    run.log_image(f"{metric}_vs_k", out_dir / f"{metric}_vs_k.png")
     finally:
         run.finish()
     return rows

@@ -137,6 +137,13 @@ class WandbRun:
 
         self.run.log({key: [wandb.Image(im, caption=c) for im, c in zip(images, captions)]})
 
+    def log_image(self, key: str, path: str | os.PathLike) -> None:
+        if self.run is None:
+            return
+        import wandb
+
+        self.run.log({key: wandb.Image(str(path))})
+
     def log_figure(self, key: str, figure) -> None:
         if self.run is None:
             return
