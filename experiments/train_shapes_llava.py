@@ -147,7 +147,20 @@ def vision_features(model, pixels):
     return h[:, 1:]
 
 
-def forward_losses(model, probe, align, items, tok, image_id, word_ids):
+def subset_tokens(items, k: int, gen: torch.Generator) -> torch.Tensor:
+    """[B, k] sorted patch indices: every object patch (a random k of them if more), then
+    random background patches up to k. Used in the first training phase only."""
+    rows = []
+    for it in items:
+        obj = it["colour_t"].amax(-1) > 0
+        o_idx, b_idx = obj.nonzero().squeeze(-1), (~obj).nonzero().squeeze(-1)
+        o_idx = o_idx[torch.randperm(len(o_idx), generator=gen)[:k]]
+        b_idx = b_idx[torch.randperm(len(b_idx), generator=gen)[: k - len(o_idx)]]
+        rows.append(torch.cat([o_idx, b_idx]).sort().values)
+    return torch.stack(rows)
+
+
+def forward_losses(model, probe, align, items, tok, image_id, word_ids, keep=None):
     pixels = torch.stack([it["pixels"] for it in items])
     feats = vision_features(model, pixels)  # [B, 576, dv]
     x = model.model.multi_modal_projector(feats)  # [B, 576, D]
@@ -174,14 +187,26 @@ def forward_losses(model, probe, align, items, tok, image_id, word_ids):
     B, n_img = x.shape[0], x.shape[1]
     pre = emb(prefix_ids).unsqueeze(0).expand(B, -1, -1)
     img_pos = (prefix_ids == image_id).nonzero().squeeze(-1)
-    pre = torch.cat([pre[:, : img_pos[0]], x, pre[:, img_pos[-1] + 1 :]], dim=1)
+    start = int(img_pos[0])
+    if keep is None:
+        keep = torch.arange(n_img).expand(B, -1)
+    x_lm = torch.gather(x, 1, keep.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+    pre = torch.cat([pre[:, :start], x_lm, pre[:, img_pos[-1] + 1 :]], dim=1)
+    after = prefix_ids.shape[0] - int(img_pos[-1]) - 1
+    # original positions: kept image tokens keep theirs, so RoPE sees the full-token layout
+    pre_pos = torch.cat([
+        torch.arange(start).expand(B, -1),
+        start + keep,
+        start + n_img + torch.arange(after).expand(B, -1),
+    ], dim=1)
+    P_full = start + n_img + after
     P = pre.shape[1]
     lm = model.model.language_model
-    out = lm(inputs_embeds=pre, use_cache=True)
+    out = lm(inputs_embeds=pre, position_ids=pre_pos, use_cache=True)
     cache = out.past_key_values
     cache.reorder_cache(img_idx)
     mask = torch.cat([torch.ones(len(img_idx), P, dtype=torch.long), suffix_mask], dim=1)
-    position_ids = P + (suffix_mask.cumsum(-1) - 1).clamp(min=0)
+    position_ids = P_full + (suffix_mask.cumsum(-1) - 1).clamp(min=0)
     out = lm(inputs_embeds=emb(suffix_ids), attention_mask=mask, position_ids=position_ids, past_key_values=cache,
              use_cache=True)
     h = out.last_hidden_state[:, -3:-1]  # predicts the answer, then </s>
@@ -222,11 +247,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "tokensel/zoo/weights/shapes-llava"))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=1200)
+    ap.add_argument("--steps", type=int, default=1400)
     ap.add_argument("--scenes", type=int, default=8, help="images per step (about 4 questions each)")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--decay-fraction", type=float, default=0.3)
+    ap.add_argument("--subset-tokens", type=int, default=96,
+                    help="phase 1: the LM sees every object patch plus random background patches, this many per image")
+    ap.add_argument("--subset-fraction", type=float, default=0.7,
+                    help="fraction of the steps in phase 1; the rest (the LR decay) sees all 576 tokens")
     ap.add_argument("--align-weight", type=float, default=1.0)
     ap.add_argument("--centre-weight", type=float, default=0.5)
     ap.add_argument("--eval-every", type=int, default=200)
@@ -269,6 +298,8 @@ def main(argv=None) -> int:
         return args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
     n_steps = args.time_steps or args.steps
+    subset_until = int(args.steps * args.subset_fraction)
+    gen = torch.Generator().manual_seed(args.seed)
     stream = SceneStream(tok, args.seed, 0, n_steps * args.scenes)
     loader = torch.utils.data.DataLoader(
         stream, batch_size=args.scenes, collate_fn=collate, num_workers=args.workers,
@@ -284,7 +315,9 @@ def main(argv=None) -> int:
     for step, items in enumerate(loader):
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        ans_loss, align_loss, centre_loss, acc = forward_losses(model, probe, align, items, tok, image_id, word_ids)
+        keep = subset_tokens(items, args.subset_tokens, gen) if step < subset_until else None
+        ans_loss, align_loss, centre_loss, acc = forward_losses(model, probe, align, items, tok, image_id, word_ids,
+                                                                keep)
         loss = ans_loss + args.align_weight * align_loss + args.centre_weight * centre_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
