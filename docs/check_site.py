@@ -44,10 +44,12 @@ CHROMIUM_FLAGS = [
 # page path -> strings the rendered DOM must contain
 EXPECTED = {
     "": ["tokensel", "Vision-token selection", "Thirty seconds of API"],
-    "tutorials/": ["Tutorials", "Quick start", "Writing a selector"],
+    "tutorials/": ["Tutorials", "Quick start", "Writing a selector", "Ablation sweep with W&B"],
     "tutorials/01_quickstart/": ["Quick start: select tokens for one image", "tokensel.prune", "last_selection"],
     "tutorials/02_mmtok_objective/": ["MMTok from the objective up", "greedy / OPT", "proven optimal"],
     "tutorials/03_custom_selector/": ["Writing and registering a new selector", "register_selector", "passed: test_contract"],
+    "tutorials/04_pruning_a_vlm/": ["Pruning a VLM", "load_vlm", "sequence length seen by the LM"],
+    "tutorials/05_ablation_sweep/": ["An ablation sweep tracked in W&B", "offline W&B runs in group"],
     "api/": ["API reference"],
 }
 # API pages -> documented objects whose anchors (mkdocstrings heading ids) must be present
@@ -66,13 +68,15 @@ API_OBJECTS = {
 }
 # pages loaded in the browser by default (one Chromium start each, a few seconds apiece on a
 # busy machine); every other page is checked on the served HTML
-BROWSER_PAGES = ["", "tutorials/01_quickstart/", "api/objectives/", "api/selectors/"]
+BROWSER_PAGES = ["", "tutorials/01_quickstart/", "tutorials/05_ablation_sweep/", "api/objectives/", "api/selectors/"]
 
 # tutorial pages -> minimum number of rendered figures (inline PNG images)
 MIN_FIGURES = {
     "tutorials/01_quickstart/": 3,
     "tutorials/02_mmtok_objective/": 2,
     "tutorials/03_custom_selector/": 1,
+    "tutorials/04_pruning_a_vlm/": 2,
+    "tutorials/05_ablation_sweep/": 1,
 }
 
 

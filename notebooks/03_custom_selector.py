@@ -231,4 +231,4 @@ except AssertionError:
 
 # %% [markdown]
 # The built-in selectors are tested the same way in the repository's `tests/core/`. Next:
-# tutorial 4 puts selectors inside a real VLM.
+# [tutorial 4](04_pruning_a_vlm.ipynb) puts selectors inside a real VLM.

@@ -21,6 +21,8 @@ def test_all_tutorials_present():
         "01_quickstart",
         "02_mmtok_objective",
         "03_custom_selector",
+        "04_pruning_a_vlm",
+        "05_ablation_sweep",
     ]
 
 
