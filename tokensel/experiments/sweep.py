@@ -159,8 +159,13 @@ def _summary_row(spec: DictConfig, point: SweepPoint, result, cfg: DictConfig) -
     return row
 
 
-def accuracy_vs_k_figure(rows: list[dict], metric: str = "accuracy"):
-    """Matplotlib figure: ``metric`` against k, one line per selector configuration."""
+def accuracy_vs_k_figure(rows: list[dict], metric: str = "accuracy", metric_keys=()):
+    """Matplotlib figure: ``metric`` against k, one line per selector configuration (the
+    row's other config columns; ``metric_keys`` names columns that are metrics)."""
+    from tokensel.experiments.runner import HEADLINE_METRICS
+
+    skip = {"selector", "k", "run_dir", "seed", metric, *HEADLINE_METRICS, *metric_keys, *_METRIC_KEYS}
+    skip |= set(SweepSpec().summary_metrics)
     from matplotlib.figure import Figure  # no pyplot: the caller's backend stays as it is
 
     fig = Figure(figsize=(5, 3.5))
@@ -170,11 +175,14 @@ def accuracy_vs_k_figure(rows: list[dict], metric: str = "accuracy"):
     for r in rows:
         if r in full or r.get(metric) is None:
             continue
-        extra = ",".join(f"{k}={v}" for k, v in r.items() if k not in ("selector", "k", "run_dir", "seed") and k not in _METRIC_KEYS)
+        extra = ",".join(f"{k}={v}" for k, v in r.items() if k not in skip)
         lines.setdefault(r["selector"] + (f" ({extra})" if extra else ""), []).append((r["k"], r[metric]))
     for label, pts in sorted(lines.items()):
-        pts.sort()
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+        by_k: dict = {}
+        for kk, v in pts:  # mean over seeds
+            by_k.setdefault(kk, []).append(v)
+        ks = sorted(by_k)
+        ax.plot(ks, [sum(by_k[kk]) / len(by_k[kk]) for kk in ks], marker="o", label=label)
     for r in full:
         if r.get(metric) is not None:
             ax.axhline(r[metric], color="grey", linestyle="--", label="unpruned")
@@ -247,7 +255,7 @@ def run_sweep(spec: DictConfig, base: Path, print_results: bool = True) -> list[
             run.log_table("summary", cols, [[r.get(c) for c in cols] for r in rows])
             for metric in ("accuracy", "pope_f1"):
                 if any(r.get(metric) is not None for r in rows):
-                    fig = accuracy_vs_k_figure(rows, metric)
+                    fig = accuracy_vs_k_figure(rows, metric, spec.summary_metrics)
                     fig.savefig(out_dir / f"{metric}_vs_k.png", dpi=120)
                     run.log_image(f"{metric}_vs_k", out_dir / f"{metric}_vs_k.png")
     finally:
