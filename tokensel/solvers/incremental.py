@@ -178,7 +178,7 @@ def _single_greedy(C: Tensor, k: int, blocked: Tensor | None, workspace: Workspa
             scale = refresh()
         elif changed.numel():
             new = col.index_select(0, changed)
-            buf = torch.index_select(rows, 0, changed, out=work[: changed.numel()])
+            buf = rows.index_select(0, changed)
             torch.minimum(buf, new.unsqueeze(1), out=buf)
             buf.sub_(best.index_select(0, changed).unsqueeze(1)).clamp_(min=0)
             g.sub_(buf.sum(dim=0))
