@@ -151,6 +151,16 @@ def on_pre_build(config, **kwargs) -> None:  # MkDocs hook
     build_tutorials()
 
 
+# Some docstrings use Sphinx roles (:class:`Selection`); mkdocstrings renders the backticked
+# name as code and leaves the role's text in front of it. Drop the role text (and Sphinx's "~"
+# shortening prefix) so that the API pages read "Selection".
+_SPHINX_ROLE = re.compile(r":(?:py:)?(?:class|func|meth|mod|attr|data|exc|obj|const):(<code[^>]*>)~?")
+
+
+def on_page_content(html: str, **kwargs) -> str:  # MkDocs hook
+    return _SPHINX_ROLE.sub(r"\1", html)
+
+
 if __name__ == "__main__":
     import sys
 

@@ -120,8 +120,8 @@ plt.show()
 
 # %%
 names = ["mmtok", "mmtok-vision", "topk-text", "divprune", "visionzip", "uniform"]
-fig, axes = plt.subplots(1, len(names), figsize=(3 * len(names), 3.4))
-for ax, name in zip(axes, names):
+fig, axes = plt.subplots(2, 3, figsize=(9, 6.6))
+for ax, name in zip(axes.flat, names):
     p = tokensel.prune(model, name, k=16, tokenizer=processor)
     answer = tokensel.zoo.predict(p, processor, [record.image], [record.question], [record.category])[0]
     sel = p.last_selection[0][0]
