@@ -62,6 +62,7 @@ def _kernel_env() -> dict:
     env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("WANDB_MODE", "offline")
     env.setdefault("WANDB_SILENT", "true")
+    env.setdefault("TQDM_DISABLE", "1")  # progress bars are noise in a rendered page
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
     env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
@@ -71,7 +72,8 @@ def _kernel_env() -> dict:
 
 
 # stderr lines that are progress bars or environment chatter, not part of the lesson
-_NOISE = ("Loading weights", "IProgress not found", "from .autonotebook import", "it/s]", "wandb:")
+_NOISE = ("Loading weights", "IProgress not found", "from .autonotebook import", "it/s]", "s/it]", "\x1b[",
+          "wandb:")
 
 
 def _drop_noise(nb) -> None:

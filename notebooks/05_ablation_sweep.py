@@ -82,6 +82,7 @@ grid:
 seeds: [0]
 """
 )
+print(sorted(str(p) for p in Path(".").glob("*.yaml")))
 
 # %% [markdown]
 # The grid has 3 x 2 x 2 = 12 combinations, but fewer distinct runs: `none` (all tokens)
@@ -90,7 +91,7 @@ seeds: [0]
 # `tokensel sweep ablation.yaml --dry-run`).
 
 # %%
-sweep_cli(["ablation.yaml", "--dry-run"])
+exit_code = sweep_cli(["ablation.yaml", "--dry-run"])
 
 # %% [markdown]
 # ## Running the sweep
@@ -148,10 +149,7 @@ ax.set_xlabel("vision tokens kept (k)")
 ax.set_ylabel("accuracy (%)")
 ax.legend(fontsize=8)
 fig.tight_layout()
-# run_sweep switched matplotlib to its file-only "Agg" backend to save its plot, so the
-# figure is displayed explicitly rather than with plt.show()
-display(fig)
-plt.close(fig)
+plt.show()
 
 # %% [markdown]
 # ## What W&B recorded
@@ -198,5 +196,5 @@ for r in summary:
 # an API key, from the repository root, where the `program` path points) runs the points.
 
 # %%
-sweep_cli(["ablation.yaml", "--export-wandb", "sweep.yaml"])
+exit_code = sweep_cli(["ablation.yaml", "--export-wandb", "sweep.yaml"])
 print(Path("sweep.yaml").read_text())
