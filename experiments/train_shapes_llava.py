@@ -13,8 +13,18 @@ Objective per step (batch of ``--scenes`` images, all questions of each image):
   none. ``s`` and ``b`` are training-only scalars. This puts question words and projected
   vision tokens in one space, so cos(embed_tokens(word), vision token) is high where the word
   is depicted;
+* question probe: a training-only linear probe on the LM's first-layer output at the answer
+  position predicts the question's colour word, shape word and type; without it the small LM
+  sat on a plateau answering from the image alone (the question must reach the answer position
+  in layer 1 before layer 2 can retrieve the matching image tokens);
 * centre loss: a training-only linear probe on the vision features (the layer the projector
   reads) predicts which patch holds each object's centre, which helps counting.
+
+Curriculum: for the first ``--subset-fraction`` of the steps the LM sees, per image, every
+object patch plus random background patches (``--subset-tokens`` in all, original RoPE
+positions kept), which teaches it to read the image tokens quickly and cheaply; the remaining
+steps (the LR decay) use all 576 tokens, as at inference. Validation (all 576 tokens) runs every
+``--eval-every`` steps and each evaluation saves the weights.
 
 Only the LLaVA weights are saved (the probe and the scalars are discarded). Determinism: a fixed
 ``--seed`` fixes initialisation, data order (scene seeds are consecutive) and the schedule; the
@@ -102,6 +112,7 @@ class SceneStream(torch.utils.data.IterableDataset):
                 "prompts": prompts,
                 "answers": answers,
                 "categories": [r.category for r in recs],
+                "q_targets": torch.tensor([question_targets(r.question) for r in recs]),
             }
 
 
@@ -160,7 +171,17 @@ def subset_tokens(items, k: int, gen: torch.Generator) -> torch.Tensor:
     return torch.stack(rows)
 
 
-def forward_losses(model, probe, align, items, tok, image_id, word_ids, keep=None):
+def question_targets(question: str) -> list[int]:
+    """(colour word or none, shape word or none, question type) of a question, as class ids."""
+    words = question.lower().rstrip("?").split()
+    c = next((COLORS_LIST.index(w) for w in words if w in COLORS_LIST), len(COLORS_LIST))
+    singular = {s + "s": s for s in SHAPES}
+    s = next((SHAPES.index(singular.get(w, w)) for w in words if singular.get(w, w) in SHAPES), len(SHAPES))
+    kind = 0 if words[0] == "is" else 1 if words[0] == "what" else 2
+    return [c, s, kind]
+
+
+def forward_losses(model, probe, align, items, tok, image_id, word_ids, keep=None, qprobe=None):
     pixels = torch.stack([it["pixels"] for it in items])
     feats = vision_features(model, pixels)  # [B, 576, dv]
     x = model.model.multi_modal_projector(feats)  # [B, 576, D]
@@ -208,13 +229,22 @@ def forward_losses(model, probe, align, items, tok, image_id, word_ids, keep=Non
     mask = torch.cat([torch.ones(len(img_idx), P, dtype=torch.long), suffix_mask], dim=1)
     position_ids = P_full + (suffix_mask.cumsum(-1) - 1).clamp(min=0)
     out = lm(inputs_embeds=emb(suffix_ids), attention_mask=mask, position_ids=position_ids, past_key_values=cache,
-             use_cache=True)
+             use_cache=True, output_hidden_states=True)
     h = out.last_hidden_state[:, -3:-1]  # predicts the answer, then </s>
     lm_logits = model.lm_head(h)
     targets = torch.stack([answers, torch.full_like(answers, tok.eos_token_id)], dim=1)
     ans_loss = F.cross_entropy(lm_logits.reshape(-1, lm_logits.shape[-1]), targets.reshape(-1))
     acc = (lm_logits[:, 0].argmax(-1) == answers).float().mean()
-    return ans_loss, align_loss, centre_loss, acc
+    # question probe: after the first decoder layer, the answer position must already hold the
+    # question's colour / shape word and question type (breaks the two-hop plateau where the
+    # model answers from the image alone)
+    h1 = out.hidden_states[1][:, -3]
+    q_t = torch.cat([it["q_targets"] for it in items])  # [N, 3]
+    ql = qprobe(h1)
+    nc, ns = len(COLORS_LIST) + 1, len(SHAPES) + 1
+    q_loss = (F.cross_entropy(ql[:, :nc], q_t[:, 0]) + F.cross_entropy(ql[:, nc:nc + ns], q_t[:, 1])
+              + F.cross_entropy(ql[:, nc + ns:], q_t[:, 2]))
+    return ans_loss, align_loss, centre_loss, acc, q_loss
 
 
 @torch.no_grad()
@@ -247,17 +277,18 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "tokensel/zoo/weights/shapes-llava"))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=1400)
+    ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--scenes", type=int, default=8, help="images per step (about 4 questions each)")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=100)
-    ap.add_argument("--decay-fraction", type=float, default=0.3)
+    ap.add_argument("--decay-fraction", type=float, default=0.25)
     ap.add_argument("--subset-tokens", type=int, default=96,
                     help="phase 1: the LM sees every object patch plus random background patches, this many per image")
-    ap.add_argument("--subset-fraction", type=float, default=0.7,
+    ap.add_argument("--subset-fraction", type=float, default=0.75,
                     help="fraction of the steps in phase 1; the rest (the LR decay) sees all 576 tokens")
     ap.add_argument("--align-weight", type=float, default=1.0)
     ap.add_argument("--centre-weight", type=float, default=0.5)
+    ap.add_argument("--q-weight", type=float, default=0.5, help="weight of the question probe after LM layer 1")
     ap.add_argument("--eval-every", type=int, default=200)
     ap.add_argument("--eval-images", type=int, default=60)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -274,11 +305,12 @@ def main(argv=None) -> int:
     model.train()
     dv = config.vision_config.hidden_size
     probe = torch.nn.Linear(dv, 1)
+    qprobe = torch.nn.Linear(config.text_config.hidden_size, len(COLORS_LIST) + 1 + len(SHAPES) + 1 + 3)
     align = torch.nn.Parameter(torch.tensor([10.0, -5.0]))
     image_id = config.image_token_index
     word_ids = torch.tensor(tok.convert_tokens_to_ids(COLORS_LIST + list(SHAPES)))
 
-    params = list(model.parameters()) + list(probe.parameters()) + [align]
+    params = list(model.parameters()) + list(probe.parameters()) + list(qprobe.parameters()) + [align]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     opt = torch.optim.AdamW(
@@ -316,19 +348,19 @@ def main(argv=None) -> int:
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         keep = subset_tokens(items, args.subset_tokens, gen) if step < subset_until else None
-        ans_loss, align_loss, centre_loss, acc = forward_losses(model, probe, align, items, tok, image_id, word_ids,
-                                                                keep)
-        loss = ans_loss + args.align_weight * align_loss + args.centre_weight * centre_loss
+        ans_loss, align_loss, centre_loss, acc, q_loss = forward_losses(
+            model, probe, align, items, tok, image_id, word_ids, keep, qprobe)
+        loss = ans_loss + args.align_weight * align_loss + args.centre_weight * centre_loss + args.q_weight * q_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        cur = torch.tensor([ans_loss.item(), align_loss.item(), centre_loss.item(), acc.item()])
+        cur = torch.tensor([ans_loss.item(), align_loss.item(), centre_loss.item(), acc.item(), q_loss.item()])
         ema = cur if ema is None else 0.98 * ema + 0.02 * cur
         if step % 25 == 0 or step == n_steps - 1:
             el = time.time() - t0
             print(f"step {step:5d} lr {lr_at(step):.2e} ans {ema[0]:.3f} align {ema[1]:.3f} centre {ema[2]:.3f} "
-                  f"acc {ema[3]:.3f} | {el / 60:.1f} min, {el / (step + 1):.2f} s/step", flush=True)
+                  f"acc {ema[3]:.3f} q {ema[4]:.3f} | {el / 60:.1f} min, {el / (step + 1):.2f} s/step", flush=True)
         if args.time_steps:
             continue
         if (step + 1) % args.eval_every == 0 or step == n_steps - 1:
