@@ -60,11 +60,14 @@ API_OBJECTS = {
                         "tokensel.objectives.MaxKCoverage"],
     "api/solvers/": ["tokensel.solvers.maximize", "tokensel.solvers.Solution"],
     "api/selectors/": ["tokensel.selectors.Selector", "tokensel.selectors.register_selector",
-                       "tokensel.selectors.create_selector", "tokensel.selectors.mmtok.MMTok"],
+                       "tokensel.selectors.create_selector", "tokensel.selectors.mmtok.MMTok",
+                       "tokensel.selectors.visionzip", "tokensel.selectors.divprune", "tokensel.selectors.fastv",
+                       "tokensel.selectors.sparsevlm"],
     "api/models/": ["tokensel.models.prune", "tokensel.models.PrunedVLM", "tokensel.models.load_vlm"],
     "api/zoo/": ["tokensel.zoo", "tokensel.zoo.load", "tokensel.data.shapes"],
     "api/experiments/": ["tokensel.experiments.config", "tokensel.experiments.runner",
                          "tokensel.experiments.sweep", "tokensel.experiments.tracking"],
+    "api/tools/": ["tokensel.demo", "tokensel.bench.selection"],
 }
 # pages loaded in the browser by default (one Chromium start each, a few seconds apiece on a
 # busy machine); every other page is checked on the served HTML

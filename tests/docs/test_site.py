@@ -75,3 +75,25 @@ def test_single_source_per_tutorial():
     nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
     for src in load_docs_module("hooks").tutorial_sources():
         assert f"tutorials/{src.stem}.ipynb" in nav, f"{src.stem} is not in the site's nav"
+
+
+def _api_directives() -> str:
+    return "\n".join(p.read_text(encoding="utf-8") for p in (DOCS / "api").glob("*.md"))
+
+
+def test_api_reference_covers_the_packages():
+    """Each subpackage and each built-in selector module has a ``:::`` entry in docs/api/, so
+    a new selector or package cannot go undocumented silently."""
+    text = _api_directives()
+    documented = set(re.findall(r"^::: (tokensel[\w.]*)", text, re.M))
+    packages = sorted(
+        f"tokensel.{p.name}" for p in (ROOT / "tokensel").iterdir()
+        if p.is_dir() and (p / "__init__.py").is_file() and not p.name.startswith("_")
+    )
+    missing = [pkg for pkg in packages if not any(d == pkg or d.startswith(pkg + ".") for d in documented)]
+    assert not missing, f"packages without an API page entry: {missing}"
+    builtin = (ROOT / "tokensel" / "selectors" / "builtin.py").read_text(encoding="utf-8")
+    modules = re.findall(r"^import (tokensel\.selectors\.\w+)", builtin, re.M)
+    assert modules
+    missing = [m for m in modules if not any(d == m or d.startswith(m + ".") for d in documented)]
+    assert not missing, f"selector modules missing from docs/api/selectors.md: {missing}"
