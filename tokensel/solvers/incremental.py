@@ -147,16 +147,19 @@ def _single_greedy(C: Tensor, k: int, blocked: Tensor | None, workspace: Workspa
     work = torch.empty(R, n, dtype=C.dtype, device=C.device) if workspace is None else workspace.get("greedy0", (R, n), C.dtype, C.device)
     best = torch.zeros(R, dtype=C.dtype, device=C.device)
     g = rows.sum(dim=0).double()
-    taken = torch.zeros(n, dtype=torch.bool, device=C.device) if blocked is None else blocked[0].clone()
-    g.masked_fill_(taken, float("-inf"))
+    if blocked is not None:
+        g.masked_fill_(blocked[0], float("-inf"))
+    picks: list[int] = []
 
     def refresh() -> float:
         exact = torch.sub(rows, best[:, None], out=work).clamp_(min=0).sum(dim=0)
-        g.copy_(exact.double().masked_fill_(taken, float("-inf")))
+        g.copy_(exact)
+        if blocked is not None:
+            g.masked_fill_(blocked[0], float("-inf"))
+        g[picks] = float("-inf")
         return float(g.max())
 
     scale = float(g.max())
-    picks: list[int] = []
     for t in range(k):
         if n - t > 1:
             top2, idx2 = g.topk(2)
@@ -168,7 +171,6 @@ def _single_greedy(C: Tensor, k: int, blocked: Tensor | None, workspace: Workspa
             j = int(g.argmax())
         picks.append(j)
         g[j] = float("-inf")
-        taken[j] = True
         if t + 1 == k:
             break
         col = rows[:, j]
@@ -183,8 +185,10 @@ def _single_greedy(C: Tensor, k: int, blocked: Tensor | None, workspace: Workspa
             buf.sub_(best.index_select(0, changed).unsqueeze(1)).clamp_(min=0)
             g.sub_(buf.sum(dim=0))
             torch.maximum(best, col, out=best)
-    indices = torch.tensor([picks], dtype=torch.long, device=C.device)
-    return indices, _pick_gains([(C, 1.0)], indices)
+    indices = torch.tensor(picks, dtype=torch.long, device=C.device)
+    cover = rows.index_select(1, indices).cummax(dim=1).values.sum(dim=0, dtype=torch.float64)
+    gains = torch.diff(cover, prepend=cover.new_zeros(1))
+    return indices[None], gains[None]
 
 
 def _refresh(
