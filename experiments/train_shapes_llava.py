@@ -17,6 +17,9 @@ Objective per step (batch of ``--scenes`` images, all questions of each image):
   position predicts the question's colour word, shape word and type; without it the small LM
   sat on a plateau answering from the image alone (the question must reach the answer position
   in layer 1 before layer 2 can retrieve the matching image tokens);
+* retrieval hint: head 0 of the LM's last layer, at the answer position, is asked to put its
+  image attention on the patches of the objects the question names (-log of that mass);
+  the other heads are free. Training uses eager attention in the LM to read the maps;
 * centre loss: a training-only linear probe on the vision features (the layer the projector
   reads) predicts which patch holds each object's centre, which helps counting.
 
@@ -102,6 +105,7 @@ class SceneStream(torch.utils.data.IterableDataset):
                 colour_t[m, COLORS_LIST.index(o.color)] = 1
                 shape_t[m, SHAPES.index(o.shape)] = 1
                 centre[min(o.cy // 14, GRID - 1) * GRID + min(o.cx // 14, GRID - 1)] = 1
+            rel = np.stack([relevant_patches(scene, r, labels) for r in recs])
             prompts = [self.tok(format_prompt(r.question))["input_ids"] for r in recs]
             answers = [self.tok.convert_tokens_to_ids(r.answer) for r in recs]
             yield {
@@ -113,6 +117,7 @@ class SceneStream(torch.utils.data.IterableDataset):
                 "answers": answers,
                 "categories": [r.category for r in recs],
                 "q_targets": torch.tensor([question_targets(r.question) for r in recs]),
+                "relevant": torch.from_numpy(rel),
             }
 
 
@@ -169,6 +174,15 @@ def subset_tokens(items, k: int, gen: torch.Generator) -> torch.Tensor:
         b_idx = b_idx[torch.randperm(len(b_idx), generator=gen)[: k - len(o_idx)]]
         rows.append(torch.cat([o_idx, b_idx]).sort().values)
     return torch.stack(rows)
+
+
+def relevant_patches(scene, rec, labels) -> np.ndarray:
+    """[576] bool: patches of the objects a question is about (colour or shape named in it)."""
+    words = rec.question.lower().rstrip("?").split()
+    singular = {s + "s": s for s in SHAPES}
+    words = [singular.get(w, w) for w in words]
+    ids = [i + 1 for i, o in enumerate(scene.objects) if o.color in words or o.shape in words]
+    return np.isin(labels, ids)
 
 
 def question_targets(question: str) -> list[int]:
@@ -229,7 +243,7 @@ def forward_losses(model, probe, align, items, tok, image_id, word_ids, keep=Non
     mask = torch.cat([torch.ones(len(img_idx), P, dtype=torch.long), suffix_mask], dim=1)
     position_ids = P_full + (suffix_mask.cumsum(-1) - 1).clamp(min=0)
     out = lm(inputs_embeds=emb(suffix_ids), attention_mask=mask, position_ids=position_ids, past_key_values=cache,
-             use_cache=True, output_hidden_states=True)
+             use_cache=True, output_hidden_states=True, output_attentions=True)
     h = out.last_hidden_state[:, -3:-1]  # predicts the answer, then </s>
     lm_logits = model.lm_head(h)
     targets = torch.stack([answers, torch.full_like(answers, tok.eos_token_id)], dim=1)
@@ -244,7 +258,15 @@ def forward_losses(model, probe, align, items, tok, image_id, word_ids, keep=Non
     nc, ns = len(COLORS_LIST) + 1, len(SHAPES) + 1
     q_loss = (F.cross_entropy(ql[:, :nc], q_t[:, 0]) + F.cross_entropy(ql[:, nc:nc + ns], q_t[:, 1])
               + F.cross_entropy(ql[:, nc + ns:], q_t[:, 2]))
-    return ans_loss, align_loss, centre_loss, acc, q_loss
+    # retrieval hint: head 0 of the last layer, at the answer position, should put its image
+    # attention on the objects the question names (when there are any)
+    rel = torch.cat([it["relevant"] for it in items])  # [N, 576]
+    rel_kept = torch.gather(rel, 1, keep[img_idx])
+    att = out.attentions[-1][:, 0, -3, start:start + keep.shape[1]]
+    valid = rel_kept.any(-1)
+    mass = (att * rel_kept).sum(-1) / att.sum(-1).clamp(min=1e-6)
+    att_loss = -torch.log(mass[valid] + 1e-4).mean() if valid.any() else att.sum() * 0
+    return ans_loss, align_loss, centre_loss, acc, q_loss + att_loss
 
 
 @torch.no_grad()
@@ -302,6 +324,7 @@ def main(argv=None) -> int:
     processor = build_processor(tok)
     config = build_config(tok)
     model = build_model(config, seed=args.seed)
+    model.model.language_model.set_attn_implementation("eager")  # training reads attention maps
     model.train()
     dv = config.vision_config.hidden_size
     probe = torch.nn.Linear(dv, 1)
