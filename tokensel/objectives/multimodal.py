@@ -93,7 +93,8 @@ def multimodal_coverage_matrix(
         vision: float ``[B, n, D]`` projected vision tokens.
         vision_raw: float ``[B, n, d]`` encoder features for the vision-vision term (default ``vision``).
         alpha: weight of the vision-vision term.
-        tau_tv, tau_vv: softmax temperatures of the text-vision and vision-vision terms.
+        tau_tv: softmax temperature of the text-vision term.
+        tau_vv: softmax temperature of the vision-vision term.
         variant: ``"both"`` (MMTok), ``"text"`` (text-vision only) or ``"vision"`` (vision-vision only).
         softmax: False gives the paper's no-softmax ablation: similarities clipped at 0, same scaling.
         text_mask: bool ``[B, m]``, True for real question tokens (ragged questions).
@@ -154,7 +155,9 @@ class MultimodalCoverage(FacilityLocation):
         text: float ``[m, D]`` question token embeddings ``z`` (may be None for ``variant="vision"``).
         vision: float ``[n, D]`` projected vision tokens ``x``.
         vision_raw: float ``[n, d]`` pre-projector encoder features ``v`` (default: ``vision``).
-        alpha, tau_tv, tau_vv: see :func:`multimodal_coverage_matrix` (defaults: the paper's LLaVA ones).
+        alpha: weight of the vision-vision term (paper default 0.5).
+        tau_tv: text-vision temperature (0.02 for LLaVA, 0.01 for Qwen2.5-VL).
+        tau_vv: vision-vision temperature (0.2).
         variant: ``"both"``, ``"text"`` (P only) or ``"vision"`` (Q only): the paper's ablations.
         softmax: False for the no-softmax ablation.
         exclude: bool mask ``[n]`` or indices of tokens that may not be picked.

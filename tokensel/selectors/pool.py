@@ -12,7 +12,7 @@ from tokensel.selectors.base import Selector
 from tokensel.selectors.registry import register_selector
 from tokensel.selectors.simple import available_in_order
 
-__all__ = ["PoolSelector", "grid_cells", "infer_grid"]
+__all__ = ["PoolSelector", "UniformSelector", "cell_pooling", "grid_cells", "infer_grid"]
 
 
 def infer_grid(n: int, grid: tuple[int, int] | None) -> tuple[int, int]:
@@ -37,48 +37,69 @@ def grid_cells(h: int, w: int, k: int) -> Tensor:
     return (cell_start[row_band][:, None] + col_cell).flatten()
 
 
+def cell_pooling(batch: TokenBatch, k: int) -> Selection:
+    """Cut the grid into k cells (:func:`grid_cells`) and return, per row of a validated batch,
+    the cell means as merge ``weights`` ``[B, k, n]`` and at ``indices`` each cell's pickable
+    patch nearest its centroid, sorted ascending.
+
+    When a cell holds no pickable token (e.g. all padding), or the grid has one row, the row
+    falls back to runs of consecutive pickable tokens in raster order.
+    """
+    B, n, _ = batch.vision.shape
+    device = batch.vision.device
+    h, w = infer_grid(n, batch.grid)
+    ok = ~batch.blocked()
+    cells = grid_cells(h, w, k).to(device) if k <= h * w and h > 1 else None
+    if cells is None or int(cells.max()) + 1 != k:
+        assign = _runs(ok, k)
+    else:
+        assign = cells.expand(B, n).clone()
+        empty = torch.zeros(B, k, device=device).scatter_add_(1, assign, ok.float()) == 0
+        bad = empty.any(dim=1)
+        if bool(bad.any()):
+            assign[bad] = _runs(ok[bad], k)
+    member = torch.nn.functional.one_hot(assign, k).transpose(1, 2).float() * ok[:, None, :].float()  # [B, k, n]
+    weights = member / member.sum(dim=2, keepdim=True)
+    ys = torch.arange(n, device=device) // w
+    xs = torch.arange(n, device=device) % w
+    cy = weights @ ys.float()
+    cx = weights @ xs.float()
+    dist = (ys[None, None, :] - cy[..., None]) ** 2 + (xs[None, None, :] - cx[..., None]) ** 2
+    dist.masked_fill_(member == 0, float("inf"))
+    rep = dist.argmin(dim=2)  # [B, k]
+    rep, perm = rep.sort(dim=1)
+    weights = weights.gather(1, perm[..., None].expand(B, k, n))
+    return Selection(indices=rep, weights=weights)
+
+
+def _runs(ok: Tensor, k: int) -> Tensor:
+    """Assign pickable tokens to k runs of consecutive pickable tokens; blocked ones to run 0
+    (their weight is zero anyway)."""
+    order, count = available_in_order(~ok)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1], device=ok.device).expand_as(order))
+    run = torch.div(rank * k, count[:, None].clamp_min(1), rounding_mode="floor").clamp_max(k - 1)
+    return torch.where(ok, run, torch.zeros_like(run))
+
+
 @register_selector("pool")
 class PoolSelector(Selector):
     """Merge tokens by average pooling: the grid is cut into k cells, each kept token is the
     mean of a cell's pickable tokens, placed at the cell's patch nearest its centroid.
 
-    Needs ``k <= min(grid cells)``; when a cell holds no pickable token (e.g. all padding) the
-    row falls back to pooling runs of consecutive pickable tokens in raster order.
-    Returns ``Selection.weights`` (the pooling matrix).
+    When a cell holds no pickable token (e.g. all padding) the row falls back to pooling runs
+    of consecutive pickable tokens in raster order. Returns ``Selection.weights`` (the pooling
+    matrix).
     """
 
     def select(self, batch: TokenBatch, k: int) -> Selection:
-        B, n, _ = batch.vision.shape
-        device = batch.vision.device
-        h, w = infer_grid(n, batch.grid)
-        ok = ~batch.blocked()
-        cells = grid_cells(h, w, k).to(device) if k <= h * w and h > 1 else None
-        if cells is None or int(cells.max()) + 1 != k:
-            assign = self._runs(ok, k)
-        else:
-            assign = cells.expand(B, n).clone()
-            empty = torch.zeros(B, k, device=device).scatter_add_(1, assign, ok.float()) == 0
-            bad = empty.any(dim=1)
-            if bool(bad.any()):
-                assign[bad] = self._runs(ok[bad], k)
-        member = torch.nn.functional.one_hot(assign, k).transpose(1, 2).float() * ok[:, None, :].float()  # [B, k, n]
-        weights = member / member.sum(dim=2, keepdim=True)
-        ys = torch.arange(n, device=device) // w
-        xs = torch.arange(n, device=device) % w
-        cy = weights @ ys.float()
-        cx = weights @ xs.float()
-        dist = (ys[None, None, :] - cy[..., None]) ** 2 + (xs[None, None, :] - cx[..., None]) ** 2
-        dist.masked_fill_(member == 0, float("inf"))
-        rep = dist.argmin(dim=2)  # [B, k]
-        rep, perm = rep.sort(dim=1)
-        weights = weights.gather(1, perm[..., None].expand(B, k, n))
-        return Selection(indices=rep, weights=weights)
+        return cell_pooling(batch, k)
 
-    @staticmethod
-    def _runs(ok: Tensor, k: int) -> Tensor:
-        """Assign pickable tokens to k runs of consecutive pickable tokens; blocked ones to run 0
-        (their weight is zero anyway)."""
-        order, count = available_in_order(~ok)
-        rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1], device=ok.device).expand_as(order))
-        run = torch.div(rank * k, count[:, None].clamp_min(1), rounding_mode="floor").clamp_max(k - 1)
-        return torch.where(ok, run, torch.zeros_like(run))
+
+@register_selector("uniform")
+class UniformSelector(Selector):
+    """k tokens spread evenly over the patch grid: the grid is cut into k near-equal cells
+    (bands of rows, each cut into columns) and each cell's pickable patch nearest its centroid
+    is kept. The spatially regular sampling baseline (``pool`` without the merging)."""
+
+    def select(self, batch: TokenBatch, k: int) -> Selection:
+        return Selection(indices=cell_pooling(batch, k).indices)

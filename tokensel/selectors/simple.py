@@ -1,4 +1,4 @@
-"""Sanity baselines: random and spatially uniform selection."""
+"""Sanity baseline: random selection (and the pickable-tokens helper other selectors share)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from tokensel.batch import Selection, TokenBatch
 from tokensel.selectors.base import Selector
 from tokensel.selectors.registry import register_selector
 
-__all__ = ["RandomSelector", "UniformSelector", "available_in_order"]
+__all__ = ["RandomSelector", "available_in_order"]
 
 
 def available_in_order(blocked: Tensor) -> tuple[Tensor, Tensor]:
@@ -43,16 +43,3 @@ class RandomSelector(Selector):
 
     def extra_repr(self) -> str:
         return f"seed={self.seed}"
-
-
-@register_selector("uniform")
-class UniformSelector(Selector):
-    """k tokens evenly strided in raster order over the pickable tokens (the i-th pick is the
-    token at position floor((i + 1/2) * N / k) of the N pickable ones): a regular spatial
-    sampling of the patch grid."""
-
-    def select(self, batch: TokenBatch, k: int) -> Selection:
-        order, count = available_in_order(batch.blocked())
-        steps = torch.arange(k, device=order.device, dtype=torch.float64) + 0.5
-        pos = (steps[None, :] * count[:, None].double() / k).floor().long()
-        return Selection(indices=order.gather(1, pos))

@@ -74,7 +74,9 @@ def list_solvers() -> list[str]:
     return sorted(_SOLVERS)
 
 
-def maximize(objective: CoverageObjective, k: int, solver: str = "lazy", tol: float | None = None, **opts) -> Solution:
+def maximize(
+    objective: CoverageObjective, k: int, solver: str = "lazy", tol: float | None = None, **opts: object
+) -> Solution:
     """Pick at most ``k`` candidates maximising ``objective``.
 
     Args:
