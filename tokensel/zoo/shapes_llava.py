@@ -41,6 +41,7 @@ CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 # Architecture defaults (kept small enough to train from scratch on a 2-core CPU).
 VISION = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4)
+ROPE_THETA = 1e9
 TEXT = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=2, num_attention_heads=4)
 
 
@@ -128,6 +129,9 @@ def build_config(tokenizer=None, vision: dict | None = None, text: dict | None =
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
+        # a long RoPE wavelength: the answer position must find image tokens by content across
+        # ~600 positions, which the fast-rotating pairs of a 32-dim head make hard to learn
+        rope_parameters={"rope_type": "default", "rope_theta": ROPE_THETA},
         **{**TEXT, **(text or {})},
     )
     if tcfg.num_key_value_heads is None:
