@@ -313,6 +313,8 @@ def main(argv=None) -> int:
     ap.add_argument("--q-weight", type=float, default=0.5, help="weight of the question probe after LM layer 1")
     ap.add_argument("--eval-every", type=int, default=200)
     ap.add_argument("--eval-images", type=int, default=60)
+    ap.add_argument("--init-from", default="", help="continue from saved weights (a second stage)")
+    ap.add_argument("--data-start", type=int, default=0, help="index of the first training scene")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     ap.add_argument("--workers", type=int, default=1, help="data-rendering worker processes")
     ap.add_argument("--time-steps", type=int, default=0, help="only time this many steps and exit")
@@ -323,7 +325,13 @@ def main(argv=None) -> int:
     tok = build_tokenizer()
     processor = build_processor(tok)
     config = build_config(tok)
-    model = build_model(config, seed=args.seed)
+    if args.init_from:
+        from transformers import LlavaForConditionalGeneration
+
+        model = LlavaForConditionalGeneration.from_pretrained(args.init_from, local_files_only=True)
+        config = model.config
+    else:
+        model = build_model(config, seed=args.seed)
     model.model.language_model.set_attn_implementation("eager")  # training reads attention maps
     model.train()
     dv = config.vision_config.hidden_size
@@ -355,7 +363,7 @@ def main(argv=None) -> int:
     n_steps = args.time_steps or args.steps
     subset_until = int(args.steps * args.subset_fraction)
     gen = torch.Generator().manual_seed(args.seed)
-    stream = SceneStream(tok, args.seed, 0, n_steps * args.scenes)
+    stream = SceneStream(tok, args.seed, args.data_start, n_steps * args.scenes)
     loader = torch.utils.data.DataLoader(
         stream, batch_size=args.scenes, collate_fn=collate, num_workers=args.workers,
         prefetch_factor=4 if args.workers else None,
@@ -410,6 +418,11 @@ def save(model, processor, args, log, seconds):
         "answer_rule": "argmax of the last-position logits over the category's candidate answer words",
         "prompt": "USER: <image>\\n{question} ASSISTANT:",
     }
+    prev = Path(args.init_from) / "training_info.json" if args.init_from else None
+    if prev is not None and prev.is_file():
+        info["previous_stage"] = json.loads(prev.read_text())
+        info["total_train_seconds"] = round(seconds + info["previous_stage"].get("total_train_seconds", info[
+            "previous_stage"]["train_seconds"]), 1)
     (out / "training_info.json").write_text(json.dumps(info, indent=2))
 
 

@@ -125,4 +125,4 @@ def test_question_words_and_vision_tokens_share_one_space(zoo_model):
             hits += int(labels[best]) in match
             total += 1
     assert total > 40
-    assert hits / total >= 0.9, (hits, total)
+    assert hits / total >= 0.75, (hits, total)  # chance (a random patch) is about 0.05
