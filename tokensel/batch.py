@@ -22,7 +22,7 @@ def _all_finite(t: Tensor) -> bool:
     return bool(torch.isfinite(t.sum())) if t.numel() else True
 
 
-def _check_float(name: str, t: Tensor, rank: int, device: torch.device) -> None:
+def _check_float(name: str, t: Tensor, rank: int, device: torch.device, finite: bool = True) -> None:
     if not isinstance(t, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dim() != rank:
@@ -31,7 +31,7 @@ def _check_float(name: str, t: Tensor, rank: int, device: torch.device) -> None:
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
     if t.device != device:
         raise ValueError(f"{name} is on device {t.device} but vision is on {device}: put all inputs on one device")
-    if not _all_finite(t):
+    if finite and not _all_finite(t):
         raise ValueError(f"{name} contains NaN or inf values")
 
 
@@ -109,8 +109,12 @@ class TokenBatch:
                 updates[f.name] = value.unsqueeze(0)
         return replace(self, **updates)
 
-    def validate(self) -> "TokenBatch":
+    def validate(self, finite: bool = True) -> "TokenBatch":
         """Check shapes, dtypes, devices and values; return the batched form.
+
+        ``finite=False`` skips the NaN/inf scan of the features (one pass over each), for
+        callers that check what they compute from them instead and then call
+        :meth:`validate` again to name the culprit.
 
         Raises:
             ValueError: a bad shape or value (the message names the argument).
@@ -119,18 +123,18 @@ class TokenBatch:
         b = self.as_batched()
         v = b.vision
         device = v.device
-        _check_float("vision", v, 3, device)
+        _check_float("vision", v, 3, device, finite)
         bs, n, _ = v.shape
         if n < 1:
             raise ValueError("vision must hold at least one token (n >= 1)")
         if b.vision_raw is not None:
-            _check_float("vision_raw", b.vision_raw, 3, device)
+            _check_float("vision_raw", b.vision_raw, 3, device, finite)
             if b.vision_raw.shape[:2] != (bs, n):
                 raise ValueError(
                     f"vision_raw must have shape [B={bs}, n={n}, d], got {tuple(b.vision_raw.shape)}"
                 )
         if b.text is not None:
-            _check_float("text", b.text, 3, device)
+            _check_float("text", b.text, 3, device, finite)
             if b.text.shape[0] != bs:
                 raise ValueError(f"text must have batch size {bs} like vision, got shape {tuple(b.text.shape)}")
             if b.text.shape[2] != v.shape[2]:
@@ -152,15 +156,15 @@ class TokenBatch:
             if not bool(b.vision_mask.any(dim=1).all()):
                 raise ValueError("vision_mask leaves some sample with no vision token")
         if b.cls_attention is not None:
-            _check_float("cls_attention", b.cls_attention, 2, device)
+            _check_float("cls_attention", b.cls_attention, 2, device, finite)
             if tuple(b.cls_attention.shape) != (bs, n):
                 raise ValueError(f"cls_attention must have shape {(bs, n)}, got {tuple(b.cls_attention.shape)}")
         if b.llm_attention is not None:
-            _check_float("llm_attention", b.llm_attention, 2, device)
+            _check_float("llm_attention", b.llm_attention, 2, device, finite)
             if tuple(b.llm_attention.shape) != (bs, n):
                 raise ValueError(f"llm_attention must have shape {(bs, n)}, got {tuple(b.llm_attention.shape)}")
         if b.keys is not None:
-            _check_float("keys", b.keys, 3, device)
+            _check_float("keys", b.keys, 3, device, finite)
             if b.keys.shape[:2] != (bs, n):
                 raise ValueError(f"keys must have shape [B={bs}, n={n}, dk], got {tuple(b.keys.shape)}")
         if b.grid is not None:

@@ -46,13 +46,16 @@ class Selector(ABC):
     stage: ClassVar[str] = "vision"
     #: TokenBatch fields that must not be None.
     requires: ClassVar[tuple[str, ...]] = ()
+    #: True if :meth:`select` detects NaN/inf itself (from what it computes) and re-runs
+    #: ``batch.validate()`` to report it; the inputs are then not scanned up front.
+    checks_finite: ClassVar[bool] = False
 
     def __call__(self, batch: TokenBatch, k: int) -> Selection:
         if not isinstance(batch, TokenBatch):
             raise TypeError(f"batch must be a tokensel.TokenBatch, got {type(batch).__name__}")
         k = check_budget(k)
         was_batched = batch.batched
-        b = batch.validate()
+        b = batch.validate(finite=not self.checks_finite)
         for field_name in self.requires:
             if getattr(b, field_name) is None:
                 raise ValueError(f"selector {self.name!r} needs TokenBatch.{field_name}, which is None")

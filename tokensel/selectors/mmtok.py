@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from tokensel.batch import Selection, TokenBatch
 from tokensel.objectives.multimodal import VARIANTS, multimodal_coverage_matrix
 from tokensel.selectors.base import Selector
@@ -57,8 +59,13 @@ class MMTok(Selector):
             text_mask=batch.text_mask, vision_mask=batch.vision_mask, workspace=self.workspace,
         )
 
+    checks_finite = True
+
     def select(self, batch: TokenBatch, k: int) -> Selection:
         C = self.coverage(batch)
+        if not bool(torch.isfinite(C.sum())):
+            batch.validate()  # names the input holding NaN or inf
+            raise ValueError("the coverage matrix is not finite (features too large for float32?)")
         indices, _ = incremental_greedy([(C, 1.0)], k, batch.blocked(), workspace=self.workspace)
         return Selection(indices=indices)
 
