@@ -1,6 +1,6 @@
 """``tokensel demo``: every vision-stage selector on the embedded shapes-llava model.
 
-    tokensel demo [--num-samples 400] [--out tokensel-demo] [--seed 0]
+    tokensel demo [--num-samples 300] [--out tokensel-demo] [--seed 0]
 
 Loads the shipped ``shapes-llava`` model (offline), takes the first ``--num-samples`` questions
 of the held-out test split of the synthetic shapes VQA (existence questions with the three
@@ -142,7 +142,7 @@ def _encode(processor, chunk):
 
 
 def run_demo(
-    num_samples: int = 400,
+    num_samples: int = 300,
     budgets: Sequence[int] = DEFAULT_BUDGETS,
     selectors: Sequence[str] | None = None,
     seed: int = 0,
@@ -365,7 +365,7 @@ def torch_tolist(x) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="tokensel demo", description=__doc__.splitlines()[0])
-    ap.add_argument("--num-samples", type=int, default=400, help="test questions (default 400)")
+    ap.add_argument("--num-samples", type=int, default=300, help="test questions (default 300)")
     ap.add_argument("--out", default="tokensel-demo", help="output folder (default ./tokensel-demo)")
     ap.add_argument("--seed", type=int, default=0, help="seed of randomised selectors")
     ap.add_argument("--budgets", default=",".join(map(str, DEFAULT_BUDGETS)), help="comma-separated k values")
