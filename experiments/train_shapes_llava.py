@@ -29,6 +29,12 @@ positions kept), which teaches it to read the image tokens quickly and cheaply; 
 steps (the LR decay) use all 576 tokens, as at inference. Validation (all 576 tokens) runs every
 ``--eval-every`` steps and each evaluation saves the weights.
 
+The shipped weights were trained in two stages (see training_info.json):
+
+    python experiments/train_shapes_llava.py --steps 1200 --stop-after 800 --out /tmp/stage1
+    python experiments/train_shapes_llava.py --init-from /tmp/stage1 --data-start 6400 \
+        --steps 1200 --warmup 20 --out tokensel/zoo/weights/shapes-llava
+
 Only the LLaVA weights are saved (the probe and the scalars are discarded). Determinism: a fixed
 ``--seed`` fixes initialisation, data order (scene seeds are consecutive) and the schedule; the
 step count is fixed (not time based), so a rerun with the same thread count gives the same
@@ -313,6 +319,8 @@ def main(argv=None) -> int:
     ap.add_argument("--q-weight", type=float, default=0.5, help="weight of the question probe after LM layer 1")
     ap.add_argument("--eval-every", type=int, default=200)
     ap.add_argument("--eval-images", type=int, default=60)
+    ap.add_argument("--stop-after", type=int, default=0,
+                    help="stop (and save) after this many steps; the schedule still assumes --steps")
     ap.add_argument("--init-from", default="", help="continue from saved weights (a second stage)")
     ap.add_argument("--data-start", type=int, default=0, help="index of the first training scene")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -394,11 +402,14 @@ def main(argv=None) -> int:
                   f"acc {ema[3]:.3f} q {ema[4]:.3f} | {el / 60:.1f} min, {el / (step + 1):.2f} s/step", flush=True)
         if args.time_steps:
             continue
-        if (step + 1) % args.eval_every == 0 or step == n_steps - 1:
+        last = step == n_steps - 1 or (args.stop_after and step + 1 == args.stop_after)
+        if (step + 1) % args.eval_every == 0 or last:
             res = evaluate(model, processor, val)
             log.append({"step": step + 1, "minutes": (time.time() - t0) / 60, **res})
             print("val", json.dumps(log[-1]), flush=True)
             save(model, processor, args, log, time.time() - t0)
+        if args.stop_after and step + 1 >= args.stop_after:
+            break
     if args.time_steps:
         print(f"timing: {(time.time() - t0) / n_steps:.3f} s/step")
     return 0
