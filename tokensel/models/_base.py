@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import torch
@@ -54,7 +55,7 @@ def find_encoder_layers(vision_tower: nn.Module) -> nn.ModuleList:
     return layers
 
 
-class VisionAdapter:
+class VisionAdapter(ABC):
     """Interface of a model family adapter. Subclasses fill in the family-specific parts."""
 
     family: str = ""
@@ -114,9 +115,9 @@ class VisionAdapter:
                 "needs at least one image. Call the unwrapped model for text-only prompts."
             )
 
+    @abstractmethod
     def encode(self, inputs: dict, need: frozenset[str]) -> list[ImageFeatures]:
         """Run the vision side on all images of the batch (in processor order)."""
-        raise NotImplementedError
 
     def merge(self, image: ImageFeatures, crop: int, weights: Tensor) -> Tensor:
         """Output tokens ``[k, D]`` of a merging selection (weights ``[k, n]``) on one crop."""
