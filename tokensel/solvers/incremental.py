@@ -160,6 +160,7 @@ def _single_greedy(C: Tensor, k: int, blocked: Tensor | None, workspace: Workspa
         return float(g.max())
 
     scale = float(g.max())
+    column = torch.empty(R, dtype=C.dtype, device=C.device)
     for t in range(k):
         if n - t > 1:
             top2, idx2 = g.topk(2)
@@ -173,14 +174,20 @@ def _single_greedy(C: Tensor, k: int, blocked: Tensor | None, workspace: Workspa
         g[j] = float("-inf")
         if t + 1 == k:
             break
-        col = rows[:, j]
+        col = column.copy_(rows[:, j])  # one strided pass; the uses below read it contiguously
+        if t == 0:
+            # best is still 0, so every gain drops by sum_r min(C[r, j'], C[r, j]): one dense
+            # update (3 passes over C) instead of a refresh (5)
+            g.sub_(torch.minimum(rows, col[:, None], out=work).sum(dim=0))
+            best.copy_(col)
+            continue
         changed = (col > best).nonzero().squeeze(1)
         if 2 * changed.numel() > R:
             torch.maximum(best, col, out=best)
             scale = refresh()
         elif changed.numel():
             new = col.index_select(0, changed)
-            buf = rows.index_select(0, changed)
+            buf = torch.index_select(rows, 0, changed, out=work[: changed.numel()])
             torch.minimum(buf, new.unsqueeze(1), out=buf)
             buf.sub_(best.index_select(0, changed).unsqueeze(1)).clamp_(min=0)
             g.sub_(buf.sum(dim=0))
@@ -233,6 +240,7 @@ class _BlockState:
         else:
             self.work = workspace.get(name, (B * R, n), C.dtype, C.device)
         self.acc = torch.empty(B, n, dtype=C.dtype, device=C.device) if B > 1 else None
+        self.first = True  # no pick yet: best is 0 everywhere
 
     def pick(self, j: Tensor, g: Tensor) -> bool:
         """Column ``j[b, 0]`` joins row b's set: lower the gains ``g`` ``[B, n]`` (float64) in place.
@@ -243,6 +251,15 @@ class _BlockState:
             col = self.rows[:, int(j)]  # a strided view: no gather
         else:
             col = self.rows.view(-1).take(self.col_index + j).view(-1)  # [B * R]
+        if self.first:
+            # best is still 0: every gain drops by sum_r min(C[b, r, j'], C[b, r, j[b]]); one
+            # dense update (3 passes over C) instead of a refresh (5)
+            self.first = False
+            low = torch.minimum(self.rows.view(self.B, self.R, self.n), col.view(self.B, self.R, 1),
+                                out=self.work.view(self.B, self.R, self.n))
+            g.sub_(low.sum(dim=1), alpha=self.w)
+            self.best.copy_(col)
+            return False
         changed = (col > self.best).nonzero().squeeze(1)
         if 2 * changed.numel() > self.best.numel():
             torch.maximum(self.best, col, out=self.best)
