@@ -276,6 +276,30 @@ def forward_losses(model, probe, align, items, tok, image_id, word_ids, keep=Non
 
 
 @torch.no_grad()
+def patch_word_accuracy(model, tok, scenes) -> dict:
+    """How well the projected patch tokens name what they show: over the patches an object
+    covers, the fraction whose most similar colour word (cosine with the LM's input embedding)
+    is the object's colour, and likewise for its shape word. The answer accuracy is bounded by
+    these: a question about a shape the vision side cannot tell apart cannot be answered."""
+    was_training = model.training
+    model.eval()
+    words = F.normalize(model.get_input_embeddings()(
+        torch.tensor(tok.convert_tokens_to_ids(COLORS_LIST + list(SHAPES)))), dim=-1)
+    pixels = torch.stack([to_pixels(sc.image) for sc in scenes])
+    sims = F.normalize(model.model.multi_modal_projector(vision_features(model, pixels)), dim=-1) @ words.T
+    hit_c = hit_s = total = 0
+    for sc, sim in zip(scenes, sims):
+        labels = torch.from_numpy(patch_labels(sc))
+        for j, o in enumerate(sc.objects):
+            on = labels == j + 1
+            hit_c += int((sim[on, : len(COLORS_LIST)].argmax(-1) == COLORS_LIST.index(o.color)).sum())
+            hit_s += int((sim[on, len(COLORS_LIST):].argmax(-1) == SHAPES.index(o.shape)).sum())
+            total += int(on.sum())
+    model.train(was_training)
+    return {"patch_colour": hit_c / max(total, 1), "patch_shape": hit_s / max(total, 1)}
+
+
+@torch.no_grad()
 def evaluate(model, processor, records, batch_size: int = 16) -> dict:
     """Accuracy by comparing the logits of the category's candidate answer words."""
     model.eval()
@@ -298,6 +322,8 @@ def evaluate(model, processor, records, batch_size: int = 16) -> dict:
     model.train()
     res = {c: correct[c] / total[c] for c in total}
     res["all"] = sum(correct.values()) / sum(total.values())
+    scenes = list({r.image_id: r.scene for r in records}.values())[:20]
+    res.update(patch_word_accuracy(model, tok, scenes))
     return res
 
 

@@ -125,6 +125,9 @@ def test_batched_incremental_equals_dense(B, n, seed, use_blocked):
     slow = dense_greedy([(C, 1.0), (C[:, :5], 0.5)], k, blocked)
     assert torch.equal(fast[0], slow[0])
     assert torch.allclose(fast[1], slow[1])
+    single = incremental_greedy([(C[:1], 1.0)], k, None if blocked is None else blocked[:1], with_gains=False)
+    assert single[1] is None
+    assert torch.equal(single[0], dense_greedy([(C[:1], 1.0)], k, None if blocked is None else blocked[:1])[0])
 
 
 @given(st.integers(2, 60), st.integers(0, 2**31 - 1), st.sampled_from(["saturate", "plain", "quantised"]))

@@ -66,7 +66,9 @@ class MMTok(Selector):
         if not bool(torch.isfinite(C.sum())):
             batch.validate()  # names the input holding NaN or inf
             raise ValueError("the coverage matrix is not finite (features too large for float32?)")
-        indices, _ = incremental_greedy([(C, 1.0)], k, batch.blocked(), workspace=self.workspace)
+        indices, _ = incremental_greedy(
+            [(C, 1.0)], k, batch.blocked(), workspace=self.workspace, with_gains=False
+        )
         return Selection(indices=indices)
 
     def extra_repr(self) -> str:

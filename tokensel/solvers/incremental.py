@@ -78,7 +78,8 @@ def incremental_greedy(
     blocked: Tensor | None = None,
     tol: float | None = None,
     workspace: Workspace | None = None,
-) -> tuple[Tensor, Tensor]:
+    with_gains: bool = True,
+) -> tuple[Tensor, Tensor | None]:
     """Greedy maximisation of ``sum_i w_i * sum_r max_{j in S} C_i[b, r, j]`` for each b.
 
     Args:
@@ -88,14 +89,16 @@ def incremental_greedy(
         blocked: bool ``[B, n]``, True = may not be picked. Each row needs >= k unblocked.
         tol: stop a row once its best marginal gain is below ``tol``; its remaining picks are -1.
         workspace: where to take the scratch buffers (one per block, shaped like it) from.
+        with_gains: False skips computing the picks' gains (one gather and running max over the
+            picked columns) and returns None in their place.
 
     Returns:
         ``(indices, gains)``: long ``[B, k]`` in pick order and float64 ``[B, k]`` marginal gains
-        (the picks and gains of :func:`dense_greedy`).
+        (the picks and gains of :func:`dense_greedy`); gains are None when ``with_gains=False``.
     """
     B, n, device, dtype = _check_blocks(blocks)
     if B == 1 and len(blocks) == 1 and blocks[0][1] == 1.0 and tol is None:
-        return _single_greedy(blocks[0][0], k, blocked, workspace)
+        return _single_greedy(blocks[0][0], k, blocked, workspace, with_gains)
     eps = torch.finfo(dtype).eps
     g = torch.zeros(B, n, dtype=torch.float64, device=device)
     for C, w in blocks:
@@ -130,14 +133,19 @@ def incremental_greedy(
         if any([st.pick(jj, g) for st in states]) and t + 1 < k:
             g, scale = _refresh(blocks, states, blocked, picks, g)
     indices = torch.full((B, k), -1, dtype=torch.long, device=device)
-    gains = torch.zeros(B, k, dtype=torch.float64, device=device)
     if picks:
         indices[:, : len(picks)] = torch.stack(picks, dim=1)
+    if not with_gains:
+        return indices, None
+    gains = torch.zeros(B, k, dtype=torch.float64, device=device)
+    if picks:
         gains[:, : len(picks)] = _pick_gains(blocks, indices[:, : len(picks)])
     return indices, gains
 
 
-def _single_greedy(C: Tensor, k: int, blocked: Tensor | None, workspace: Workspace | None) -> tuple[Tensor, Tensor]:
+def _single_greedy(
+    C: Tensor, k: int, blocked: Tensor | None, workspace: Workspace | None, with_gains: bool = True
+) -> tuple[Tensor, Tensor | None]:
     """:func:`incremental_greedy` for one row and one block of weight 1: the same algorithm with
     the pick and the window test on the host, which halves the number of tensor operations per
     step (what bounds its speed at a few hundred tokens)."""
@@ -193,6 +201,8 @@ def _single_greedy(C: Tensor, k: int, blocked: Tensor | None, workspace: Workspa
             g.sub_(buf.sum(dim=0))
             torch.maximum(best, col, out=best)
     indices = torch.tensor(picks, dtype=torch.long, device=C.device)
+    if not with_gains:
+        return indices[None], None
     cover = rows.index_select(1, indices).cummax(dim=1).values.sum(dim=0, dtype=torch.float64)
     gains = torch.diff(cover, prepend=cover.new_zeros(1))
     return indices[None], gains[None]
