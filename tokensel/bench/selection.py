@@ -9,8 +9,9 @@ tokens) it times, interleaved rep by rep:
   each of the k steps (crop by crop for batched inputs);
 * ``matmul``: the single ``V V^T`` product that any MMTok implementation must do;
 * the greedy phase alone (coverage matrix given): tokensel's incremental greedy on a prebuilt
-  matrix, and the reference's greedy phase timed inside its end-to-end run (timing it apart,
-  on another matrix, changes its large allocations' cost and so its time).
+  matrix, as ``mmtok`` runs it (indices only), and the reference's greedy phase timed inside
+  its end-to-end run (timing it apart, on another matrix, changes its large allocations' cost
+  and so its time).
 
 It checks every pick (its gain recomputed in float64 is within 1e-5 of the step's best) and
 that tokensel's objective is no lower than the reference's, prints medians, min-max, the
@@ -125,7 +126,9 @@ def bench_one(B, n, k, reps, seed=0):
         times["reference"].append(dt)
         times["reference_greedy"].append(phases["greedy"])
         times["matmul"].append(_time(lambda: [v[b] @ v[b].T for b in range(B)])[0])
-        times["tokensel_greedy"].append(_time(lambda: incremental_greedy([(C, 1.0)], k, workspace=workspace))[0])
+        times["tokensel_greedy"].append(
+            _time(lambda: incremental_greedy([(C, 1.0)], k, workspace=workspace, with_gains=False))[0]
+        )
     valid = all(check_picks(C[b], incremental_greedy([(C[b : b + 1], 1.0)], k)[0][0].tolist()) for b in range(B))
     ratio = min(value(C[b], ours[b].tolist()) / value(C[b], ref[b].tolist()) for b in range(B))
     return {
