@@ -60,7 +60,8 @@ def test_local_init_rejects_a_tower_too_narrow_for_the_code(recipe):
 
 
 def test_patch_word_accuracy_tells_trained_from_random(recipe):
-    """The shipped weights name every object patch's colour; a random model is near chance."""
+    """The shipped weights name the colour and the shape of nearly every object patch (what the
+    LM retrieves on); a random model is near chance."""
     import tokensel
 
     scenes = list({r.image_id: r.scene for r in generate_split("val", 8)}.values())
@@ -70,3 +71,4 @@ def test_patch_word_accuracy_tells_trained_from_random(recipe):
     assert set(random_acc) == {"patch_colour", "patch_shape"}
     assert random_acc["patch_colour"] < 0.5
     assert shipped_acc["patch_colour"] > 0.95
+    assert shipped_acc["patch_shape"] > 0.9 and random_acc["patch_shape"] < 0.6

@@ -71,8 +71,9 @@ def test_processor_round_trip(zoo_model, tmp_path):
 
 def test_full_token_accuracy_on_fixed_test_subset(zoo_model, test_records):
     """The shipped weights answer far above chance (about 33% over the three question kinds,
-    50% on existence). Measured: 68.4% accuracy, 79.1 POPE F1. The project's target for the
-    embedded default is 95% / 95 (issue 5, open); these floors guard what ships today."""
+    50% on existence). Measured: 93.4% accuracy (existence and colour 100%, counting 75%),
+    POPE F1 100. The project's target is 95% / 95 (issue 5, open: counting is the gap); the
+    floors guard what ships today with a margin for thread-count rounding."""
     from tokensel.demo import pope_f1
 
     model, processor = zoo_model
@@ -85,8 +86,8 @@ def test_full_token_accuracy_on_fixed_test_subset(zoo_model, test_records):
     ex = [(p, r.answer) for p, r in zip(preds, test_records) if r.category == "existence"]
     f1 = pope_f1([p for p, _ in ex], [a for _, a in ex])
     assert len(test_records) > 200
-    assert acc >= 0.62, acc
-    assert f1 >= 0.72, f1
+    assert acc >= 0.9, acc
+    assert f1 >= 0.97, f1
 
 
 def test_generate_gives_the_answer_word(zoo_model, test_records):
