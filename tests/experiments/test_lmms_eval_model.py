@@ -52,4 +52,56 @@ def test_unpruned_and_bad_args():
     with pytest.raises(ConfigError, match="model.name"):
         TokenselLlava(pretrained="/no/such/checkpoint", selector="mmtok", k=4)
     with pytest.raises(NotImplementedError):
-        model.loglikelihood([])
+        model.generate_until_multi_round([])
+
+
+def _ll_request(context, target, doc_id, task="mc", split="test"):
+    # lmms-eval's Instance.args layout for loglikelihood
+    return SimpleNamespace(args=(context, target, lambda doc: [doc["image"]], doc_id, task, split))
+
+
+def test_loglikelihood_unpruned_equals_a_plain_forward():
+    import torch
+
+    from tokensel.experiments.modeling import _encode
+
+    model = TokenselLlava(pretrained="tiny-random-llava", selector="none", k="None")
+    image = Image.new("RGB", (56, 56), (200, 40, 40))
+    model.task_dict = {"mc": {"test": [{"image": image, "answer": "red"}]}}
+    tok = model.tokenizer
+    (lp, greedy), (lp_fn, _) = model.loglikelihood(
+        [_ll_request("<image>\nwhat color?", "red square", 0), _ll_request("what color?", lambda d: d["answer"] + " square", 0)]
+    )
+    assert lp == pytest.approx(lp_fn) and lp < 0
+    # independent: the HF model on prompt + continuation, summed log-softmax of the continuation
+    inputs = _encode(model.loaded, image, "what color?")
+    cont = tok("red square", add_special_tokens=False, return_tensors="pt")["input_ids"]
+    ids = torch.cat([inputs["input_ids"], cont], dim=1)
+    with torch.no_grad():
+        logits = model.model(input_ids=ids, pixel_values=inputs["pixel_values"],
+                             attention_mask=torch.ones_like(ids)).logits[0, -cont.shape[1] - 1 : -1]
+    expected = torch.log_softmax(logits.float(), -1).gather(1, cont[0][:, None]).sum()
+    assert lp == pytest.approx(float(expected), abs=1e-4)
+    assert greedy == bool((logits.argmax(-1) == cont[0]).all())
+    # the model's own greedy next token is reported greedy and scores at least as high as any other
+    best = int(logits[0].argmax())
+    word = tok.decode([best])
+    if tok(word, add_special_tokens=False)["input_ids"] == [best]:
+        other = tok.decode([(best + 1) % len(tok)])
+        (lp_best, g_best), (lp_other, _) = model.loglikelihood(
+            [_ll_request("what color?", word, 0), _ll_request("what color?", other, 0)])
+        assert g_best and lp_best >= lp_other
+
+
+def test_loglikelihood_pruned_keeps_the_generation_selection():
+    import torch
+
+    model = TokenselLlava(pretrained="tiny-random-llava", selector="mmtok", k="4", alpha=0.5)
+    model.task_dict = {"mc": {"test": [{"image": Image.new("RGB", (56, 56), (30, 60, 220))}]}}
+    model.generate_until([request("is there a blue circle?", 0, task="mc", max_new_tokens=1)])
+    gen_sel = [[t.clone() for t in per_image] for per_image in model.wrapper.last_selection]
+    [(lp, _)] = model.loglikelihood([_ll_request("is there a blue circle?", "yes", 0)])
+    assert model.kept_tokens == [4, 4] and lp < 0
+    # the continuation does not steer the selection
+    now = model.wrapper.last_selection
+    assert len(now) == len(gen_sel) and all(torch.equal(a, b) for x, y in zip(now, gen_sel) for a, b in zip(x, y))

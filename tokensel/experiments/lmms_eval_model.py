@@ -17,7 +17,8 @@ its packaging metadata) is :func:`lmms_eval_manifest`::
 - ``device`` (``auto``), ``dtype`` (``float16`` on GPU by default), ``prompt`` (with
   ``{question}``), ``max_new_tokens`` (default when the task gives none).
 
-Only ``generate_until`` is implemented (POPE, MME, GQA, ... are generation tasks). The class is
+``generate_until`` (POPE, MME, GQA, ...) and ``loglikelihood`` (multiple-choice tasks) are
+implemented; multi-round generation is not. The class is
 importable without lmms-eval installed (it then derives from ``object``), so its logic is
 tested on the tiny model here; with lmms-eval installed it derives from ``lmms``.
 """
@@ -131,6 +132,13 @@ class TokenselLlava(_LmmsBase):
         image_token = getattr(self.loaded.processor, "image_token", "<image>") or "<image>"
         return context.replace(image_token, "").strip()
 
+    @staticmethod
+    def _image(visuals: Any, task: str, split: str, doc_id: int):
+        visuals = [v for v in (visuals if isinstance(visuals, (list, tuple)) else [visuals]) if v is not None]
+        if not visuals:
+            raise ValueError(f"{task}/{split}/{doc_id}: tokensel_llava needs an image")
+        return visuals[0].convert("RGB")
+
     def generate_until(self, requests) -> list[str]:
         from tqdm.auto import tqdm
 
@@ -139,11 +147,7 @@ class TokenselLlava(_LmmsBase):
         out = []
         for req in tqdm(requests, desc="tokensel_llava", disable=self.rank != 0, dynamic_ncols=True):
             context, gen_kwargs, doc_to_visual, doc_id, task, split = req.args
-            visuals = doc_to_visual(self.task_dict[task][split][doc_id])
-            visuals = [v for v in (visuals if isinstance(visuals, (list, tuple)) else [visuals]) if v is not None]
-            if not visuals:
-                raise ValueError(f"{task}/{split}/{doc_id}: tokensel_llava needs an image")
-            image = visuals[0].convert("RGB")
+            image = self._image(doc_to_visual(self.task_dict[task][split][doc_id]), task, split, doc_id)
             kwargs = dict(gen_kwargs or {})
             until = kwargs.get("until") or []
             until = [until] if isinstance(until, str) else list(until)
@@ -160,8 +164,22 @@ class TokenselLlava(_LmmsBase):
                 hook.add_partial("generate_until", (context, gen_kwargs), text)
         return out
 
-    def loglikelihood(self, requests):
-        raise NotImplementedError("tokensel_llava implements generate_until only (use generation tasks such as pope, mme, gqa)")
+    def loglikelihood(self, requests) -> list[tuple[float, bool]]:
+        """``(log P(continuation | image, context), continuation is the greedy answer)`` per request
+        (multiple-choice tasks); ``args`` = (context, target or doc_to_target, doc_to_visual,
+        doc_id, task, split)."""
+        from tokensel.experiments.modeling import continuation_logprob
+
+        out = []
+        for req in requests:
+            context, target, doc_to_visual, doc_id, task, split = req.args
+            doc = self.task_dict[task][split][doc_id]
+            continuation = target if isinstance(target, str) else target(doc)
+            image = self._image(doc_to_visual(doc), task, split, doc_id)
+            res = continuation_logprob(self.loaded, self.wrapper, image, self._question(context), continuation)
+            self.kept_tokens.append(res["kept_tokens"])
+            out.append((res["logprob"], res["is_greedy"]))
+        return out
 
     def generate_until_multi_round(self, requests):
         raise NotImplementedError("tokensel_llava does not implement multi-round generation")

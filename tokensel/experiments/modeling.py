@@ -386,6 +386,33 @@ def _first_token_ids(tokenizer: Any, words: list[str]) -> list[int]:
 
 
 @torch.inference_mode()
+def continuation_logprob(loaded: LoadedModel, wrapper: Any, image: Any, question: str, continuation: str) -> dict:
+    """Log-likelihood of ``continuation`` after the prompt (one prefill over prompt + continuation).
+
+    Returns ``logprob`` (sum over the continuation's tokens, float), ``is_greedy`` (every token is
+    the argmax at its position) and ``kept_tokens``. The continuation follows the prompt's last
+    token, so the selection sees the same question as in generation; pruning shortens the
+    sequence before the text, so the last positions still line up with the continuation."""
+    inputs = _encode(loaded, image, question)
+    tokenizer = getattr(loaded.processor, "tokenizer", loaded.processor)
+    cont = tokenizer(continuation, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    if cont.shape[1] == 0:
+        raise ValueError(f"continuation {continuation!r} encodes to no token")
+    cont = cont.to(inputs["input_ids"].device)
+    inputs["input_ids"] = torch.cat([inputs["input_ids"], cont], dim=1)
+    if "attention_mask" in inputs:
+        inputs["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(cont)], dim=1)
+    logits = wrapper(**inputs).logits[0, -cont.shape[1] - 1 : -1].float()  # [L, vocab]
+    logprobs = torch.log_softmax(logits, dim=-1)
+    target = cont[0]
+    return {
+        "logprob": float(logprobs.gather(1, target[:, None]).sum()),
+        "is_greedy": bool((logits.argmax(-1) == target).all()),
+        "kept_tokens": _kept_tokens(getattr(wrapper, "last_selection", None)),
+    }
+
+
+@torch.inference_mode()
 def score_choices(
     loaded: LoadedModel,
     wrapper: Any,
