@@ -31,11 +31,11 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 
 import tokensel
 from tokensel.data import shapes
+from tokensel.demo import draw_kept
 from tokensel.zoo.shapes_llava import format_prompt
 
 torch.set_num_threads(1)
@@ -91,26 +91,11 @@ print(kept.tolist())
 # %% [markdown]
 # ## Looking at what was kept
 #
-# A small helper draws the image and dims every patch that was dropped.
+# `tokensel.demo.draw_kept` draws the image with the kept patches framed and the dropped ones faded.
 
 # %%
-GRID, PATCH = 24, 14
-
-
-def show_kept(ax, image, indices, title):
-    """Draw ``image`` with the patches not in ``indices`` dimmed."""
-    mask = np.zeros(GRID * GRID, dtype=bool)
-    mask[np.asarray(indices)] = True
-    mask = mask.reshape(GRID, GRID).repeat(PATCH, 0).repeat(PATCH, 1)
-    pixels = np.asarray(image.convert("RGB"), dtype=float) / 255.0
-    shown = np.where(mask[..., None], pixels, 0.25 * pixels + 0.75 * np.array([0.1, 0.1, 0.2]))
-    ax.imshow(shown)
-    ax.set_title(title, fontsize=9)
-    ax.axis("off")
-
-
 fig, ax = plt.subplots(figsize=(3.5, 3.5))
-show_kept(ax, record.image, kept, f"MMTok, k=16: answers {small[0]!r}")
+draw_kept(ax, record.image, kept, f"MMTok, k=16: answers {small[0]!r}")
 plt.show()
 
 # %% [markdown]
@@ -125,7 +110,7 @@ for ax, name in zip(axes.flat, names):
     p = tokensel.prune(model, name, k=16, tokenizer=processor)
     answer = tokensel.zoo.predict(p, processor, [record.image], [record.question], [record.category])[0]
     sel = p.last_selection[0][0]
-    show_kept(ax, record.image, sel, f"{name}: {answer!r}")
+    draw_kept(ax, record.image, sel, f"{name}: {answer!r}")
 fig.suptitle(f"{record.question}  (truth: {record.answer!r}), k = 16 of 576", fontsize=10)
 plt.tight_layout()
 plt.show()
@@ -169,7 +154,7 @@ print(info.paper)
 
 fig, axes = plt.subplots(1, 3, figsize=(9, 3.4))
 for ax, k in zip(axes, [8, 32, 96]):
-    show_kept(ax, record.image, selector(batch, k=k).indices, f"MMTok on TokenBatch, k={k}")
+    draw_kept(ax, record.image, selector(batch, k=k).indices, f"MMTok on TokenBatch, k={k}")
 plt.tight_layout()
 plt.show()
 

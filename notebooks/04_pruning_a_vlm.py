@@ -34,6 +34,7 @@ import torch
 
 import tokensel
 from tokensel.data import shapes
+from tokensel.demo import draw_kept
 from tokensel.zoo.shapes_llava import format_prompt
 
 torch.set_num_threads(1)
@@ -94,19 +95,6 @@ print(by_ratio.selector, "keeps", by_ratio.budget(576), "of 576 tokens")
 # The kept patches for three budgets, for MMTok and for DivPrune (which ignores the question).
 
 # %%
-GRID, PATCH = 24, 14
-
-
-def show_kept(ax, image, indices, title):
-    mask = np.zeros(GRID * GRID, dtype=bool)
-    mask[np.asarray(indices)] = True
-    mask = mask.reshape(GRID, GRID).repeat(PATCH, 0).repeat(PATCH, 1)
-    pixels = np.asarray(image.convert("RGB"), dtype=float) / 255.0
-    ax.imshow(np.where(mask[..., None], pixels, 0.25 * pixels + 0.2))
-    ax.set_title(title, fontsize=9)
-    ax.axis("off")
-
-
 budgets = [4, 16, 64]
 fig, axes = plt.subplots(2, len(budgets), figsize=(3 * len(budgets), 6.4))
 for row, name in enumerate(["mmtok", "divprune"]):
@@ -114,7 +102,7 @@ for row, name in enumerate(["mmtok", "divprune"]):
         p = tokensel.prune(model, name, k=k, tokenizer=processor)
         with torch.no_grad():
             p(**inputs)
-        show_kept(axes[row, col], record.image, p.last_selection[0][0], f"{name}, k={k}")
+        draw_kept(axes[row, col], record.image, p.last_selection[0][0], f"{name}, k={k}")
 fig.suptitle(record.question, fontsize=10)
 plt.tight_layout()
 plt.show()

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["main", "run_demo", "pope_f1", "DEFAULT_BUDGETS"]
+__all__ = ["main", "run_demo", "pope_f1", "draw_kept", "DEFAULT_BUDGETS"]
 
 DEFAULT_BUDGETS = (4, 8, 16, 32, 64, 128)
 
@@ -290,19 +290,42 @@ def plot_accuracy(res: dict, path: Path) -> Path:
     return path
 
 
+def draw_kept(ax, image, indices, title: str | None = None, grid: int = 24, patch: int = 14) -> None:
+    """Draw ``image`` (PIL or uint8 array, ``grid * patch`` pixels square) on the matplotlib axes
+    ``ax``: the patches in ``indices`` (any shape; raster order 0 .. grid*grid - 1, others
+    ignored) framed, the rest faded."""
+    import matplotlib.patches as patches
+    import numpy as np
+
+    img = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
+    ax.imshow((img * 0.35 + 255 * 0.65).astype(np.uint8))
+    for j in np.asarray(indices).reshape(-1):
+        if 0 <= int(j) < grid * grid:
+            y, x = divmod(int(j), grid)
+            ax.add_patch(patches.Rectangle((x * patch, y * patch), patch, patch,
+                                           facecolor="none", edgecolor="black", linewidth=1.0))
+            ax.imshow(img[y * patch:(y + 1) * patch, x * patch:(x + 1) * patch],
+                      extent=(x * patch, (x + 1) * patch, (y + 1) * patch, y * patch))
+    ax.set_xlim(0, img.shape[1])
+    ax.set_ylim(img.shape[0], 0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title is not None:
+        ax.set_title(title, fontsize=9)
+
+
 def plot_kept_tokens(selectors: Sequence[str], k: int, path: Path, seed: int = 0,
                      model_name: str = "shapes-llava") -> Path:
     """The tokens each selector keeps (at budget k) on the first test image's existence question."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.patches as patches
     import matplotlib.pyplot as plt
     import numpy as np
     import torch
 
     import tokensel
-    from tokensel.data.shapes import GRID, PATCH_SIZE, iter_split
+    from tokensel.data.shapes import GRID, iter_split
     from tokensel.zoo import answer_from_logits, load
 
     model, processor = load(model_name)
@@ -322,18 +345,7 @@ def plot_kept_tokens(selectors: Sequence[str], k: int, path: Path, seed: int = 0
                                 **_selector_params(name, seed))
         with torch.no_grad():
             pred = answer_from_logits(pruned(**enc).logits[:, -1], [rec.category], processor.tokenizer)[0]
-        kept = _kept_indices(pruned)
-        ax.imshow((img * 0.35 + 255 * 0.65).astype(np.uint8))
-        for j in kept:
-            if 0 <= j < GRID * GRID:
-                y, x = divmod(int(j), GRID)
-                ax.add_patch(patches.Rectangle((x * PATCH_SIZE, y * PATCH_SIZE), PATCH_SIZE, PATCH_SIZE,
-                                               facecolor="none", edgecolor="black", linewidth=1.0))
-                ax.imshow(img[y * PATCH_SIZE:(y + 1) * PATCH_SIZE, x * PATCH_SIZE:(x + 1) * PATCH_SIZE],
-                          extent=(x * PATCH_SIZE, (x + 1) * PATCH_SIZE, (y + 1) * PATCH_SIZE, y * PATCH_SIZE))
-        ax.set_xlim(0, img.shape[1])
-        ax.set_ylim(img.shape[0], 0)
-        ax.set_title(f"{name} (k={k}): {pred}", fontsize=9)
+        draw_kept(ax, rec.image, _kept_indices(pruned), f"{name} (k={k}): {pred}")
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])

@@ -69,3 +69,21 @@ def test_cli_writes_table_and_pictures(tmp_path, capsys):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = capsys.readouterr().out
     assert "mmtok" in text and "k=16" in text
+
+
+def test_draw_kept_frames_exactly_the_kept_patches():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from tokensel.demo import draw_kept
+
+    image = np.full((336, 336, 3), 200, dtype=np.uint8)
+    fig, ax = plt.subplots()
+    draw_kept(ax, image, np.array([[0, 25, 575, 576]]), "t")  # 576 is out of range: ignored
+    frames = sorted((int(r.get_x()), int(r.get_y())) for r in ax.patches)
+    assert frames == [(0, 0), (14, 14), (23 * 14, 23 * 14)]
+    assert ax.get_title() == "t"
+    plt.close(fig)
