@@ -15,7 +15,9 @@ index on ties), bit for bit: the incrementally updated gains carry a rounding er
 tracked as a bound, and whenever the runner-up comes within that bound of the top, the step
 is decided by the plain greedy's own gain computation (one full pass), which also refreshes
 the gains. Original implementations run in float32, so among near-equal gains their picks
-follow float32 rounding; this reproduces them.
+follow float32 rounding; this reproduces them. On one image (the common case) the near-tie
+decision recomputes only the columns inside the window, when that is known to give the plain
+computation's bits (see :func:`column_subsets_reproduce`), instead of every column.
 
 All B rows of a batch advance together: no Python loop over the batch, no host transfer of
 data (a few scalar syncs per step), workspaces allocated once, so the same code runs on CUDA.
@@ -23,12 +25,14 @@ data (a few scalar syncs per step), workspaces allocated once, so the same code 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
 from tokensel.workspace import Workspace
 
-__all__ = ["incremental_greedy", "dense_greedy", "plain_gains"]
+__all__ = ["incremental_greedy", "dense_greedy", "plain_gains", "column_subsets_reproduce"]
 
 # Window around the top gain, in units of eps(dtype). The incremental gains' error stays within a
 # few eps of the largest gain at the last refresh (float sums of non-negative terms, each step
@@ -37,6 +41,31 @@ __all__ = ["incremental_greedy", "dense_greedy", "plain_gains"]
 # their sum with a margin; within it the plain greedy's own computation decides.
 _SCALE_UNITS = 16.0
 _TOP_UNITS = 16.0
+
+
+# Column block of the near-tie recomputation: torch's CPU kernels sum a [R, n] matrix over its
+# rows in vectorised groups of columns, so a column's sum comes out bit-identical when it is
+# computed in a [R, 32] gather only if n and 32 are multiples of the group (checked at run time).
+_SUBSET_WIDTH = 32
+
+
+@functools.cache
+def column_subsets_reproduce(device_type: str, dtype: torch.dtype) -> bool:
+    """Whether, on this device and dtype, the plain gains of ``_SUBSET_WIDTH`` gathered columns
+    are bit-identical to the same columns' gains in a full pass over a matrix whose width is a
+    multiple of ``_SUBSET_WIDTH``. Checked once per process on random data (8 subsets of a
+    ``[301, 128]`` matrix): where the reduction groups columns differently (another vector width,
+    another device), about a tenth of such sums differ in the last bit, so the check fails and
+    the near-tie steps fall back to the full recomputation."""
+    gen = torch.Generator().manual_seed(0)
+    C = torch.rand(301, 128, generator=gen).pow(4).to(device_type, dtype)
+    best = (torch.rand(301, generator=gen) * 0.3).to(device_type, dtype)
+    full = (C - best[:, None]).clamp(min=0).sum(dim=0)
+    for _ in range(8):
+        cols = torch.randperm(128, generator=gen)[:_SUBSET_WIDTH].to(device_type)
+        if not torch.equal((C[:, cols] - best[:, None]).clamp(min=0).sum(dim=0), full[cols]):
+            return False
+    return True
 
 
 def _check_blocks(blocks: list[tuple[Tensor, float]]) -> tuple[int, int, torch.device, torch.dtype]:
@@ -167,15 +196,33 @@ def _single_greedy(
         g[picks] = float("-inf")
         return float(g.max())
 
+    def decide(low: float) -> int:
+        """The plain greedy's pick among the columns with ``g >= low`` (which hold it), their
+        gains made exact; -1 when they are too many for one recomputation block."""
+        cand = (g >= low).nonzero().squeeze(1)  # ascending
+        c = cand.numel()
+        if c > _SUBSET_WIDTH:
+            return -1
+        padded = torch.cat([cand, cand[:1].expand(_SUBSET_WIDTH - c)]) if c < _SUBSET_WIDTH else cand
+        exact = torch.index_select(rows, 1, padded).sub_(best[:, None]).clamp_(min=0).sum(dim=0)[:c]
+        g.index_copy_(0, cand, exact.double())
+        return int(cand[int(exact.argmax())])  # first index among equal values
+
+    subsets = n % _SUBSET_WIDTH == 0 and column_subsets_reproduce(C.device.type, C.dtype)
     scale = float(g.max())
     column = torch.empty(R, dtype=C.dtype, device=C.device)
     for t in range(k):
         if n - t > 1:
             top2, idx2 = g.topk(2)
             (top, second), (j, _) = top2.tolist(), idx2.tolist()
-            if second >= top - eps * (_TOP_UNITS * abs(top) + _SCALE_UNITS * scale):
-                scale = refresh()
-                j = int(g.argmax())  # first index among equal values
+            low = top - eps * (_TOP_UNITS * abs(top) + _SCALE_UNITS * scale)
+            if second >= low:
+                # every column outside [low, top] is below the winner's plain gain (the window
+                # exceeds twice both error bounds), so only those inside need their plain gains
+                j = decide(low) if subsets else -1
+                if j < 0:
+                    scale = refresh()
+                    j = int(g.argmax())  # first index among equal values
         else:
             j = int(g.argmax())
         picks.append(j)
