@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,34 @@ def test_patch_word_accuracy_tells_trained_from_random(recipe):
     assert random_acc["patch_colour"] < 0.5
     assert shipped_acc["patch_colour"] > 0.95
     assert shipped_acc["patch_shape"] > 0.9 and random_acc["patch_shape"] < 0.6
+
+
+def _count_case(c: int, ratio: float):
+    """One count question with ``c`` counted centres and a head whose scores are 0 on ``<s>``,
+    ``log ratio`` on each centre and very low elsewhere."""
+    start, n = 3, GRID * GRID
+    centre = torch.zeros(n)
+    centre[torch.arange(c) * 37] = 1.0
+    items = [{"categories": ["count"], "centre": centre}]
+    scores = torch.full((1, start + n + 4), -40.0)
+    scores[0, 0] = 0.0
+    scores[0, start + torch.arange(c) * 37] = torch.log(torch.tensor(ratio))
+    att = scores.softmax(-1)
+    rel_kept = torch.ones(1, n, dtype=torch.bool)
+    return att, items, rel_kept, torch.arange(n)[None], torch.tensor([0]), start
+
+
+@pytest.mark.parametrize("c", [1, 2, 3, 4])
+def test_softmax_consistent_count_target_is_fit_by_one_score_gap(recipe, c):
+    """With ``ratio = r`` the counting hint's target is met exactly by one fixed score gap
+    ``log r`` whatever the count (its log-error term is 0 and its cross-entropy is the target's
+    entropy); the linear 1/(MAX_COUNT+1) target is not."""
+    r = 0.37
+    att, items, rel_kept, keep, img_idx, start = _count_case(c, r)
+    share = r / (1 + c * r)
+    target_entropy = -(c * share * math.log(share) + (1 - c * share) * math.log(1 - c * share))
+    loss = recipe.count_hint_loss(att, items, rel_kept, keep, img_idx, start, ratio=r, log_weight=1.0)
+    assert float(loss) == pytest.approx(target_entropy, abs=1e-3)
+    linear = recipe.count_hint_loss(att, items, rel_kept, keep, img_idx, start, ratio=0.0, log_weight=1.0)
+    linear_ce = recipe.count_hint_loss(att, items, rel_kept, keep, img_idx, start, ratio=0.0)
+    assert float(linear - linear_ce) > 1e-3  # the same attention misses the linear target
