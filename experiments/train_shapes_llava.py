@@ -249,7 +249,7 @@ def vision_losses(model, probe, align, items, word_ids):
 
 
 def forward_losses(model, probe, align, items, tok, image_id, word_ids, keep=None, qprobe=None, count_weight=0.0,
-                   count_heads=(1,), count_ratio=0.0, count_log_weight=0.0):
+                   count_ratio=0.0, count_log_weight=0.0):
     x, align_loss, centre_loss = vision_losses(model, probe, align, items, word_ids)
     emb = model.get_input_embeddings()
     # answers: the prefix "<s> user : <image>*576" is shared by all questions of an image, so it
@@ -304,10 +304,8 @@ def forward_losses(model, probe, align, items, tok, image_id, word_ids, keep=Non
     mass = (att * rel_kept).sum(-1) / att.sum(-1).clamp(min=1e-6)
     att_loss = -torch.log(mass[valid] + 1e-4).mean() if valid.any() else att.sum() * 0
     if count_weight:
-        att_loss = att_loss + count_weight * sum(
-            count_hint_loss(out.attentions[-1][:, h, -3], items, rel_kept, keep, img_idx, start, count_ratio,
-                            count_log_weight)
-            for h in count_heads) / len(count_heads)
+        att_loss = att_loss + count_weight * count_hint_loss(
+            out.attentions[-1][:, 1, -3], items, rel_kept, keep, img_idx, start, count_ratio, count_log_weight)
     return ans_loss, align_loss, centre_loss, acc, q_loss + att_loss
 
 
@@ -331,7 +329,7 @@ def count_hint_loss(att, items, rel_kept, keep, img_idx, start, ratio: float = 0
     centre = torch.stack([it["centre"] for it in items]) > 0  # [B, 576]
     centres = torch.gather(centre, 1, keep)[img_idx] & rel_kept  # [N, kept]: counted objects' centres
     if ratio > 0:
-        share = (ratio / (1.0 + ratio * centres.sum(-1, keepdim=True).float()))
+        share = ratio / (1.0 + ratio * centres.sum(-1, keepdim=True).float())
     else:
         share = 1.0 / (MAX_COUNT + 1)
     target = torch.zeros_like(att)
@@ -432,8 +430,6 @@ def main(argv=None) -> int:
     ap.add_argument("--vision-lr", type=float, default=2e-3)
     ap.add_argument("--count-weight", type=float, default=0.0,
                     help="weight of the counting hint (head 1 of the last LM layer, see count_hint_loss)")
-    ap.add_argument("--count-heads", type=int, nargs="+", default=[1],
-                    help="heads of the last LM layer that get the counting hint (averaged)")
     ap.add_argument("--count-ratio", type=float, default=0.0,
                     help="0: share 1/(MAX_COUNT+1) per counted centre; r > 0: softmax-consistent "
                          "share r/(1+c r) (see count_hint_loss)")
@@ -517,7 +513,7 @@ def main(argv=None) -> int:
         keep = subset_tokens(items, args.subset_tokens, gen) if step < subset_until else None
         ans_loss, align_loss, centre_loss, acc, q_loss = forward_losses(
             model, probe, align, items, tok, image_id, word_ids, keep, qprobe, args.count_weight,
-            tuple(args.count_heads), args.count_ratio, args.count_log_weight)
+            args.count_ratio, args.count_log_weight)
         loss = ans_loss + args.align_weight * align_loss + args.centre_weight * centre_loss + args.q_weight * q_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
