@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 from PIL import Image
 
+from tokensel.data.shapes import generate_split
 from tokensel.experiments.config import ConfigError
 from tokensel.experiments.lmms_eval_model import MODEL_ID, TokenselLlava
 from tokensel.experiments.modeling import build_tiny_llava, infer_sample, wrap_model
@@ -51,8 +52,42 @@ def test_unpruned_and_bad_args():
         TokenselLlava(pretrained="tiny-random-llava", selector="mmtok", k=0)
     with pytest.raises(ConfigError, match="model.name"):
         TokenselLlava(pretrained="/no/such/checkpoint", selector="mmtok", k=4)
-    with pytest.raises(NotImplementedError):
-        model.generate_until_multi_round([])
+
+
+def test_generate_until_multi_round_runs_the_rounds_doc_to_text_asks_for():
+    """Round 0 answers the context; each later round gets the answers so far and is answered
+    exactly as a single-round request with its question and image would be (round 1 keeps the
+    image, round 2 switches it); the rounds end on the terminal signal and the request returns
+    the round results doc_to_text last gave."""
+    model = TokenselLlava(pretrained="shapes-llava", selector="mmtok", k="32", max_new_tokens=2)
+    records = generate_split("test", 2, categories=("existence",))
+    first, second = records[0].image, next(r.image for r in records if r.image_id != records[0].image_id)
+    model.task_dict = {"mr": {"test": [{"image": first}, {"image": second}]}}
+    questions = [r.question for r in records]
+    # a question the two images answer differently, so the image switch shows in the answer
+    differs = next(q for q in questions
+                   if len(set(model.generate_until([request(q, 0, "mr"), request(q, 1, "mr")]))) == 2)
+    follow = [questions[1], differs]
+    seen = []
+
+    def doc_to_text(doc, previous_output, round_idx, previous_round_info):
+        seen.append((round_idx, list(previous_output), previous_round_info))
+        if round_idx > len(follow):
+            return None, None, True, [o.upper() for o in previous_output], None
+        visuals = [second] if round_idx == 2 else None
+        return visuals, follow[round_idx - 1], False, previous_output, {"round": round_idx}
+
+    req = SimpleNamespace(args=(questions[0], {"max_new_tokens": 2}, lambda doc: [doc["image"]],
+                                doc_to_text, 0, "mr", "test"))
+    model.kept_tokens.clear()
+    [result] = model.generate_until_multi_round([req])
+    assert model.kept_tokens == [32, 32, 32]
+    expected = model.generate_until([request(questions[0], 0, "mr"), request(follow[0], 0, "mr"),
+                                     request(follow[1], 1, "mr")])
+    assert result == tuple(a.upper() for a in expected)
+    assert [s[0] for s in seen] == [1, 2, 3]
+    assert [s[1] for s in seen] == [expected[:1], expected[:2], expected]
+    assert [s[2] for s in seen] == [None, {"round": 1}, {"round": 2}]
 
 
 def _ll_request(context, target, doc_id, task="mc", split="test"):

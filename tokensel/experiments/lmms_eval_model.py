@@ -17,8 +17,9 @@ its packaging metadata) is :func:`lmms_eval_manifest`::
 - ``device`` (``auto``), ``dtype`` (``float16`` on GPU by default), ``prompt`` (with
   ``{question}``), ``max_new_tokens`` (default when the task gives none).
 
-``generate_until`` (POPE, MME, GQA, ...) and ``loglikelihood`` (multiple-choice tasks) are
-implemented; multi-round generation is not. The class is
+``generate_until`` (POPE, MME, GQA, ...), ``loglikelihood`` (multiple-choice tasks) and
+``generate_until_multi_round`` (tasks whose ``doc_to_text`` drives several rounds) are
+implemented. The class is
 importable without lmms-eval installed (it then derives from ``object``), so its logic is
 tested on the tiny model here; with lmms-eval installed it derives from ``lmms``.
 """
@@ -139,29 +140,37 @@ class TokenselLlava(_LmmsBase):
             raise ValueError(f"{task}/{split}/{doc_id}: tokensel_llava needs an image")
         return visuals[0].convert("RGB")
 
+    def _answer(self, context: str, gen_kwargs: Optional[dict], image) -> str:
+        """One generation through the pruned model, cut at the task's ``until`` strings."""
+        from tokensel.experiments.modeling import infer_sample
+
+        kwargs = dict(gen_kwargs or {})
+        until = kwargs.get("until") or []
+        until = [until] if isinstance(until, str) else list(until)
+        max_new = int(kwargs.get("max_new_tokens") or self.max_new_tokens)
+        res = infer_sample(self.loaded, self.wrapper, image, self._question(context), max_new)
+        text = res["prediction"]
+        for stop in until:
+            if stop and stop in text:
+                text = text.split(stop)[0]
+        self.kept_tokens.append(res["kept_tokens"])
+        return text.strip()
+
+    def _cache(self, kind: str, key: tuple, value: Any) -> None:
+        hook = getattr(self, "cache_hook", None)
+        if hook is not None and hasattr(hook, "add_partial"):
+            hook.add_partial(kind, key, value)
+
     def generate_until(self, requests) -> list[str]:
         from tqdm.auto import tqdm
-
-        from tokensel.experiments.modeling import infer_sample
 
         out = []
         for req in tqdm(requests, desc="tokensel_llava", disable=self.rank != 0, dynamic_ncols=True):
             context, gen_kwargs, doc_to_visual, doc_id, task, split = req.args
             image = self._image(doc_to_visual(self.task_dict[task][split][doc_id]), task, split, doc_id)
-            kwargs = dict(gen_kwargs or {})
-            until = kwargs.get("until") or []
-            until = [until] if isinstance(until, str) else list(until)
-            max_new = int(kwargs.get("max_new_tokens") or self.max_new_tokens)
-            res = infer_sample(self.loaded, self.wrapper, image, self._question(context), max_new)
-            text = res["prediction"]
-            for stop in until:
-                if stop and stop in text:
-                    text = text.split(stop)[0]
-            self.kept_tokens.append(res["kept_tokens"])
-            out.append(text.strip())
-            hook = getattr(self, "cache_hook", None)
-            if hook is not None and hasattr(hook, "add_partial"):
-                hook.add_partial("generate_until", (context, gen_kwargs), text)
+            text = self._answer(context, gen_kwargs, image)
+            out.append(text)
+            self._cache("generate_until", (context, gen_kwargs), text)
         return out
 
     def loglikelihood(self, requests) -> list[tuple[float, bool]]:
@@ -181,8 +190,38 @@ class TokenselLlava(_LmmsBase):
             out.append((res["logprob"], res["is_greedy"]))
         return out
 
-    def generate_until_multi_round(self, requests):
-        raise NotImplementedError("tokensel_llava does not implement multi-round generation")
+    def generate_until_multi_round(self, requests) -> list[tuple[str, ...]]:
+        """Multi-round tasks; ``args`` = (context, gen_kwargs, doc_to_visual, doc_to_text, doc_id,
+        task, split). Round 0 answers ``context`` on ``doc_to_visual(doc)``. Each later round
+        calls ``doc_to_text(doc, previous_output=[answers so far], round_idx=r,
+        previous_round_info=info)``, which returns ``(visuals, context, terminal, round_results,
+        info)``: on ``terminal`` the request ends, otherwise ``context`` is answered on
+        ``visuals`` (the previous round's image when it gives none) and appended to
+        ``round_results``. Each round is a fresh single-turn prompt, selected anew for its own
+        question. Returns per request the tuple of round results."""
+        from tqdm.auto import tqdm
+
+        out = []
+        for req in tqdm(requests, desc="tokensel_llava", disable=self.rank != 0, dynamic_ncols=True):
+            context, gen_kwargs, doc_to_visual, doc_to_text, doc_id, task, split = req.args
+            doc = self.task_dict[task][split][doc_id]
+            image = self._image(doc_to_visual(doc), task, split, doc_id)
+            answers: list[str] = [self._answer(context, gen_kwargs, image)]
+            info = None
+            round_idx = 1
+            while True:
+                visuals, context, terminal, answers, info = doc_to_text(
+                    doc, previous_output=list(answers), round_idx=round_idx, previous_round_info=info)
+                answers = list(answers)
+                if terminal:
+                    break
+                if visuals:
+                    image = self._image(visuals, task, split, doc_id)
+                answers.append(self._answer(context, gen_kwargs, image))
+                round_idx += 1
+            out.append(tuple(answers))
+            self._cache("generate_until_multi_round", (req.args[0], gen_kwargs), out[-1])
+        return out
 
 
 def _request(context: str, doc_id: int, task: str = "task", split: str = "test", doc_to_visual=None, **gen_kwargs):
