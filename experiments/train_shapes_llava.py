@@ -35,13 +35,17 @@ separates c from c + 1 only about 1 / (0.76 sqrt(c)) standard deviations apart: 
 steps, but moved count accuracy on 300 test scenes only from 70% to 72%; they are not part of
 the shipped recipe. Re-running the whole recipe with each object's centre patch also aligned to
 the word "many" (which every count question holds) gave 72.7% on counting but 92.1% overall on
-the fixed test subset (93.4% shipped), so that was not kept either. Three later attempts, all
-from the stage-1 weights and scored on 300 validation scenes (shipped: 69% on counting there):
-counting in the first LM layer at the counted word (its keys are the projected patches, not
-mixed by an LM layer; the last layer then reads that word) reached 63.7%; training the vision
+the fixed test subset (93.4% shipped), so that was not kept either. Four later attempts, all
+from the stage-1 weights and measured on validation scenes only: counting in the first LM layer
+at the counted word (its keys are the projected patches, not mixed by an LM layer; the last
+layer then reads that word) reached 63.7% on 300 validation scenes (shipped: 69%); training the vision
 side directly so that each colour/shape word's first-layer attention puts the softmax-consistent
 share on the counted centres cut the per-count log-spread of the ``<s>`` mass only to about
-0.38 in 300 steps (adjacent counts are 0.3 apart at 3 and 4); and broadcasting per-attribute
+0.38 in 300 steps (adjacent counts are 0.3 apart at 3 and 4); asking instead for that share
+on each counted object's patches taken together (the word may spread it inside the object) cut
+it to 0.17-0.26 (300 steps, r = 1; 600 steps, r = 3), with adjacent counts 0.2-0.3 apart at 3
+and 4, i.e. still about one spread: the most promising lead, not yet
+enough (measured on 48 validation scenes, per colour/shape word); and broadcasting per-attribute
 counts into every patch through a uniform-attention vision head failed because the summed
 per-patch indicator errors over 576 patches swamp one object (count read-out 27-32% after
 300 steps). A sharper per-object signal than this tower gives is what counting needs.
