@@ -5,11 +5,12 @@ import math
 import networkx as nx
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.core.strategies import coverage_matrices, multimodal_instances
 from tokensel.objectives import FacilityLocation, MaxKCoverage, MultimodalCoverage, WeightedSum
+from tokensel.objectives.multimodal import gram_
 
 
 def objectives_from(C, inst, which):
@@ -80,6 +81,17 @@ def test_gains_equal_value_differences(case):
         assert gains[j].item() == pytest.approx(obj.value(sorted(set(B) | {j})) - base, abs=1e-9)
     cand = torch.arange(obj.n).flip(0)
     assert torch.allclose(obj.gains(state, cand), gains.flip(0))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 2), st.integers(1, 900), st.integers(0, 2**31 - 1))
+def test_gram_by_upper_blocks_equals_the_full_product(B, n, seed):
+    v = torch.randn(B, n, 8, generator=torch.Generator().manual_seed(seed))
+    out = torch.full((B, n + 3, n), float("nan"))[:, 3:]  # a view, as inside the coverage matrix
+    gram_(v, out)
+    assert torch.allclose(out, v @ v.transpose(1, 2), rtol=1e-5, atol=1e-5)
+    if n >= 384:  # computed in blocks: the lower part is the upper part mirrored
+        assert torch.equal(out, out.transpose(1, 2))
 
 
 @given(multimodal_instances())

@@ -170,6 +170,43 @@ def test_near_ties_decided_on_column_subsets_match_the_float32_greedy(n, seed, s
     assert torch.equal(fast, dense_greedy([(C, 1.0)], k)[0])
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 3), st.integers(2, 70), st.integers(0, 2**31 - 1),
+    st.sampled_from(["plain", "quantised", "duplicates"]), st.booleans(), st.sampled_from([torch.float32, torch.float64]),
+)
+def test_compiled_and_eager_backends_give_the_plain_greedy(B, n, seed, style, use_blocked, dtype):
+    """Both backends reproduce dense_greedy bit for bit, batched, with blocked columns, in both
+    float dtypes, on inputs full of exact and near ties (which the compiled loop hands back)."""
+    g = torch.Generator().manual_seed(seed)
+    C = torch.rand(B, n + 4, n, generator=g, dtype=torch.float64)
+    if style == "quantised":
+        C = (C * 6).floor() / 6
+    elif style == "duplicates":
+        C[..., 1::2] = C[..., 0 : n - 1 : 2]
+    C = C.to(dtype)
+    blocked = torch.rand(B, n, generator=g) < 0.25 if use_blocked else None
+    free = n if blocked is None else int((~blocked).sum(1).min())
+    if free < 1:
+        return
+    k = max(1, (2 * free) // 3)
+    expected, expected_gains = dense_greedy([(C, 1.0)], k, blocked)
+    for backend in ("compiled", "torch"):
+        idx, gains = incremental_greedy([(C, 1.0)], k, blocked, backend=backend)
+        assert torch.equal(idx, expected), backend
+        assert torch.allclose(gains, expected_gains, rtol=1e-6, atol=1e-12), backend
+
+
+def test_backend_argument_is_checked():
+    C = torch.rand(1, 6, 5, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="backend must be one of"):
+        incremental_greedy([(C, 1.0)], 2, backend="cuda")
+    with pytest.raises(ValueError, match="backend='compiled' needs"):
+        incremental_greedy([(C, 1.0)], 2, tol=0.1, backend="compiled")
+    with pytest.raises(ValueError, match="backend='compiled' needs"):
+        incremental_greedy([(C.half(), 1.0)], 2, backend="compiled")
+
+
 def test_column_subset_check_predicts_real_sizes():
     """The run-time check that enables subset decisions agrees with what it stands for at the
     benchmark's real sizes: every column's plain gain computed in a random 32-column gather

@@ -24,7 +24,7 @@ from torch import Tensor
 from tokensel.objectives.facility_location import FacilityLocation
 from tokensel.workspace import Workspace
 
-__all__ = ["MultimodalCoverage", "multimodal_coverage_matrix", "l2_normalize", "VARIANTS"]
+__all__ = ["MultimodalCoverage", "multimodal_coverage_matrix", "l2_normalize", "gram_", "VARIANTS"]
 
 Variant = Literal["both", "text", "vision"]
 VARIANTS: tuple[str, ...] = ("both", "text", "vision")
@@ -35,6 +35,33 @@ def l2_normalize(x: Tensor, eps: float = 1e-8, out: Tensor | None = None) -> Ten
     x = x.float()
     norm = x.norm(dim=-1, keepdim=True).clamp_min(eps)
     return x / norm if out is None else torch.div(x, norm, out=out)
+
+
+def _bmm(a: Tensor, b: Tensor, out: Tensor) -> Tensor:
+    """``out = a @ b`` for ``[B, ., .]`` operands; one image goes through the 2-D product, which
+    skips the batched kernel's overhead (0.3 ms of 1.8 ms for 12 x 4096 x 576 here)."""
+    if a.shape[0] == 1:
+        torch.mm(a[0], b[0], out=out[0])
+        return out
+    return torch.matmul(a, b, out=out)
+
+
+def gram_(v: Tensor, out: Tensor) -> Tensor:
+    """``out = v v^T`` for float ``v`` ``[B, n, d]`` into ``out`` ``[B, n, n]`` (a view is fine).
+
+    The product is symmetric, so (like BLAS's syrk) only the blocks on and above the diagonal
+    are multiplied, in up to 4 row blocks, and the rest is mirrored: 2/3 of the multiply-adds
+    of a full product at n = 576, 5/8 at n >= 768 (a single product below n = 384)."""
+    n = v.shape[1]
+    blocks = min(4, max(1, n // 192))
+    if blocks == 1:
+        return _bmm(v, v.transpose(1, 2), out)
+    edges = [round(i * n / blocks) for i in range(blocks + 1)]
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        _bmm(v[:, lo:hi], v[:, lo:].transpose(1, 2), out[:, lo:hi, lo:])
+        if lo:
+            out[:, lo:hi, :lo].copy_(out[:, :lo, lo:hi].transpose(1, 2))
+    return out
 
 
 def _coverage_rows_(
@@ -133,17 +160,23 @@ def multimodal_coverage_matrix(
     n_valid = (
         vision_mask.sum(dim=1).float() if vision_mask is not None else torch.full((B,), float(n), device=vision.device)
     )
-    x = l2_normalize(vision, out=buffer("vision", tuple(vision.shape)))
+    # x / ||x|| is needed as a matrix only when it also serves as v; for P alone, dividing the
+    # columns of z x^T by ||x|| gives the same values (up to rounding) without a pass writing x
+    x = l2_normalize(vision, out=buffer("vision", tuple(vision.shape))) if use_vision and vision_raw is None else None
     if use_text:
         z = l2_normalize(text)
         P = C[:, :m]
-        torch.matmul(z, x.transpose(1, 2), out=P)
+        if x is not None:
+            _bmm(z, x.transpose(1, 2), P)
+        else:
+            vf = vision.float()
+            _bmm(z, vf.transpose(1, 2), P)
+            P.div_(torch.linalg.vector_norm(vf, dim=-1).clamp_min_(1e-8)[:, None, :])
         m_valid = text_mask.sum(dim=1).float() if text_mask is not None else torch.full((B,), float(m), device=device)
         _coverage_rows_(P, tau_tv, m_valid, 1.0, softmax, vision_mask, text_mask, buffer("scratch", (B, m, n)))
     if use_vision:
         v = x if vision_raw is None else l2_normalize(vision_raw, out=buffer("vision_raw", tuple(vision_raw.shape)))
-        Q = C[:, m:]
-        torch.matmul(v, v.transpose(1, 2), out=Q)
+        Q = gram_(v, C[:, m:])
         _coverage_rows_(Q, tau_vv, n_valid, float(alpha), softmax, vision_mask, vision_mask, buffer("scratch", (B, n, n)))
     return C
 

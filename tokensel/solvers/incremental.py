@@ -26,13 +26,18 @@ data (a few scalar syncs per step), workspaces allocated once, so the same code 
 from __future__ import annotations
 
 import functools
+from typing import Literal
 
 import torch
 from torch import Tensor
 
+from tokensel.solvers.compiled_greedy import compiled_greedy, compiled_greedy_available
 from tokensel.workspace import Workspace
 
-__all__ = ["incremental_greedy", "dense_greedy", "plain_gains", "column_subsets_reproduce"]
+__all__ = ["incremental_greedy", "dense_greedy", "plain_gains", "column_subsets_reproduce", "BACKENDS"]
+
+Backend = Literal["auto", "compiled", "torch"]
+BACKENDS: tuple[str, ...] = ("auto", "compiled", "torch")
 
 # Window around the top gain, in units of eps(dtype). The incremental gains' error stays within a
 # few eps of the largest gain at the last refresh (float sums of non-negative terms, each step
@@ -108,6 +113,7 @@ def incremental_greedy(
     tol: float | None = None,
     workspace: Workspace | None = None,
     with_gains: bool = True,
+    backend: Backend = "auto",
 ) -> tuple[Tensor, Tensor | None]:
     """Greedy maximisation of ``sum_i w_i * sum_r max_{j in S} C_i[b, r, j]`` for each b.
 
@@ -120,13 +126,27 @@ def incremental_greedy(
         workspace: where to take the scratch buffers (one per block, shaped like it) from.
         with_gains: False skips computing the picks' gains (one gather and running max over the
             picked columns) and returns None in their place.
+        backend: ``"compiled"``: the whole loop compiled (numba; CPU, float32/float64, one block
+            of weight 1, no ``tol``); ``"torch"``: eager torch on any device; ``"auto"``: the
+            compiled loop where it applies and numba is installed, else torch. Same picks.
 
     Returns:
         ``(indices, gains)``: long ``[B, k]`` in pick order and float64 ``[B, k]`` marginal gains
         (the picks and gains of :func:`dense_greedy`); gains are None when ``with_gains=False``.
     """
     B, n, device, dtype = _check_blocks(blocks)
-    if B == 1 and len(blocks) == 1 and blocks[0][1] == 1.0 and tol is None:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    plain = len(blocks) == 1 and blocks[0][1] == 1.0 and tol is None
+    compilable = plain and device.type == "cpu" and dtype in (torch.float32, torch.float64)
+    if backend == "compiled" and not (compilable and compiled_greedy_available()):
+        raise ValueError(
+            "backend='compiled' needs numba and one CPU float32/float64 block of weight 1 without tol; "
+            f"got {len(blocks)} block(s), device {device.type}, dtype {dtype}, tol={tol}"
+        )
+    if backend != "torch" and compilable and compiled_greedy_available():
+        return _compiled(blocks[0][0], k, blocked, workspace, with_gains)
+    if B == 1 and plain:
         return _single_greedy(blocks[0][0], k, blocked, workspace, with_gains)
     eps = torch.finfo(dtype).eps
     g = torch.zeros(B, n, dtype=torch.float64, device=device)
@@ -172,42 +192,47 @@ def incremental_greedy(
     return indices, gains
 
 
+def _refresh_one(rows: Tensor, best: Tensor, g: Tensor, work: Tensor, blocked: Tensor | None, picked) -> float:
+    """One image's gains ``g`` ``[n]`` recomputed in place by the plain greedy's own computation
+    (``rows`` ``[R, n]``, ``best`` ``[R]``, ``work`` a buffer like rows); -inf on the blocked and
+    ``picked`` columns. Returns the largest gain."""
+    g.copy_(torch.sub(rows, best[:, None], out=work).clamp_(min=0).sum(dim=0))
+    if blocked is not None:
+        g.masked_fill_(blocked, float("-inf"))
+    g[picked] = float("-inf")
+    return float(g.max())
+
+
+def _decide_on_subset(rows: Tensor, best: Tensor, g: Tensor, low: float) -> int:
+    """The plain greedy's pick among the columns with ``g >= low`` (which hold it), their gains
+    made exact (one image: ``rows`` ``[R, n]``, ``best`` ``[R]``, ``g`` ``[n]``); -1 when they are
+    too many for one recomputation block. Valid only where :func:`column_subsets_reproduce`."""
+    cand = (g >= low).nonzero().squeeze(1)  # ascending
+    c = cand.numel()
+    if c > _SUBSET_WIDTH:
+        return -1
+    padded = torch.cat([cand, cand[:1].expand(_SUBSET_WIDTH - c)]) if c < _SUBSET_WIDTH else cand
+    exact = torch.index_select(rows, 1, padded).sub_(best[:, None]).clamp_(min=0).sum(dim=0)[:c]
+    g.index_copy_(0, cand, exact.double())
+    return int(cand[int(exact.argmax())])  # first index among equal values
+
+
 def _single_greedy(
     C: Tensor, k: int, blocked: Tensor | None, workspace: Workspace | None, with_gains: bool = True
 ) -> tuple[Tensor, Tensor | None]:
-    """:func:`incremental_greedy` for one row and one block of weight 1: the same algorithm with
-    the pick and the window test on the host, which halves the number of tensor operations per
-    step (what bounds its speed at a few hundred tokens)."""
+    """:func:`incremental_greedy` for one row and one block of weight 1 in eager torch: the same
+    algorithm with the pick and the window test on the host, which halves the number of tensor
+    operations per step (what bounds its speed at a few hundred tokens)."""
     _, R, n = C.shape
     eps = torch.finfo(C.dtype).eps
     rows = C[0].contiguous()
     work = torch.empty(R, n, dtype=C.dtype, device=C.device) if workspace is None else workspace.get("greedy0", (R, n), C.dtype, C.device)
     best = torch.zeros(R, dtype=C.dtype, device=C.device)
     g = rows.sum(dim=0).double()
-    if blocked is not None:
-        g.masked_fill_(blocked[0], float("-inf"))
+    blocked_row = None if blocked is None else blocked[0]
+    if blocked_row is not None:
+        g.masked_fill_(blocked_row, float("-inf"))
     picks: list[int] = []
-
-    def refresh() -> float:
-        exact = torch.sub(rows, best[:, None], out=work).clamp_(min=0).sum(dim=0)
-        g.copy_(exact)
-        if blocked is not None:
-            g.masked_fill_(blocked[0], float("-inf"))
-        g[picks] = float("-inf")
-        return float(g.max())
-
-    def decide(low: float) -> int:
-        """The plain greedy's pick among the columns with ``g >= low`` (which hold it), their
-        gains made exact; -1 when they are too many for one recomputation block."""
-        cand = (g >= low).nonzero().squeeze(1)  # ascending
-        c = cand.numel()
-        if c > _SUBSET_WIDTH:
-            return -1
-        padded = torch.cat([cand, cand[:1].expand(_SUBSET_WIDTH - c)]) if c < _SUBSET_WIDTH else cand
-        exact = torch.index_select(rows, 1, padded).sub_(best[:, None]).clamp_(min=0).sum(dim=0)[:c]
-        g.index_copy_(0, cand, exact.double())
-        return int(cand[int(exact.argmax())])  # first index among equal values
-
     subsets = n % _SUBSET_WIDTH == 0 and column_subsets_reproduce(C.device.type, C.dtype)
     scale = float(g.max())
     column = torch.empty(R, dtype=C.dtype, device=C.device)
@@ -219,9 +244,9 @@ def _single_greedy(
             if second >= low:
                 # every column outside [low, top] is below the winner's plain gain (the window
                 # exceeds twice both error bounds), so only those inside need their plain gains
-                j = decide(low) if subsets else -1
+                j = _decide_on_subset(rows, best, g, low) if subsets else -1
                 if j < 0:
-                    scale = refresh()
+                    scale = _refresh_one(rows, best, g, work, blocked_row, picks)
                     j = int(g.argmax())  # first index among equal values
         else:
             j = int(g.argmax())
@@ -239,7 +264,7 @@ def _single_greedy(
         changed = (col > best).nonzero().squeeze(1)
         if 2 * changed.numel() > R:
             torch.maximum(best, col, out=best)
-            scale = refresh()
+            scale = _refresh_one(rows, best, g, work, blocked_row, picks)
         elif changed.numel():
             new = col.index_select(0, changed)
             buf = torch.index_select(rows, 0, changed, out=work[: changed.numel()])
@@ -253,6 +278,41 @@ def _single_greedy(
     cover = rows.index_select(1, indices).cummax(dim=1).values.sum(dim=0, dtype=torch.float64)
     gains = torch.diff(cover, prepend=cover.new_zeros(1))
     return indices[None], gains[None]
+
+
+def _compiled(
+    C: Tensor, k: int, blocked: Tensor | None, workspace: Workspace | None, with_gains: bool
+) -> tuple[Tensor, Tensor | None]:
+    """:func:`incremental_greedy` for one block of weight 1 on CPU, as one compiled loop (see
+    :mod:`tokensel.solvers.compiled_greedy`); near ties are decided here, in torch, exactly as
+    the eager path decides them."""
+    B, R, n = C.shape
+    C = C.contiguous()
+    subsets = B == 1 and n % _SUBSET_WIDTH == 0 and column_subsets_reproduce("cpu", C.dtype)
+
+    def work() -> Tensor:
+        if workspace is None:
+            return torch.empty(B, R, n, dtype=C.dtype)
+        return workspace.get("greedy0", (B * R, n), C.dtype, C.device).view(B, R, n)
+
+    def decide(b: int, best: Tensor, g: Tensor, picks: Tensor, t: int, low: float) -> int:
+        if B == 1:
+            j = _decide_on_subset(C[0], best[0], g[0], low) if subsets else -1
+            if j < 0:
+                _refresh_one(C[0], best[0], g[0], work()[0], None if blocked is None else blocked[0], picks[0, :t])
+                j = int(g[0].argmax())
+            return j
+        # the batch's plain gains in one pass, as dense_greedy computes them (same shapes: same bits)
+        gb = g[b].copy_(plain_gains([(C, 1.0)], [best], [work()])[b])
+        if blocked is not None:
+            gb.masked_fill_(blocked[b], float("-inf"))
+        gb[picks[b, :t]] = float("-inf")
+        return int(gb.argmax())
+
+    indices = compiled_greedy(C, k, blocked, _TOP_UNITS, _SCALE_UNITS, decide)
+    if not with_gains:
+        return indices, None
+    return indices, _pick_gains([(C, 1.0)], indices)
 
 
 def _refresh(
