@@ -19,8 +19,12 @@ follow float32 rounding; this reproduces them. On one image (the common case) th
 decision recomputes only the columns inside the window, when that is known to give the plain
 computation's bits (see :func:`column_subsets_reproduce`), instead of every column.
 
-All B rows of a batch advance together: no Python loop over the batch, no host transfer of
-data (a few scalar syncs per step), workspaces allocated once, so the same code runs on CUDA.
+Two backends run this algorithm. On CPU, for one block of weight 1 (what ``mmtok`` and
+``maximize`` on a facility location run), the whole loop is compiled
+(:mod:`tokensel.solvers.compiled_greedy`): per-step cost is then the arithmetic alone. Elsewhere
+eager torch runs it: all B rows of a batch advance together, no Python loop over the batch, no
+host transfer of data (a few scalar syncs per step), workspaces allocated once, so the same code
+runs on CUDA. Both make the same picks.
 """
 
 from __future__ import annotations
