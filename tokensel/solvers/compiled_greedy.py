@@ -39,63 +39,68 @@ def compiled_greedy_available() -> bool:
     return True
 
 
+def _column_sums(C, g):
+    """``g[b, c] = sum_r C[b, r, c]`` accumulated in float64."""
+    B, R, n = C.shape
+    g[:] = 0.0
+    for b in range(B):
+        for r in range(R):
+            for c in range(n):
+                g[b, c] += np.float64(C[b, r, c])
+
+
+def _run(C, best, g, picks, t, low, forced, k, window, slack):
+    """Advance every image ``b`` of the batch from step ``t[b]`` until it has ``k`` picks or
+    meets a near tie (then ``t[b] < k`` and ``low[b]`` is the window's lower end).
+    ``forced[b] >= 0`` is the decided pick of the step an image stopped at."""
+    B, R, n = C.shape
+    for b in range(B):
+        rows, bb, gb, pb = C[b], best[b], g[b], picks[b]
+        tb = t[b]
+        j = forced[b]
+        forced[b] = -1
+        while tb < k:
+            if j < 0:
+                top, second = -np.inf, -np.inf
+                for c in range(n):
+                    v = gb[c]
+                    if v > top:
+                        second = top
+                        top = v
+                        j = c
+                    elif v > second:
+                        second = v
+                lo = top - window * abs(top) - slack[b]
+                if n - tb > 1 and second >= lo:
+                    low[b] = lo
+                    break
+            pb[tb] = j
+            gb[j] = -np.inf
+            tb += 1
+            if tb == k:
+                break
+            for r in range(R):
+                cr = rows[r, j]
+                br = bb[r]
+                if cr > br:
+                    brd = np.float64(br)
+                    for c in range(n):
+                        gb[c] -= max(np.float64(min(rows[r, c], cr)) - brd, 0.0)
+                    bb[r] = cr
+            j = -1
+        t[b] = tb
+
+
 @functools.cache
 def _kernels():
-    from numba import njit
+    """The compiled ``(_column_sums, _run)``: compiled on first use, cached on disk next to this
+    module (or in numba's per-user cache directory), so later processes only load them."""
+    import numba
 
-    @njit(cache=True, nogil=True)
-    def column_sums(C, g):
-        """``g[b, c] = sum_r C[b, r, c]`` accumulated in float64."""
-        B, R, n = C.shape
-        g[:] = 0.0
-        for b in range(B):
-            for r in range(R):
-                for c in range(n):
-                    g[b, c] += np.float64(C[b, r, c])
-
-    @njit(cache=True, nogil=True)
-    def run(C, best, g, picks, t, low, forced, k, window, slack):
-        """Advance every image ``b`` of the batch from step ``t[b]`` until it has ``k`` picks or
-        meets a near tie (then ``t[b] < k`` and ``low[b]`` is the window's lower end).
-        ``forced[b] >= 0`` is the decided pick of the step an image stopped at."""
-        B, R, n = C.shape
-        for b in range(B):
-            rows, bb, gb, pb = C[b], best[b], g[b], picks[b]
-            tb = t[b]
-            j = forced[b]
-            forced[b] = -1
-            while tb < k:
-                if j < 0:
-                    top, second = -np.inf, -np.inf
-                    for c in range(n):
-                        v = gb[c]
-                        if v > top:
-                            second = top
-                            top = v
-                            j = c
-                        elif v > second:
-                            second = v
-                    lo = top - window * abs(top) - slack[b]
-                    if n - tb > 1 and second >= lo:
-                        low[b] = lo
-                        break
-                pb[tb] = j
-                gb[j] = -np.inf
-                tb += 1
-                if tb == k:
-                    break
-                for r in range(R):
-                    cr = rows[r, j]
-                    br = bb[r]
-                    if cr > br:
-                        brd = np.float64(br)
-                        for c in range(n):
-                            gb[c] -= max(np.float64(min(rows[r, c], cr)) - brd, 0.0)
-                        bb[r] = cr
-                j = -1
-            t[b] = tb
-
-    return column_sums, run
+    try:
+        return tuple(numba.njit(cache=True, nogil=True)(f) for f in (_column_sums, _run))
+    except RuntimeError:  # no writable cache location: compile once per process instead
+        return tuple(numba.njit(nogil=True)(f) for f in (_column_sums, _run))
 
 
 def compiled_greedy(
