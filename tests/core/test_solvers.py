@@ -197,6 +197,12 @@ def test_compiled_and_eager_backends_give_the_plain_greedy(B, n, seed, style, us
         assert torch.allclose(gains, expected_gains, rtol=1e-6, atol=1e-12), backend
 
 
+def test_compiled_backend_takes_matrices_that_require_grad():
+    C = torch.rand(2, 9, 7, generator=torch.Generator().manual_seed(3)).requires_grad_()
+    idx, _ = incremental_greedy([(C, 1.0)], 4, backend="compiled")
+    assert torch.equal(idx, dense_greedy([(C.detach(), 1.0)], 4)[0])
+
+
 def test_backend_argument_is_checked():
     C = torch.rand(1, 6, 5, generator=torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="backend must be one of"):

@@ -291,7 +291,7 @@ def _compiled(
     :mod:`tokensel.solvers.compiled_greedy`); near ties are decided here, in torch, exactly as
     the eager path decides them."""
     B, R, n = C.shape
-    C = C.contiguous()
+    C = C.detach().contiguous()  # selection is not differentiable; numpy views need no grad
     subsets = B == 1 and n % _SUBSET_WIDTH == 0 and column_subsets_reproduce("cpu", C.dtype)
 
     def work() -> Tensor:
