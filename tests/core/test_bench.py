@@ -2,12 +2,17 @@
 
 import json
 
+import pytest
+
 from tokensel.bench.selection import main
 
 
-def test_bench_runs_and_its_picks_are_valid(tmp_path):
-    assert main(["--threads", "1", "--reps", "1", "--sizes", "96/8,2x64/8", "--out", str(tmp_path)]) == 0
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_bench_runs_and_its_picks_are_valid(tmp_path, backend):
+    args = ["--threads", "1", "--reps", "1", "--sizes", "96/8,2x64/8", "--out", str(tmp_path), "--backend", backend]
+    assert main(args) == 0
     data = json.loads((tmp_path / "bench_selection.json").read_text())
+    assert data["backend"] == backend
     rows = data["1"]
     assert [(r["B"], r["n"], r["k"]) for r in rows] == [(1, 96, 8), (2, 64, 8)]
     for r in rows:

@@ -144,3 +144,16 @@ def test_mmtok_variants_differ_and_text_mask_matters():
     short = tokensel.TokenBatch(vision=batch.vision, vision_raw=batch.vision_raw, text=batch.text[:, :2])
     sel = tokensel.create_selector("mmtok")
     assert sel(masked, k=6).indices.tolist() == sel(short, k=6).indices.tolist()
+
+
+@given(st.integers(0, 2**31 - 1), st.integers(1, 3), st.integers(20, 80), st.integers(0, 8))
+def test_mmtok_backends_pick_the_same_tokens(seed, B, n, excluded):
+    batch = make_batch(seed, B, n, excluded=excluded, ragged_text=B > 1)
+    k = max(1, (n - excluded) // 4)
+    picks = {b: tokensel.create_selector("mmtok", backend=b)(batch, k=k).indices for b in ("compiled", "torch")}
+    assert torch.equal(picks["compiled"], picks["torch"])
+
+
+def test_mmtok_rejects_an_unknown_backend():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        tokensel.create_selector("mmtok", backend="gpu")

@@ -31,7 +31,7 @@ import torch
 
 import tokensel
 from tokensel.objectives.multimodal import multimodal_coverage_matrix
-from tokensel.solvers.incremental import incremental_greedy
+from tokensel.solvers.incremental import BACKENDS, incremental_greedy
 from tokensel.workspace import Workspace
 
 GRID = [(1, 576, 16), (1, 576, 32), (1, 576, 64), (1, 1728, 48), (1, 1728, 96), (1, 2880, 80), (1, 2880, 160), (5, 576, 32)]
@@ -107,12 +107,12 @@ def _time(fn):
     return time.perf_counter() - t0, out
 
 
-def bench_one(B, n, k, reps, seed=0):
+def bench_one(B, n, k, reps, seed=0, backend="auto"):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(B, n, D, generator=g)
     v = torch.randn(B, n, d, generator=g)
     z = torch.randn(B, M, D, generator=g)
-    sel = tokensel.create_selector("mmtok", alpha=ALPHA, tau_tv=TAU_TV, tau_vv=TAU_VV)
+    sel = tokensel.create_selector("mmtok", alpha=ALPHA, tau_tv=TAU_TV, tau_vv=TAU_VV, backend=backend)
     batch = tokensel.TokenBatch(vision=x, vision_raw=v, text=z)
     C = multimodal_coverage_matrix(z, x, v, alpha=ALPHA, tau_tv=TAU_TV, tau_vv=TAU_VV)
     times = {key: [] for key in ("tokensel", "reference", "matmul", "tokensel_greedy", "reference_greedy")}
@@ -127,9 +127,11 @@ def bench_one(B, n, k, reps, seed=0):
         times["reference_greedy"].append(phases["greedy"])
         times["matmul"].append(_time(lambda: [v[b] @ v[b].T for b in range(B)])[0])
         times["tokensel_greedy"].append(
-            _time(lambda: incremental_greedy([(C, 1.0)], k, workspace=workspace, with_gains=False))[0]
+            _time(lambda: incremental_greedy([(C, 1.0)], k, workspace=workspace, with_gains=False, backend=backend))[0]
         )
-    valid = all(check_picks(C[b], incremental_greedy([(C[b : b + 1], 1.0)], k)[0][0].tolist()) for b in range(B))
+    valid = all(
+        check_picks(C[b], incremental_greedy([(C[b : b + 1], 1.0)], k, backend=backend)[0][0].tolist()) for b in range(B)
+    )
     ratio = min(value(C[b], ours[b].tolist()) / value(C[b], ref[b].tolist()) for b in range(B))
     return {
         "B": B, "n": n, "k": k,
@@ -157,8 +159,9 @@ def _fmt_ms(s):
     return f"{1e3 * s:8.1f}"
 
 
-def print_table(rows, threads):
-    print(f"\nthreads = {threads} (torch.get_num_threads() = {torch.get_num_threads()}); times in ms, median [min-max]")
+def print_table(rows, threads, backend="auto"):
+    print(f"\nthreads = {threads} (torch.get_num_threads() = {torch.get_num_threads()}), greedy backend {backend!r}; "
+          "times in ms, median [min-max]")
     head = (f"{'size':>14} {'tokensel':>20} {'reference':>22} {'matmul':>8} {'speedup':>8} {'ts/mm':>6} "
             f"{'greedy ts':>9} {'greedy ref':>10} {'g-speedup':>9} {'same':>5} {'valid':>5}")
     print(head)
@@ -202,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=5, help="repetitions per size (default 5)")
     parser.add_argument("--sizes", default=None, help="e.g. 576/64,5x576/32 (default: the full grid)")
     parser.add_argument("--out", default="outputs/bench_selection", help="output folder for JSON and plot")
+    parser.add_argument("--backend", default="auto", choices=BACKENDS,
+                        help="tokensel's greedy backend (default auto: compiled on CPU)")
     args = parser.parse_args(argv)
     grid = GRID
     if args.sizes:
@@ -219,11 +224,12 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(threads)
         rows = []
         for B, n, k in grid:
-            rows.append(bench_one(B, n, k, args.reps))
+            rows.append(bench_one(B, n, k, args.reps, backend=args.backend))
         results[threads] = rows
-        print_table(rows, threads)
+        print_table(rows, threads, args.backend)
     (out / "bench_selection.json").write_text(
-        json.dumps({"first_call_seconds": first_call, **{str(t): r for t, r in results.items()}}, indent=1)
+        json.dumps({"backend": args.backend, "first_call_seconds": first_call, **{str(t): r for t, r in results.items()}},
+                   indent=1)
     )
     plot(results, out / "bench_selection.png")
     print(f"\nwrote {out / 'bench_selection.json'} and {out / 'bench_selection.png'}")

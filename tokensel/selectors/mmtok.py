@@ -8,7 +8,7 @@ from tokensel.batch import Selection, TokenBatch
 from tokensel.objectives.multimodal import VARIANTS, multimodal_coverage_matrix
 from tokensel.selectors.base import Selector
 from tokensel.selectors.registry import register_selector
-from tokensel.solvers.incremental import incremental_greedy
+from tokensel.solvers.incremental import BACKENDS, incremental_greedy
 from tokensel.workspace import Workspace
 
 __all__ = ["MMTok"]
@@ -29,6 +29,9 @@ class MMTok(Selector):
         variant: ``"both"`` (MMTok), ``"text"`` (text-vision only: ``mmtok-text``) or
             ``"vision"`` (vision-vision only, no question needed: ``mmtok-vision``).
         softmax: False for the paper's no-softmax ablation.
+        backend: the greedy's backend (see :func:`tokensel.solvers.incremental_greedy`):
+            ``"auto"`` (compiled loop on CPU, eager torch elsewhere), ``"compiled"`` or
+            ``"torch"``. All give the same picks.
 
     Uses ``TokenBatch.text`` (+ ``text_mask``), ``vision``, ``vision_raw`` (falls back to
     ``vision``), ``exclude`` and ``vision_mask``. The greedy is exact (first index on ties) and
@@ -38,10 +41,14 @@ class MMTok(Selector):
     """
 
     def __init__(
-        self, alpha: float = 0.5, tau_tv: float = 0.02, tau_vv: float = 0.2, variant: str = "both", softmax: bool = True
+        self, alpha: float = 0.5, tau_tv: float = 0.02, tau_vv: float = 0.2, variant: str = "both",
+        softmax: bool = True, backend: str = "auto",
     ) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.backend = backend
         self.alpha, self.tau_tv, self.tau_vv = float(alpha), float(tau_tv), float(tau_vv)
         self.variant, self.softmax = variant, bool(softmax)
         if self.alpha < 0 or self.tau_tv <= 0 or self.tau_vv <= 0:
@@ -67,9 +74,9 @@ class MMTok(Selector):
             batch.validate()  # names the input holding NaN or inf
             raise ValueError("the coverage matrix is not finite (features too large for float32?)")
         indices, _ = incremental_greedy(
-            [(C, 1.0)], k, batch.blocked(), workspace=self.workspace, with_gains=False
+            [(C, 1.0)], k, batch.blocked(), workspace=self.workspace, with_gains=False, backend=self.backend
         )
         return Selection(indices=indices)
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, tau_tv={self.tau_tv}, tau_vv={self.tau_vv}, variant={self.variant!r}, softmax={self.softmax}"
+        return f"alpha={self.alpha}, tau_tv={self.tau_tv}, tau_vv={self.tau_vv}, variant={self.variant!r}, softmax={self.softmax}, backend={self.backend!r}"
