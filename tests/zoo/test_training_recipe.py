@@ -104,3 +104,37 @@ def test_softmax_consistent_count_target_is_fit_by_one_score_gap(recipe, c):
     linear = recipe.count_hint_loss(att, items, rel_kept, keep, img_idx, start, ratio=0.0, log_weight=1.0)
     linear_ce = recipe.count_hint_loss(att, items, rel_kept, keep, img_idx, start, ratio=0.0)
     assert float(linear - linear_ce) > 1e-3  # the same attention misses the linear target
+
+
+@pytest.mark.parametrize("c", [1, 3])
+def test_per_object_count_target_lets_the_share_spread_inside_an_object(recipe, c):
+    """``per_object``: each counted object's patches together must hold r / (1 + c r); how the
+    head splits that share among the object's patches does not matter, and an object that gets
+    more than its share (another less) costs more."""
+    r, start, n = 2.0, 3, GRID * GRID
+    labels = torch.zeros(n, dtype=torch.long)
+    for o in range(c + 1):  # object c + 1 is not counted
+        labels[o * 50 : o * 50 + 2] = o + 1
+    rel_kept = ((labels > 0) & (labels <= c))[None]
+    items = [{"categories": ["count"], "labels": labels}]
+    share = r / (1 + c * r)
+
+    def attention(split: float, skew: float) -> torch.Tensor:
+        att = torch.zeros(1, start + n + 4)
+        att[0, 0] = 1 / (1 + c * r)
+        for o in range(c):
+            mass = share * (1 + skew * (1 if o == 0 else -1 / max(c - 1, 1))) if c > 1 else share
+            att[0, start + o * 50] = split * mass
+            att[0, start + o * 50 + 1] = (1 - split) * mass
+        return att
+
+    keep, img_idx = torch.arange(n)[None], torch.tensor([0])
+    target_entropy = -(c * share * math.log(share) + math.log(1 / (1 + c * r)) / (1 + c * r))
+    for split in (0.5, 0.9):
+        loss = recipe.count_hint_loss(attention(split, 0.0), items, rel_kept, keep, img_idx, start, ratio=r,
+                                      log_weight=1.0, per_object=True)
+        assert float(loss) == pytest.approx(target_entropy, abs=1e-3)
+    if c > 1:
+        skewed = recipe.count_hint_loss(attention(0.5, 0.5), items, rel_kept, keep, img_idx, start, ratio=r,
+                                        log_weight=1.0, per_object=True)
+        assert float(skewed) > target_entropy + 1e-2
