@@ -71,8 +71,9 @@ def test_processor_round_trip(zoo_model, tmp_path):
 
 def test_full_token_accuracy_on_fixed_test_subset(zoo_model, test_records):
     """The shipped weights answer far above chance (about 33% over the three question kinds,
-    50% on existence). Measured: 93.4% accuracy (existence and colour 100%, counting 75%),
-    POPE F1 100. The project's target is 95% / 95 (issue 5, open: counting is the gap); the
+    50% on existence). Measured on this subset: 96.5% accuracy (existence and colour 100%,
+    counting 87%), POPE F1 100; on the first 300 test scenes 93.1% (counting 75%), POPE F1 99.5.
+    The project's target is 95% / 95 on the test split (issue 5, open: counting is the gap); the
     floors guard what ships today with a margin for thread-count rounding."""
     from tokensel.demo import pope_f1
 
@@ -86,7 +87,7 @@ def test_full_token_accuracy_on_fixed_test_subset(zoo_model, test_records):
     ex = [(p, r.answer) for p, r in zip(preds, test_records) if r.category == "existence"]
     f1 = pope_f1([p for p, _ in ex], [a for _, a in ex])
     assert len(test_records) > 200
-    assert acc >= 0.9, acc
+    assert acc >= 0.94, acc
     assert f1 >= 0.97, f1
 
 
