@@ -201,10 +201,15 @@ def _refresh_one(rows: Tensor, best: Tensor, g: Tensor, work: Tensor, blocked: T
     (``rows`` ``[R, n]``, ``best`` ``[R]``, ``work`` a buffer like rows); -inf on the blocked and
     ``picked`` columns. Returns the largest gain."""
     g.copy_(torch.sub(rows, best[:, None], out=work).clamp_(min=0).sum(dim=0))
+    _exclude_(g, blocked, picked)
+    return float(g.max())
+
+
+def _exclude_(g: Tensor, blocked: Tensor | None, picked) -> None:
+    """Set one image's gains ``g`` ``[n]`` to -inf on its blocked and ``picked`` columns."""
     if blocked is not None:
         g.masked_fill_(blocked, float("-inf"))
     g[picked] = float("-inf")
-    return float(g.max())
 
 
 def _decide_on_subset(rows: Tensor, best: Tensor, g: Tensor, low: float) -> int:
@@ -308,9 +313,7 @@ def _compiled(
             return j
         # the batch's plain gains in one pass, as dense_greedy computes them (same shapes: same bits)
         gb = g[b].copy_(plain_gains([(C, 1.0)], [best], [work()])[b])
-        if blocked is not None:
-            gb.masked_fill_(blocked[b], float("-inf"))
-        gb[picks[b, :t]] = float("-inf")
+        _exclude_(gb, None if blocked is None else blocked[b], picks[b, :t])
         return int(gb.argmax())
 
     indices = compiled_greedy(C, k, blocked, _TOP_UNITS, _SCALE_UNITS, decide)
