@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 import torch
 
 from tokensel.data.shapes import GRID, generate_split, sample_scene, scene_seed
@@ -138,3 +140,27 @@ def test_per_object_count_target_lets_the_share_spread_inside_an_object(recipe, 
         skewed = recipe.count_hint_loss(attention(0.5, 0.5), items, rel_kept, keep, img_idx, start, ratio=r,
                                         log_weight=1.0, per_object=True)
         assert float(skewed) > target_entropy + 1e-2
+
+
+@given(index=st.integers(0, 10**6), limit=st.integers(1, 8))
+def test_extra_count_questions_are_true_new_and_answerable(recipe, index, limit):
+    from tokensel.data.shapes import COLORS, MAX_COUNT, SHAPES, make_questions
+
+    scene = sample_scene(scene_seed("train", index), index=index)
+    extra = recipe.extra_count_questions(scene, limit)
+    assert extra == recipe.extra_count_questions(scene, limit)  # seeded by the scene
+    assert 1 <= len(extra) <= limit
+    planned = next(r.question for r in make_questions(scene) if r.category == "count")
+    asked = [r.question for r in extra]
+    assert planned not in asked and len(set(asked)) == len(asked)
+    absent = 0
+    for rec in extra:
+        word = rec.question.split()[2]  # "How many red shapes ..." / "How many circles ..."
+        if word in COLORS:
+            n = sum(o.color == word for o in scene.objects)
+        else:
+            shape = next(s for s in SHAPES if word == recipe.PLURALS[s])
+            n = sum(o.shape == shape for o in scene.objects)
+        assert rec.category == "count" and rec.answer == str(n) and n <= MAX_COUNT
+        absent += n == 0
+    assert absent <= 1

@@ -70,11 +70,11 @@ def test_processor_round_trip(zoo_model, tmp_path):
 
 
 def test_full_token_accuracy_on_fixed_test_subset(zoo_model, test_records):
-    """The shipped weights answer far above chance (about 33% over the three question kinds,
-    50% on existence). Measured on this subset: 96.5% accuracy (existence and colour 100%,
-    counting 87%), POPE F1 100; on the first 300 test scenes 93.1% (counting 75%), POPE F1 99.5.
-    The project's target is 95% / 95 on the test split (issue 5, open: counting is the gap); the
-    floors guard what ships today with a margin for thread-count rounding."""
+    """The project's target (issue 5): with all 576 tokens, at least 95% accuracy and POPE F1
+    on the test split. Measured with the shipped weights: on this subset (the first 60 test
+    scenes) 97.8% accuracy (existence 99.2%, colour 100%, counting 93.3%), POPE F1 99.2; on the
+    first 1000 test scenes (3798 questions) 96.5%, counting 87.6%, POPE F1 99.7. The floors are
+    the target for accuracy and a little below the measured F1 (thread-count rounding)."""
     from tokensel.demo import pope_f1
 
     model, processor = zoo_model
@@ -87,7 +87,7 @@ def test_full_token_accuracy_on_fixed_test_subset(zoo_model, test_records):
     ex = [(p, r.answer) for p, r in zip(preds, test_records) if r.category == "existence"]
     f1 = pope_f1([p for p, _ in ex], [a for _, a in ex])
     assert len(test_records) > 200
-    assert acc >= 0.94, acc
+    assert acc >= 0.95, acc
     assert f1 >= 0.97, f1
 
 
