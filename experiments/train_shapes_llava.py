@@ -1,6 +1,6 @@
 """Train ``shapes-llava`` from scratch on the synthetic shapes VQA (CPU, seeded, reproducible).
 
-    OMP_NUM_THREADS=2 python experiments/train_shapes_llava.py --out tokensel/zoo/weights/shapes-llava
+    OMP_NUM_THREADS=2 python experiments/train_shapes_llava.py --recipe shipped --threads 2 --out <folder>
 
 Objective per step (batch of ``--scenes`` images, all questions of each image):
 
@@ -80,7 +80,12 @@ positions kept), which teaches it to read the image tokens quickly and cheaply; 
 steps (the LR decay) use all 576 tokens, as at inference. Validation (all 576 tokens) runs every
 ``--eval-every`` steps and each evaluation saves the weights.
 
-The shipped weights were trained in two runs (see training_info.json; OMP_NUM_THREADS=2):
+The shipped weights were trained in two runs (see training_info.json), which
+``--recipe shipped`` runs one after the other (stage 1 into ``<out>-stage1``)::
+
+    python experiments/train_shapes_llava.py --recipe shipped --threads 2 --out tokensel/zoo/weights/shapes-llava
+
+That is, stage 1 and then stage 2 (``SHIPPED_STAGES``):
 
     python experiments/train_shapes_llava.py --local-init --vision-steps 1200 --vision-scenes 16 \
         --steps 1800 --subset-fraction 0.6 --eval-every 300 --threads 2 --out /tmp/stage1
@@ -500,8 +505,30 @@ def evaluate(model, processor, records, batch_size: int = 16) -> dict:
     return res
 
 
-def main(argv=None) -> int:
+# The two runs that produced the shipped weights (``--recipe shipped`` runs both).
+SHIPPED_STAGES: tuple[tuple[str, ...], tuple[str, ...]] = (
+    ("--local-init", "--vision-steps", "1200", "--vision-scenes", "16", "--steps", "1800",
+     "--subset-fraction", "0.6", "--eval-every", "300"),
+    ("--data-start", "33600", "--steps", "1200", "--subset-fraction", "0.4", "--warmup", "20", "--lr", "1.5e-3",
+     "--count-weight", "1.0", "--count-ratio", "1.0", "--count-log-weight", "2.0", "--count-per-object",
+     "--size-weight", "2.0", "--vision-lr-scale", "0.5", "--extra-counts", "6", "--eval-every", "300"),
+)
+
+
+def run_shipped_recipe(out: str, threads: int, seed: int) -> int:
+    """Stage 1 into ``<out>-stage1``, then stage 2 from it into ``out``."""
+    stage1 = f"{out.rstrip('/')}-stage1"
+    common = ("--threads", str(threads), "--seed", str(seed))
+    if main([*SHIPPED_STAGES[0], *common, "--out", stage1]):
+        return 1
+    return main([*SHIPPED_STAGES[1], *common, "--init-from", stage1, "--out", out])
+
+
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recipe", choices=("shipped",), default=None,
+                    help="run the two stages that trained the shipped weights (the other options except "
+                         "--out, --threads and --seed are ignored)")
     ap.add_argument("--out", default=str(ROOT / "tokensel/zoo/weights/shapes-llava"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=1200)
@@ -546,7 +573,14 @@ def main(argv=None) -> int:
                     help="main phase: up to this many more counting questions per training image")
     ap.add_argument("--local-init", action="store_true",
                     help="initialise the first vision layers' heads to attend to neighbouring patches")
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = build_parser()
     args = ap.parse_args(argv)
+    if args.recipe == "shipped":
+        return run_shipped_recipe(args.out, args.threads, args.seed)
     if args.count_per_object and args.count_ratio <= 0:
         ap.error("--count-per-object needs --count-ratio > 0")
 

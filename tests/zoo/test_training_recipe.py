@@ -164,3 +164,23 @@ def test_extra_count_questions_are_true_new_and_answerable(recipe, index, limit)
         assert rec.category == "count" and rec.answer == str(n) and n <= MAX_COUNT
         absent += n == 0
     assert absent <= 1
+
+
+def test_shipped_recipe_is_what_trained_the_shipped_weights(recipe):
+    """``--recipe shipped`` must run exactly the arguments recorded next to the weights."""
+    import json
+
+    from tokensel.zoo import weights_dir
+
+    info = json.loads((weights_dir("shapes-llava") / "training_info.json").read_text())
+    recorded = [info["previous_stage"]["args"], info["args"]]
+    assert recorded[0]["init_from"] == "" and recorded[1]["init_from"]
+    parser = recipe.build_parser()
+    for stage, args in zip(recipe.SHIPPED_STAGES, recorded):
+        ours = vars(parser.parse_args([*stage, "--threads", str(args["threads"]), "--seed", str(args["seed"])]))
+        for key in ("out", "recipe", "init_from"):
+            ours.pop(key)
+        # options added after a stage ran are absent from its record and must be at their defaults
+        for key, value in ours.items():
+            expected = args.get(key, parser.get_default(key))
+            assert value == expected, (key, value, expected)
