@@ -123,11 +123,10 @@ from tokensel.data.shapes import (  # noqa: E402
     COLORS,
     GRID,
     MAX_COUNT,
-    PLURALS,
-    QUESTION_TEMPLATES,
     SHAPES,
     VQARecord,
     answer_vocabulary,
+    count_question,
     make_questions,
     patch_labels,
     sample_scene,
@@ -224,9 +223,7 @@ def extra_count_questions(scene, limit: int) -> list:
         order.append(absent[int(rng.integers(len(absent)))])
     out = []
     for kind, v, n in order[:limit]:
-        q = (QUESTION_TEMPLATES["count_shape"].format(plural=PLURALS[v]) if kind == "shape"
-             else QUESTION_TEMPLATES["count_color"].format(color=v))
-        out.append(VQARecord(image=None, question=q, answer=str(n), category="count", pope_mode=None,
+        out.append(VQARecord(image=None, question=count_question(kind, v), answer=str(n), category="count", pope_mode=None,
                              image_id=scene.image_id, question_id=f"{scene.image_id}-x{len(out)}", scene=scene))
     return out
 

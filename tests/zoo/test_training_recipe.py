@@ -144,7 +144,7 @@ def test_per_object_count_target_lets_the_share_spread_inside_an_object(recipe, 
 
 @given(index=st.integers(0, 10**6), limit=st.integers(1, 8))
 def test_extra_count_questions_are_true_new_and_answerable(recipe, index, limit):
-    from tokensel.data.shapes import COLORS, MAX_COUNT, SHAPES, make_questions
+    from tokensel.data.shapes import COLORS, MAX_COUNT, PLURALS, SHAPES, make_questions
 
     scene = sample_scene(scene_seed("train", index), index=index)
     extra = recipe.extra_count_questions(scene, limit)
@@ -159,7 +159,7 @@ def test_extra_count_questions_are_true_new_and_answerable(recipe, index, limit)
         if word in COLORS:
             n = sum(o.color == word for o in scene.objects)
         else:
-            shape = next(s for s in SHAPES if word == recipe.PLURALS[s])
+            shape = next(s for s in SHAPES if word == PLURALS[s])
             n = sum(o.shape == shape for o in scene.objects)
         assert rec.category == "count" and rec.answer == str(n) and n <= MAX_COUNT
         absent += n == 0

@@ -54,6 +54,7 @@ __all__ = [
     "render_scene",
     "sample_scene",
     "make_questions",
+    "count_question",
     "generate_split",
     "iter_split",
     "scene_seed",
@@ -356,6 +357,15 @@ def _negative(scene: Scene, mode: str, rng: random.Random) -> tuple[str, str]:
     raise ValueError(f"unknown POPE mode {mode!r}")
 
 
+def count_question(kind: str, value: str) -> str:
+    """The counting question about a shape (``kind="shape"``) or a colour (``kind="color"``)."""
+    if kind == "shape":
+        return QUESTION_TEMPLATES["count_shape"].format(plural=PLURALS[value])
+    if kind == "color":
+        return QUESTION_TEMPLATES["count_color"].format(color=value)
+    raise ValueError(f"kind must be 'shape' or 'color', got {kind!r}")
+
+
 def make_questions(scene: Scene, categories: Iterable[str] = CATEGORIES) -> list[VQARecord]:
     """The questions of one scene (deterministic in the scene seed)."""
     rng = random.Random(scene.seed * 7 + 1)
@@ -393,14 +403,9 @@ def make_questions(scene: Scene, categories: Iterable[str] = CATEGORIES) -> list
             add(QUESTION_TEMPLATES["color"].format(shape=o.shape), o.color, "color")
     if "count" in cats:
         kind, value = scene.count_target
-        if kind == "shape":
-            q = QUESTION_TEMPLATES["count_shape"].format(plural=PLURALS[value])
-            n = sum(o.shape == value for o in scene.objects)
-        else:
-            q = QUESTION_TEMPLATES["count_color"].format(color=value)
-            n = sum(o.color == value for o in scene.objects)
+        n = sum((o.shape if kind == "shape" else o.color) == value for o in scene.objects)
         assert n == scene.count
-        add(q, str(n), "count")
+        add(count_question(kind, value), str(n), "count")
     return out
 
 
