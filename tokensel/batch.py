@@ -57,6 +57,10 @@ class TokenBatch:
             These are the tokens that are kept.
         vision_raw: float ``[B, n, d]``: vision-encoder features before the projector
             (LLaVA: CLIP ``hidden_states[-2]`` without CLS). ``None`` falls back to ``vision``.
+        cls: float ``[B, d]``: the encoder's CLS token, in the feature space of ``vision_raw``
+            (of ``vision`` when ``vision_raw`` is None); LLaVA: row 0 of CLIP
+            ``hidden_states[-2]``. It is not a candidate: selectors whose output begins with it
+            (VisionZip) say so with ``Selection.leading_cls``.
         text: float ``[B, m, D]``: the question's token embeddings (``embed_tokens`` output).
         text_mask: bool ``[B, m]``: True where ``text`` holds a real token (ragged questions).
         exclude: bool ``[B, n]``: True = this token may not be picked (padding patches).
@@ -73,6 +77,7 @@ class TokenBatch:
 
     vision: Tensor
     vision_raw: Tensor | None = None
+    cls: Tensor | None = None
     text: Tensor | None = None
     text_mask: Tensor | None = None
     exclude: Tensor | None = None
@@ -133,6 +138,15 @@ class TokenBatch:
                 raise ValueError(
                     f"vision_raw must have shape [B={bs}, n={n}, d], got {tuple(b.vision_raw.shape)}"
                 )
+        if b.cls is not None:
+            _check_float("cls", b.cls, 2, device, finite)
+            space = b.vision_raw if b.vision_raw is not None else v
+            if tuple(b.cls.shape) != (bs, space.shape[2]):
+                which = "vision_raw" if b.vision_raw is not None else "vision"
+                raise ValueError(
+                    f"cls must have shape [B={bs}, {space.shape[2]}] (the feature size of {which}), "
+                    f"got {tuple(b.cls.shape)}"
+                )
         if b.text is not None:
             _check_float("text", b.text, 3, device, finite)
             if b.text.shape[0] != bs:
@@ -185,48 +199,91 @@ class TokenBatch:
 
 @dataclass
 class Selection:
-    """What a selector returns for a :class:`TokenBatch`.
+    """What a selector returns for a :class:`TokenBatch`: the output tokens of each row, in the
+    order in which they enter the language model.
+
+    Row order: plain selections (``weights is None``) list their indices sorted ascending.
+    Merging selections (``weights`` given) keep the order the selector produced, which is part
+    of the method (VisionZip: dominant tokens in index order, then contextual tokens in target
+    order). When ``leading_cls`` is True the output begins with the encoder's CLS token, which is
+    not one of the n candidates and so has no index: the output is
+    ``[CLS, row 0 of indices, row 1, ...]`` and holds ``indices.shape[-1] + 1`` tokens.
 
     Attributes:
-        indices: long ``[B, k]`` (``[k]`` for unbatched input): the kept token indices, each row
-            sorted ascending. For merging selectors, the index each output token stands at
-            (its position in the image).
-        weights: float ``[B, k, n]`` or ``None``. ``None`` means the output tokens are the input
+        indices: long ``[B, j]`` (``[j]`` for unbatched input): for each output token after the
+            CLS token (if any), the index of the candidate token it is, or (merged tokens) the
+            index it stands at in the image.
+        weights: float ``[B, j, n]`` or ``None``. ``None`` means the output tokens are the input
             tokens at ``indices``. Otherwise output token i is ``sum_j weights[b, i, j] * token_j``
             (token merging, e.g. pooling or VisionZip's contextual tokens); apply it to projected
             tokens or to encoder features alike with :meth:`gather`.
         scores: optional float ``[B, n]``: per-token scores the selector ranked by, for plots.
+        leading_cls: True if the output begins with the encoder's CLS token (``TokenBatch.cls``).
+        contextual: optional bool ``[B, j]``: True where the output token is a contextual token
+            (VisionZip): a merge that stands for no single place of the image, which any-res
+            layouts put after the tokens that have one. ``None`` = no such token.
     """
 
     indices: Tensor
     weights: Tensor | None = None
     scores: Tensor | None = None
+    leading_cls: bool = False
+    contextual: Tensor | None = None
 
     @property
     def k(self) -> int:
-        return self.indices.shape[-1]
+        """Output tokens per row, the CLS token included."""
+        return self.indices.shape[-1] + int(self.leading_cls)
 
-    def gather(self, tokens: Tensor) -> Tensor:
-        """Apply the selection to tokens ``[B, n, D]`` (or ``[n, D]``); returns ``[B, k, D]``."""
+    def gather(self, tokens: Tensor, cls: Tensor | None = None) -> Tensor:
+        """The output tokens ``[B, k, D]`` (``[k, D]``) of tokens ``[B, n, D]`` (``[n, D]``).
+
+        ``cls`` (float ``[B, D]`` or ``[D]``, in the space of ``tokens``) is the CLS token; it is
+        required when ``leading_cls`` is True and ignored otherwise.
+        """
         if tokens.dim() != self.indices.dim() + 1:
             raise ValueError(
                 f"tokens must have shape [..., n, D] matching indices {tuple(self.indices.shape)}, "
                 f"got {tuple(tokens.shape)}"
             )
         if self.weights is not None:
-            return self.weights.to(tokens.dtype) @ tokens
-        idx = self.indices.unsqueeze(-1).expand(*self.indices.shape, tokens.shape[-1])
-        return torch.gather(tokens, -2, idx)
+            body = self.weights.to(tokens.dtype) @ tokens
+        else:
+            idx = self.indices.unsqueeze(-1).expand(*self.indices.shape, tokens.shape[-1])
+            body = torch.gather(tokens, -2, idx)
+        if not self.leading_cls:
+            return body
+        if cls is None:
+            raise ValueError(
+                "this selection begins with the encoder's CLS token (leading_cls=True): pass its "
+                "feature as cls= (TokenBatch.cls), or call without_cls() first"
+            )
+        want = (*tokens.shape[:-2], tokens.shape[-1])
+        if tuple(cls.shape) != want:
+            raise ValueError(f"cls must have shape {want} (tokens without their n axis), got {tuple(cls.shape)}")
+        return torch.cat([cls.to(body.dtype).unsqueeze(-2), body], dim=-2)
+
+    def without_cls(self) -> "Selection":
+        """The same selection with the leading CLS token dropped (``k`` one less)."""
+        return replace(self, leading_cls=False)
 
     def mask(self, n: int) -> Tensor:
-        """bool ``[B, n]`` (or ``[n]``): True at kept indices."""
+        """bool ``[B, n]`` (or ``[n]``): True at kept indices (the CLS token is not a candidate)."""
         out = torch.zeros(*self.indices.shape[:-1], n, dtype=torch.bool, device=self.indices.device)
         return out.scatter(-1, self.indices, True)
 
+    def row(self, i: int) -> "Selection":
+        """Row ``i`` of a batched selection, unbatched."""
+        if self.indices.dim() != 2:
+            raise ValueError(f"row() needs a batched selection (indices [B, j]), got {tuple(self.indices.shape)}")
+        return Selection(
+            indices=self.indices[i],
+            weights=None if self.weights is None else self.weights[i],
+            scores=None if self.scores is None else self.scores[i],
+            leading_cls=self.leading_cls,
+            contextual=None if self.contextual is None else self.contextual[i],
+        )
+
     def unbatched(self) -> "Selection":
         """Drop a leading batch axis of size 1."""
-        return Selection(
-            indices=self.indices[0],
-            weights=None if self.weights is None else self.weights[0],
-            scores=None if self.scores is None else self.scores[0],
-        )
+        return self.row(0)

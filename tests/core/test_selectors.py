@@ -24,6 +24,7 @@ def make_batch(seed, B, n, m=4, D=8, excluded=0, ragged_text=False):
     return tokensel.TokenBatch(
         vision=torch.randn(B, n, D, generator=g),
         vision_raw=torch.randn(B, n, D + 2, generator=g),
+        cls=torch.randn(B, D + 2, generator=g),
         text=torch.randn(B, m, D, generator=g),
         text_mask=text_mask,
         exclude=exclude,
@@ -56,17 +57,25 @@ def test_selector_contract(name, seed, B, n, k, excl, ragged):
         return
     out = sel(batch, k=k)
     kk = min(n, k)
-    assert out.indices.shape == (B, kk) and out.indices.dtype == torch.long
+    j = kk - int(out.leading_cls)  # a leading CLS token counts in k and has no index
+    assert out.k == kk
+    assert out.indices.shape == (B, j) and out.indices.dtype == torch.long
     for b in range(B):
         row = out.indices[b].tolist()
-        assert row == sorted(set(row)), "distinct and ascending"
+        assert len(set(row)) == len(row), "distinct"
+        if out.weights is None:
+            assert row == sorted(row), "plain selections ascending"
         if n > k:
             assert not batch.exclude[b, out.indices[b]].any()
         else:
             assert row == list(range(n))
     if out.weights is not None:
-        assert out.weights.shape == (B, kk, n)
-        assert torch.allclose(out.gather(batch.vision), out.weights @ batch.vision)
+        assert out.weights.shape == (B, j, n)
+        seq = out.gather(batch.vision_raw, cls=batch.cls)
+        assert seq.shape == (B, kk, batch.vision_raw.shape[-1])
+        assert torch.allclose(seq[:, kk - j:], out.weights @ batch.vision_raw)
+        if out.leading_cls:
+            assert torch.equal(seq[:, 0], batch.cls)
     # deterministic
     assert torch.equal(sel(batch, k=k).indices, out.indices)
 
@@ -78,11 +87,12 @@ def test_batched_rows_equal_single_rows(name):
     together = sel(batch, k=9)
     for b in range(3):
         single = tokensel.TokenBatch(
-            vision=batch.vision[b], vision_raw=batch.vision_raw[b], text=batch.text[b], exclude=batch.exclude[b],
+            vision=batch.vision[b], vision_raw=batch.vision_raw[b], cls=batch.cls[b], text=batch.text[b],
+            exclude=batch.exclude[b],
             cls_attention=batch.cls_attention[b], keys=batch.keys[b],
         )
         alone = sel(single, k=9)
-        assert alone.indices.shape == (9,)
+        assert alone.k == 9 and alone.indices.shape == (9 - int(alone.leading_cls),)
         if name == "random":
             continue  # one generator stream per call: rows of a batch draw different numbers
         assert alone.indices.tolist() == together.indices[b].tolist()
@@ -106,18 +116,17 @@ def test_divprune_first_pick_is_most_isolated_and_max_min():
 
 def test_visionzip_keeps_dominant_and_merges_context():
     batch = make_batch(3, 1, 36)
-    out = tokensel.create_selector("visionzip", dominant=6)(batch, k=8)
-    top = batch.cls_attention[0].topk(6).indices.tolist()
-    assert set(top) <= set(out.indices[0].tolist())
+    out = tokensel.create_selector("visionzip", dominant=6)(batch, k=8)  # CLS + 5 patches + 2 contextual
+    assert out.leading_cls and out.k == 8 and out.indices.shape == (1, 7)
+    top = batch.cls_attention[0].topk(5).indices.sort().values.tolist()
+    assert out.indices[0, :5].tolist() == top and out.contextual[0].tolist() == [False] * 5 + [True] * 2
     W = out.weights[0]
-    dominant_rows = [i for i, j in enumerate(out.indices[0].tolist()) if j in top]
-    for i in dominant_rows:
+    for i in range(5):
         assert W[i].sum() == 1.0 and W[i, out.indices[0, i]] == 1.0
-    context_rows = [i for i in range(8) if i not in dominant_rows]
     # every non-dominant token is merged into exactly one contextual token
-    covered = (W[context_rows] > 0).sum(0)
+    covered = (W[5:] > 0).sum(0)
     assert covered[top].sum() == 0
-    assert int(covered.sum()) == 36 - 6
+    assert int(covered.sum()) == 36 - 5
 
 
 def test_pool_cells_partition_the_grid():

@@ -8,7 +8,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from tokensel.batch import Selection
+
 __all__ = ["ImageFeatures", "VisionAdapter", "find_encoder_layers"]
+
+#: TokenBatch fields the wrapper itself fills (the question), whatever the model.
+WRAPPER_FIELDS = frozenset({"vision", "text", "text_mask"})
 
 
 @dataclass
@@ -19,6 +24,7 @@ class ImageFeatures:
     Attributes:
         vision: ``[c, n, D]`` projected tokens (language-model input space).
         vision_raw: ``[c, n, d]`` encoder features before the projector (or ``None``).
+        cls: ``[c, d]`` the encoder's CLS token in the space of ``vision_raw`` (or ``None``).
         cls_attention: ``[c, n]`` CLS-to-patch attention summed over heads (or ``None``).
         keys: ``[c, n, dk]`` head-averaged keys (or ``None``).
         exclude: ``[c, n]`` bool, True = padding patch that may not be kept (or ``None``).
@@ -29,6 +35,7 @@ class ImageFeatures:
 
     vision: Tensor
     vision_raw: Tensor | None = None
+    cls: Tensor | None = None
     cls_attention: Tensor | None = None
     keys: Tensor | None = None
     exclude: Tensor | None = None
@@ -70,6 +77,10 @@ class VisionAdapter(ABC):
     #: Per-family selector parameter defaults (applied when the caller does not set them and
     #: the selector accepts the parameter), e.g. MMTok's tau_tv (0.02 LLaVA, 0.01 Qwen2.5-VL).
     selector_defaults: dict = {"mmtok": {"tau_tv": 0.02}}
+    #: TokenBatch fields :meth:`encode` can fill for this family (besides ``vision``).
+    provides: frozenset[str] = frozenset({"vision_raw", "grid"})
+    #: Why the family cannot provide the other fields, for the error message.
+    missing_reason: str = ""
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -108,6 +119,17 @@ class VisionAdapter(ABC):
         return 0
 
     # -- vision side -------------------------------------------------------------------------
+    def check_selector_inputs(self, selector_name: str, needed: frozenset[str]) -> None:
+        """Raise ``ValueError`` (at ``tokensel.prune``) if a vision-stage selector needs TokenBatch
+        fields this family cannot provide, instead of failing, or falling back, per call."""
+        missing = sorted(set(needed) - WRAPPER_FIELDS - set(self.provides))
+        if missing:
+            why = f": {self.missing_reason}" if self.missing_reason else ""
+            raise ValueError(
+                f"selector {selector_name!r} needs TokenBatch.{', '.join(missing)}, which the {self.family} "
+                f"model family does not provide{why}"
+            )
+
     def check_inputs(self, inputs: dict) -> None:
         if inputs.get("pixel_values") is None:
             raise ValueError(
@@ -119,15 +141,19 @@ class VisionAdapter(ABC):
     def encode(self, inputs: dict, need: frozenset[str]) -> list[ImageFeatures]:
         """Run the vision side on all images of the batch (in processor order)."""
 
-    def merge(self, image: ImageFeatures, crop: int, weights: Tensor) -> Tensor:
-        """Output tokens ``[k, D]`` of a merging selection (weights ``[k, n]``) on one crop."""
-        return weights.to(image.vision.dtype) @ image.vision[crop]
+    def kept_tokens(self, image: ImageFeatures, crop: int, selection: Selection) -> Tensor:
+        """Output tokens ``[k, D]`` (language-model space) of an unbatched selection on one crop,
+        in the selection's row order. Here: gathered from / merged over the projected tokens
+        (``image.cls`` must then be in that space too)."""
+        cls = None if image.cls is None else image.cls[crop]
+        return selection.gather(image.vision[crop], cls=cls)
 
-    def layout(self, image: ImageFeatures, kept: list[Tensor], indices: list[Tensor], native: bool) -> Tensor:
+    def layout(self, image: ImageFeatures, kept: list[Tensor], selections: list[Selection], native: bool) -> Tensor:
         """The image's tokens as they enter the language model, ``[T, D]``.
 
-        ``kept[c]`` are crop c's kept tokens ``[k, D]`` in raster order, ``indices[c]`` their
-        indices. ``native`` is True when nothing was removed from any crop.
+        ``kept[c]`` are crop c's output tokens ``[k_c, D]`` (:meth:`kept_tokens`),
+        ``selections[c]`` the unbatched selection they come from. ``native`` is True when nothing
+        was removed from any crop.
         """
         return torch.cat(kept, dim=0)
 

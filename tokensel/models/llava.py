@@ -9,6 +9,9 @@ VisionZip inputs (``cls_attention``, ``keys``) come from the attention of the en
 produces the selected hidden state (layer -2 for the stock configs): the CLS query's softmax
 attention to every token, summed over heads, and the keys averaged over heads. They are computed
 from that layer's own q/k projections, so they do not depend on the attention implementation.
+The CLS token itself (``cls``: row 0 of the selected hidden state, which the stock
+``vision_feature_select_strategy="default"`` drops) is kept by VisionZip and goes through the
+projector like the patch tokens, as in the original.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ import math
 import torch
 from torch import Tensor
 
+from tokensel.batch import Selection
 from tokensel.models._base import ImageFeatures, VisionAdapter, find_encoder_layers
 
-__all__ = ["LlavaAdapter", "LlavaNextAdapter", "padding_exclude"]
+__all__ = ["LlavaAdapter", "LlavaNextAdapter", "anyres_layout", "padding_exclude"]
 
 
 def padding_exclude(image_size: tuple[int, int], side: int, patch: int) -> Tensor:
@@ -96,14 +100,10 @@ class _ClipReader:
         layer = cfg.vision_feature_layer
         strategy = cfg.vision_feature_select_strategy
         if isinstance(layer, int):
-            feats = out.hidden_states[layer]
-            if strategy == "default":
-                feats = feats[:, 1:]
+            chosen = out.hidden_states[layer]
         else:
-            pool = [out.hidden_states[i] for i in layer]
-            if strategy == "default":
-                pool = [h[:, 1:] for h in pool]
-            feats = torch.cat(pool, dim=-1)
+            chosen = torch.cat([out.hidden_states[i] for i in layer], dim=-1)
+        feats, cls = (chosen[:, 1:], chosen[:, 0]) if strategy == "default" else (chosen, None)
         projected = self.inner.multi_modal_projector(feats)
         cls_attention = keys = None
         if want_attn:
@@ -119,7 +119,7 @@ class _ClipReader:
             drop = 1 if strategy == "default" else 0
             cls_attention = attn_w[:, drop:]
             keys = keys_all[:, drop:]
-        return feats, projected, cls_attention, keys
+        return feats, cls, projected, cls_attention, keys
 
     def grid(self, n: int) -> tuple[int, int] | None:
         vc = self.model.config.vision_config
@@ -144,11 +144,33 @@ class LlavaAdapter(VisionAdapter):
         super().__init__(model)
         self.reader = _ClipReader(model)
 
+    @property
+    def provides(self) -> frozenset[str]:
+        fields = {"vision_raw", "grid", "exclude", "cls_attention", "keys"}
+        if self.config.vision_feature_select_strategy == "default":
+            fields.add("cls")
+        return frozenset(fields)
+
+    missing_reason = (
+        "with vision_feature_select_strategy='full' the CLS token is already one of the vision "
+        "tokens, so there is no separate CLS token to keep"
+    )
+
+    def kept_tokens(self, image: ImageFeatures, crop: int, selection: Selection) -> Tensor:
+        """Plain selections: the projected tokens at the indices. Merging selections and those
+        beginning with the CLS token: the selection applied to the encoder features (CLS
+        included), then the projector, as the original VisionZip does."""
+        if selection.weights is None and not selection.leading_cls:
+            return image.vision[crop][selection.indices]
+        cls = None if image.cls is None else image.cls[crop]
+        raw = selection.gather(image.vision_raw[crop], cls=cls)
+        return self.model.model.multi_modal_projector(raw)
+
     def encode(self, inputs: dict, need: frozenset[str]) -> list[ImageFeatures]:
         pv = inputs["pixel_values"]
         if pv.dim() != 4:
             raise ValueError(f"llava: pixel_values must be [num_images, 3, H, W], got {tuple(pv.shape)}")
-        feats, proj, cls_attn, keys = self.reader.run(pv, need)
+        feats, cls, proj, cls_attn, keys = self.reader.run(pv, need)
         n = proj.shape[1]
         grid = self.reader.grid(n)
         sizes = inputs.get("image_sizes")
@@ -166,6 +188,7 @@ class LlavaAdapter(VisionAdapter):
                 ImageFeatures(
                     vision=proj[i : i + 1],
                     vision_raw=feats[i : i + 1],
+                    cls=None if cls is None else cls[i : i + 1],
                     cls_attention=None if cls_attn is None else cls_attn[i : i + 1],
                     keys=None if keys is None else keys[i : i + 1],
                     exclude=exclude,
@@ -175,17 +198,15 @@ class LlavaAdapter(VisionAdapter):
             )
         return images
 
-    def merge(self, image: ImageFeatures, crop: int, weights: Tensor) -> Tensor:
-        raw = image.vision_raw[crop]
-        merged = weights.to(raw.dtype) @ raw
-        return self.model.model.multi_modal_projector(merged)
 
 
 class LlavaNextAdapter(LlavaAdapter):
     """LLaVA-NeXT any-res: each 336 px crop (base + grid crops) is selected on its own with the
-    same question (k per crop). The base crop's kept tokens come first, then the kept high-res
-    tokens in the global grid's raster order; no unpad, no newline tokens. When no crop of an
-    image loses a token, the model's native layout (unpad + newlines) is used unchanged.
+    same question (k per crop). The sequence is laid out by :func:`anyres_layout`: the base
+    crop's output tokens first, then the kept high-res tokens in the global grid's raster order
+    (then, for VisionZip, the high-res crops' CLS tokens and their contextual tokens, as in the
+    original); no unpad, no newline tokens. When no crop of an image loses a token, the model's
+    native layout (unpad + newlines) is used unchanged.
     """
 
     family = "llava_next"
@@ -212,7 +233,7 @@ class LlavaNextAdapter(LlavaAdapter):
             pv = torch.cat([p[:c] for p, c in zip(pv, counts)], dim=0)
         elif pv.dim() != 4:
             raise ValueError(f"llava_next: pixel_values must have 4 or 5 dims, got {tuple(pv.shape)}")
-        feats, proj, cls_attn, keys = self.reader.run(pv, need)
+        feats, cls, proj, cls_attn, keys = self.reader.run(pv, need)
         n = proj.shape[1]
         grid = self.reader.grid(n)
         per_image = list(torch.split(proj, counts, dim=0))
@@ -232,6 +253,7 @@ class LlavaNextAdapter(LlavaAdapter):
                 ImageFeatures(
                     vision=proj[sl],
                     vision_raw=feats[sl],
+                    cls=None if cls is None else cls[sl],
                     cls_attention=None if cls_attn is None else cls_attn[sl],
                     keys=None if keys is None else keys[sl],
                     grid=grid,
@@ -241,23 +263,59 @@ class LlavaNextAdapter(LlavaAdapter):
             )
         return images
 
-    def layout(self, image: ImageFeatures, kept: list[Tensor], indices: list[Tensor], native: bool) -> Tensor:
+    def layout(self, image: ImageFeatures, kept: list[Tensor], selections: list[Selection], native: bool) -> Tensor:
         if native:
             return image.extra["native"]
-        base = kept[0]
         if len(kept) == 1:
-            return base
+            return kept[0]
         if image.grid is None:
             raise ValueError("llava_next: crops are not square patch grids; cannot order high-res tokens")
-        g = image.grid[1]
-        nph, npw = image.extra["crop_grid"]
-        keys, toks = [], []
-        for c in range(1, len(kept)):
-            r, col = divmod(c - 1, npw)
-            idx = indices[c].to(torch.long)
-            y, x = idx // g, idx % g
-            keys.append((r * g + y) * (npw * g) + col * g + x)
-            toks.append(kept[c])
-        keys = torch.cat(keys)
-        order = torch.argsort(keys, stable=True)
-        return torch.cat([base, torch.cat(toks, dim=0)[order]], dim=0)
+        return anyres_layout(kept, selections, image.extra["crop_grid"], image.grid)
+
+
+def anyres_layout(
+    kept: list[Tensor], selections: list[Selection], crop_grid: tuple[int, int], patch_grid: tuple[int, int]
+) -> Tensor:
+    """The LLaVA-NeXT image sequence ``[T, D]`` of per-crop selections, laid out like the
+    original VisionZip (``llava_arch.py``, no newline tokens):
+
+    1. the base crop's output tokens as they are (VisionZip: CLS, dominant, contextual);
+    2. the high-res crops' positioned tokens (all but CLS and contextual ones) in the raster
+       order of the global grid (``crop_grid`` rows x columns of crops, each ``patch_grid``);
+    3. the high-res crops' CLS tokens, in crop order;
+    4. their contextual tokens, crop by crop, each crop's in its own order.
+
+    Selections without CLS or contextual tokens give the base crop, then every kept high-res
+    token in global raster order (merged tokens at the index they stand at).
+
+    Args:
+        kept: per crop (base first), its output tokens ``[k_c, D]`` in the row order of
+            ``selections[c]`` (``Selection.gather``).
+        selections: per crop, the unbatched :class:`Selection` (indices ``[j_c]``).
+        crop_grid: ``(rows, cols)`` of high-res crops; ``rows * cols == len(kept) - 1``.
+        patch_grid: ``(h, w)`` patch grid of one crop.
+    """
+    rows, cols = (int(v) for v in crop_grid)
+    if len(kept) != len(selections) or rows * cols != len(kept) - 1:
+        raise ValueError(
+            f"anyres_layout: {len(kept)} crops' tokens and {len(selections)} selections for a "
+            f"{rows}x{cols} grid (expected {rows * cols + 1} of each, base crop first)"
+        )
+    h, w = (int(v) for v in patch_grid)
+    place, positioned, cls_rows, ctx_rows = [], [], [], []
+    for c in range(1, len(kept)):
+        sel, toks = selections[c], kept[c]
+        if toks.shape[0] != sel.k:
+            raise ValueError(f"anyres_layout: crop {c} has {toks.shape[0]} tokens for a selection of k={sel.k}")
+        if sel.leading_cls:
+            cls_rows.append(toks[:1])
+            toks = toks[1:]
+        ctx = sel.contextual if sel.contextual is not None else torch.zeros_like(sel.indices, dtype=torch.bool)
+        ctx = ctx.to(toks.device)
+        ctx_rows.append(toks[ctx])
+        r, col = divmod(c - 1, cols)
+        idx = sel.indices.to(toks.device)[~ctx]
+        place.append((r * h + idx // w) * (cols * w) + col * w + idx % w)
+        positioned.append(toks[~ctx])
+    order = torch.argsort(torch.cat(place), stable=True)
+    return torch.cat([kept[0], torch.cat(positioned)[order], *cls_rows, *ctx_rows], dim=0)

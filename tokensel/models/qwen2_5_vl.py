@@ -8,6 +8,9 @@
   their original 3-D positions, and decoding continues from the last kept (text) position, i.e.
   with the unpruned rope deltas.
 - The question is embedded unfiltered as ``"Question: {q}"``.
+- No ``cls``, ``cls_attention`` or ``keys``: the Qwen2.5-VL vision encoder has no CLS token, so
+  VisionZip is refused at ``tokensel.prune`` (there is no public Qwen2.5-VL port of it to follow,
+  and ranking by anything else would not be VisionZip).
 """
 
 from __future__ import annotations
@@ -27,6 +30,12 @@ class Qwen2_5_VLAdapter(VisionAdapter):
     vision_keys = ("pixel_values", "image_grid_thw", "mm_token_type_ids")
     keeps_positions = True
     selector_defaults = {"mmtok": {"tau_tv": 0.01}}
+    provides = frozenset({"vision_raw", "grid"})
+    missing_reason = (
+        "the Qwen2.5-VL vision encoder has no CLS token, hence no CLS token or CLS attention to select "
+        "by (neither the original VisionZip nor MMTok's Qwen2.5-VL port has a Qwen2.5-VL version of "
+        "VisionZip, and tokensel does not substitute another score)"
+    )
 
     def check_inputs(self, inputs: dict) -> None:
         super().check_inputs(inputs)

@@ -15,12 +15,16 @@ model with ``inputs_embeds`` (plus the gathered original M-RoPE ``position_ids``
 sequences start with the caller's original ``input_ids`` (the unpruned prompt), so
 ``out[:, input_ids.shape[1]:]`` are the new tokens as with the unwrapped model.
 
+A vision-stage selector that needs TokenBatch fields the model family cannot provide (VisionZip
+on Qwen2.5-VL: no CLS token) is refused by ``tokensel.prune`` with a ``ValueError``.
+
 LLM-stage selectors (``fastv``, ``sparsevlm``) run the model unchanged and prune inside the
 language model through decoder-layer hooks (see :mod:`tokensel.models._llm`); their
 ``pruned.last_stage_selection`` holds the kept image-token indices after each stage.
 
 Budgets: ``k`` is per image (LLaVA-1.5, Qwen2.5-VL), per crop (LLaVA-NeXT), or per sample over
-all its image tokens (fastv, ``k`` times the sample's number of images). ``ratio`` keeps
+all its image tokens (fastv, ``k`` times the sample's number of images). A kept CLS token counts
+in k (VisionZip, k=64: CLS + 53 dominant + 10 contextual = 64 tokens). ``ratio`` keeps
 ``max(1, int(ratio * n))`` tokens of each image/crop (fastv: ``round(ratio * N)``). When the
 budget is at least the number of tokens, every token is kept and the model's output is
 unchanged.
@@ -119,6 +123,8 @@ class PrunedVLM:
             self.selector = create_selector(selector, **params)
         if self.selector.stage not in ("vision", "llm"):
             raise ValueError(f"selector stage {self.selector.stage!r} is not supported")
+        if self.selector.stage == "vision":
+            self.adapter.check_selector_inputs(self.selector.name or type(self.selector).__name__, self._needs())
         self.k, self.ratio = _check_budget(k, ratio)
         inner = getattr(tokenizer, "tokenizer", None)  # a processor: use its tokenizer
         if inner is not None and hasattr(inner, "convert_ids_to_tokens"):
@@ -126,7 +132,9 @@ class PrunedVLM:
         self.tokenizer = tokenizer
         #: per sample, per image: LongTensor of kept indices into the image's tokens (raster
         #: order): ``[k]``, or ``[crops, k]`` for LLaVA-NeXT (base crop first). For merging
-        #: selectors, the index each output token stands at. For fastv: one entry per sample,
+        #: selectors, the index each output token stands at, in output order; a selection that
+        #: begins with the CLS token (VisionZip) lists the indices after it (k - 1 of them, for k
+        #: output tokens). For fastv: one entry per sample,
         #: the kept indices among all of the sample's image tokens (in prompt order).
         self.last_selection: list[list[Tensor]] | None = None
         #: per sample: the question text the selection was conditioned on.
@@ -223,10 +231,7 @@ class PrunedVLM:
         return owner
 
     def _needs(self) -> frozenset[str]:
-        need = set(getattr(self.selector, "requires", ()))
-        if "visionzip" in (self.selector.name or "") or "visionzip" in type(self.selector).__name__.lower():
-            need |= {"cls_attention", "keys"}
-        return frozenset(need)
+        return frozenset(getattr(self.selector, "requires", ()))
 
     def _run_vision(self, inputs: dict, generate: bool):
         t_start = time.perf_counter()
@@ -282,7 +287,7 @@ class PrunedVLM:
                 sel = self.selector(batch, k=kk)
             t_sel += time.perf_counter() - t0
             for row, (i, c) in enumerate(members):
-                plans[i][c] = (sel.indices[row], None if sel.weights is None else sel.weights[row])
+                plans[i][c] = sel.row(row)
 
         # ---- kept tokens per image, in language-model order
         per_image_tokens: list[Tensor] = []
@@ -290,19 +295,19 @@ class PrunedVLM:
         selection_record: list[Tensor] = []
         with torch.no_grad():
             for i, img in enumerate(images):
-                kept, idxs = [], []
+                kept, idxs, sels = [], [], []
                 native = all(p is None for p in plans[i])
                 for c in range(img.num_crops):
                     p = plans[i][c]
                     if p is None:
-                        idx = torch.arange(img.num_tokens, device=img.vision.device)
+                        p = Selection(indices=torch.arange(img.num_tokens, device=img.vision.device))
                         kept.append(img.vision[c])
                     else:
-                        idx, w = p
-                        idx = idx.to(img.vision.device)
-                        kept.append(img.vision[c][idx] if w is None else ad.merge(img, c, w.to(img.vision.device)))
-                    idxs.append(idx)
-                per_image_tokens.append(ad.layout(img, kept, idxs, native))
+                        p = _to_device(p, img.vision.device)
+                        kept.append(ad.kept_tokens(img, c, p))
+                    sels.append(p)
+                    idxs.append(p.indices)
+                per_image_tokens.append(ad.layout(img, kept, sels, native))
                 per_image_index.append(idxs[0] if img.num_crops == 1 else None)
                 if img.num_crops == 1:
                     selection_record.append(idxs[0].detach().cpu())
@@ -340,6 +345,7 @@ class PrunedVLM:
         tb = TokenBatch(
             vision=vision,
             vision_raw=stack("vision_raw"),
+            cls=stack("cls"),
             cls_attention=stack("cls_attention"),
             keys=stack("keys"),
             exclude=excl,
@@ -513,6 +519,17 @@ def _family_defaults(adapter: VisionAdapter, name: str) -> dict:
     info = selector_info(name)
     accepted = inspect.signature(info.cls.__init__).parameters
     return {k: v for k, v in defaults.items() if k in accepted and k not in info.defaults}
+
+
+def _to_device(sel: Selection, device: torch.device) -> Selection:
+    """An unbatched selection with its tensors on ``device``."""
+    return Selection(
+        indices=sel.indices.to(device),
+        weights=None if sel.weights is None else sel.weights.to(device),
+        scores=sel.scores,
+        leading_cls=sel.leading_cls,
+        contextual=None if sel.contextual is None else sel.contextual.to(device),
+    )
 
 
 def _padding_side(am: Tensor) -> str:

@@ -1,7 +1,8 @@
 """The :class:`Selector` contract: subclasses implement one batched ``select`` method.
 
 The base class does the shared work once: input validation, the budget check, the ``n <= k``
-keep-everything rule, batching of unbatched inputs, and sorting of the kept indices.
+keep-everything rule, batching of unbatched inputs, and sorting of the kept indices of plain
+(non-merging) selections.
 """
 
 from __future__ import annotations
@@ -36,9 +37,13 @@ class Selector(ABC):
     ``TokenBatch`` fields they cannot work without in ``requires``, and implement
     :meth:`select`, which receives a validated, batched input and ``1 <= k < n``.
 
-    Calling a selector (``sel(batch, k=64)``) returns a :class:`Selection` whose ``indices``
-    are ``[B, k]`` (``[k]`` for unbatched input), distinct, sorted ascending and never
-    excluded. When ``n <= k`` every token is kept.
+    Calling a selector (``sel(batch, k=64)``) returns a :class:`Selection` of ``k`` output
+    tokens per row whose ``indices`` are distinct and never excluded. Plain selections
+    (``weights is None``) have ``indices`` ``[B, k]`` (``[k]`` for unbatched input) sorted
+    ascending. Merging selections (``weights`` given) keep the selector's output order, which is
+    part of the method; one whose output begins with the encoder's CLS token
+    (``leading_cls=True``, VisionZip) counts it in k and so has ``k - 1`` indices. When ``n <= k``
+    every token is kept (``indices = 0..n-1``, no CLS token, no merging).
     """
 
     name: ClassVar[str] = ""
@@ -80,9 +85,10 @@ class Selector(ABC):
     def select(self, batch: TokenBatch, k: int) -> Selection:
         """Pick k tokens per row. ``batch`` is validated and batched; ``1 <= k < n``.
 
-        Returns a :class:`Selection` with ``indices`` long ``[B, k]`` (any order for plain
-        selections: the caller sorts them; merging selectors return them sorted together
-        with their ``weights`` rows).
+        Returns a :class:`Selection` of k output tokens per row: ``indices`` long ``[B, k]`` in
+        any order for plain selections (the caller sorts them); merging selections are returned
+        as they are, in the output order of the method, ``weights`` rows aligned with
+        ``indices`` (``k - 1`` of them when ``leading_cls`` is set).
         """
 
     def extra_repr(self) -> str:

@@ -1,8 +1,10 @@
-"""VisionZip: dominant tokens by CLS attention plus contextual tokens merged by key similarity."""
+"""VisionZip: the CLS token and the patches it attends to most, plus contextual tokens merged by
+key similarity, in the original's output order."""
 
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from tokensel.batch import Selection, TokenBatch
 from tokensel.objectives.multimodal import l2_normalize
@@ -10,68 +12,109 @@ from tokensel.selectors.base import Selector
 from tokensel.selectors.registry import register_selector
 from tokensel.selectors.simple import available_in_order
 
-__all__ = ["VisionZip"]
+__all__ = ["VisionZip", "visionzip_split"]
+
+#: The documented split of the original: 54 dominant (CLS included) and 10 contextual of 64.
+DOMINANT_RATIO = 54 / 64
+
+
+def visionzip_split(k: int, dominant: int | None = None, dominant_ratio: float = DOMINANT_RATIO) -> tuple[int, int]:
+    """``(dominant, contextual)`` for a budget of k output tokens, ``dominant`` counting the CLS
+    token as the original does.
+
+    Without ``dominant``: ``round(k * dominant_ratio)`` (Python's round, half to even), so the
+    documented splits 54/10 (k=64), 108/20 (128) and 162/30 (192) come out; at least 1 (the CLS
+    token) and at most k. Contextual = k - dominant.
+    """
+    d = dominant if dominant is not None else round(k * dominant_ratio)
+    d = min(max(1, d), k)
+    return d, k - d
 
 
 @register_selector("visionzip", paper="VisionZip: Longer is Better but Not Necessary in Vision Language Models (CVPR 2025)")
 class VisionZip(Selector):
-    """Dominant tokens (highest CLS attention) kept as they are; the rest merged into contextual
-    tokens.
+    """VisionZip as the original runs it on one CLIP image (or crop).
 
-    The budget k splits into ``dominant`` and ``k - dominant`` contextual tokens; by default
-    ``dominant = round(k * 54 / 64)`` (the documented 54/10 split of 64), at least 1.
-    Contextual: of the remaining N pickable tokens, every (N // c)-th is a target (the first c);
-    every other remaining token joins its most cosine-similar target (by ``keys``), and a
-    contextual token is ``target + mean(joined)``.
+    The budget k splits into ``dominant`` tokens, the CLS token included, and ``k - dominant``
+    contextual tokens (:func:`visionzip_split`; k=64 -> CLS + 53 patches + 10 contextual).
 
-    Inputs: ``cls_attention`` (falls back to the norm of ``vision_raw``/``vision`` when absent),
-    ``keys`` (falls back to ``vision_raw``, then ``vision``). Returns ``Selection.weights`` (the
-    merge matrix), ``indices`` at the dominant and target tokens, sorted ascending.
+    - Dominant: the CLS token and the ``dominant - 1`` patches with the highest ``cls_attention``.
+    - Contextual: of the remaining N pickable patches (in raster order), every (N // c)-th is a
+      target (the first c); every other remaining patch joins its most cosine-similar target by
+      ``keys``, and a contextual token is ``target + mean(joined)``.
+
+    Output (``Selection``, rows in the original's order): ``leading_cls=True`` (the CLS token
+    first, counted in k), then the dominant patches in index order, then the contextual tokens
+    in target order; ``indices`` holds the dominant patches and the targets, ``weights`` the merge
+    matrix ``[B, k - 1, n]``, ``contextual`` marks the contextual rows, ``scores`` is
+    ``cls_attention``. ``Selection.gather(tokens, cls=batch.cls)`` gives the sequence the
+    original feeds to the projector.
+
+    Inputs (all required; there is no substitute score): ``cls`` (the CLS token),
+    ``cls_attention`` (layer -2 attention from CLS to each patch, summed over heads) and ``keys``
+    (layer -2 keys averaged over heads). Vision encoders without a CLS token (Qwen2.5-VL) cannot
+    run VisionZip. Excluded patches (padding) are neither kept nor merged, an addition of
+    tokensel (the original has no padding mask).
+
+    Args:
+        dominant: dominant tokens per row, the CLS token included (>= 1); ``None`` = from
+            ``dominant_ratio``.
+        dominant_ratio: dominant share of the budget when ``dominant`` is None, in (0, 1]
+            (default 54/64, the documented split).
+
+    ``contextual = 0`` (``dominant >= k``, e.g. k <= 3 with the default ratio) keeps CLS and
+    dominant patches only; the original divides by zero there.
     """
 
-    def __init__(self, dominant: int | None = None, dominant_ratio: float = 54 / 64) -> None:
-        if dominant is not None and dominant < 1:
-            raise ValueError(f"dominant must be >= 1, got {dominant}")
+    requires = ("cls", "cls_attention", "keys")
+
+    def __init__(self, dominant: int | None = None, dominant_ratio: float = DOMINANT_RATIO) -> None:
+        if dominant is not None and (isinstance(dominant, bool) or not isinstance(dominant, int) or dominant < 1):
+            raise ValueError(f"dominant must be an integer >= 1 (the CLS token included), got {dominant!r}")
         if not 0 < dominant_ratio <= 1:
             raise ValueError(f"dominant_ratio must lie in (0, 1], got {dominant_ratio}")
         self.dominant = dominant
         self.dominant_ratio = float(dominant_ratio)
 
     def select(self, batch: TokenBatch, k: int) -> Selection:
+        n_dom, n_ctx = visionzip_split(k, self.dominant, self.dominant_ratio)
         B, n, _ = batch.vision.shape
-        device = batch.vision.device
         blocked = batch.blocked()
-        n_dom = self.dominant if self.dominant is not None else max(1, round(k * self.dominant_ratio))
-        n_dom = min(n_dom, k)
-        n_ctx = k - n_dom
-        feats = batch.vision_raw if batch.vision_raw is not None else batch.vision
-        score = batch.cls_attention if batch.cls_attention is not None else feats.norm(dim=-1)
-        dom = score.masked_fill(blocked, float("-inf")).topk(n_dom, dim=1).indices  # [B, n_dom]
-        ar = torch.arange(B, device=device)[:, None]
-        weights = torch.zeros(B, k, n, device=device)
-        weights[ar, torch.arange(n_dom, device=device)[None, :], dom] = 1.0
-        indices = torch.empty(B, k, dtype=torch.long, device=device)
-        indices[:, :n_dom] = dom
+        score = batch.cls_attention
+        patches = n_dom - 1
+        dom = score.masked_fill(blocked, float("-inf")).topk(patches, dim=1).indices.sort(dim=1).values
+        weights = torch.zeros(B, k - 1, n, device=batch.vision.device)
+        rows = torch.arange(B, device=dom.device)[:, None]
+        weights[rows, torch.arange(patches, device=dom.device)[None, :], dom] = 1.0
+        indices = dom
         if n_ctx > 0:
-            rest_blocked = blocked.clone()
-            rest_blocked[ar, dom] = True
-            order, count = available_in_order(rest_blocked)
-            step = torch.div(count, n_ctx, rounding_mode="floor")  # >= 1 since count >= n_ctx
-            targets = order.gather(1, torch.arange(n_ctx, device=device)[None, :] * step[:, None])  # [B, c]
-            keys = l2_normalize(batch.keys if batch.keys is not None else feats)
-            sim = keys @ keys.gather(1, targets[..., None].expand(-1, -1, keys.shape[-1])).transpose(1, 2)  # [B, n, c]
-            assign = sim.argmax(dim=2)  # [B, n]
-            joins = ~rest_blocked
-            joins[ar, targets] = False
-            member = torch.nn.functional.one_hot(assign, n_ctx).transpose(1, 2).float() * joins[:, None, :].float()
-            counts = member.sum(dim=2, keepdim=True)
-            ctx = member / counts.clamp_min(1.0)
-            ctx[ar, torch.arange(n_ctx, device=device)[None, :], targets] = 1.0
-            weights[:, n_dom:] = ctx
-            indices[:, n_dom:] = targets
-        indices, perm = indices.sort(dim=1)
-        weights = weights.gather(1, perm[..., None].expand(B, k, n))
-        return Selection(indices=indices, weights=weights, scores=score)
+            rest = blocked.clone()
+            rest[rows, dom] = True
+            targets, ctx = _contextual(rest, l2_normalize(batch.keys.float()), n_ctx)
+            weights[:, patches:] = ctx
+            indices = torch.cat([dom, targets], dim=1)
+        contextual = torch.zeros(B, k - 1, dtype=torch.bool, device=dom.device)
+        contextual[:, patches:] = True
+        return Selection(indices=indices, weights=weights, scores=score, leading_cls=True, contextual=contextual)
 
     def extra_repr(self) -> str:
         return f"dominant={self.dominant}, dominant_ratio={self.dominant_ratio:.4f}"
+
+
+def _contextual(rest_blocked: Tensor, keys: Tensor, c: int) -> tuple[Tensor, Tensor]:
+    """Targets long ``[B, c]`` (ascending) and merge weights ``[B, c, n]`` of VisionZip's
+    contextual tokens over the tokens not in ``rest_blocked`` ``[B, n]``; ``keys`` ``[B, n, dk]``
+    normalised. Each row has more than c remaining tokens."""
+    B = keys.shape[0]
+    rows = torch.arange(B, device=keys.device)[:, None]
+    order, count = available_in_order(rest_blocked)
+    step = torch.div(count, c, rounding_mode="floor")  # >= 1: count > c
+    targets = order.gather(1, torch.arange(c, device=keys.device)[None, :] * step[:, None])
+    target_keys = keys.gather(1, targets[..., None].expand(-1, -1, keys.shape[-1]))
+    assign = (keys @ target_keys.transpose(1, 2)).argmax(dim=2)  # [B, n]
+    joins = ~rest_blocked
+    joins[rows, targets] = False
+    member = torch.nn.functional.one_hot(assign, c).transpose(1, 2).float() * joins[:, None, :].float()
+    ctx = member / member.sum(dim=2, keepdim=True).clamp_min(1.0)
+    ctx[rows, torch.arange(c, device=keys.device)[None, :], targets] = 1.0
+    return targets, ctx
