@@ -18,7 +18,8 @@
 # - it checks the fields listed in the class attribute `requires` are present;
 # - it keeps every token when `n <= k`, so `select` only ever sees `1 <= k < n`;
 # - it adds the batch axis for unbatched input and removes it again afterwards;
-# - it sorts the returned indices (raster order).
+# - it sorts the returned indices (raster order); merging selections (with `weights`) keep the
+#   selector's order.
 #
 # `select` receives the batched form (`vision` is `[B, n, D]`) and returns a `Selection` with
 # `indices` `[B, k]`. It must never pick a *blocked* token: `batch.blocked()` (`[B, n]`) is True
