@@ -303,7 +303,6 @@ class PrunedVLM:
                         p = Selection(indices=torch.arange(img.num_tokens, device=img.vision.device))
                         kept.append(img.vision[c])
                     else:
-                        p = _to_device(p, img.vision.device)
                         kept.append(ad.kept_tokens(img, c, p))
                     sels.append(p)
                     idxs.append(p.indices)
@@ -519,17 +518,6 @@ def _family_defaults(adapter: VisionAdapter, name: str) -> dict:
     info = selector_info(name)
     accepted = inspect.signature(info.cls.__init__).parameters
     return {k: v for k, v in defaults.items() if k in accepted and k not in info.defaults}
-
-
-def _to_device(sel: Selection, device: torch.device) -> Selection:
-    """An unbatched selection with its tensors on ``device``."""
-    return Selection(
-        indices=sel.indices.to(device),
-        weights=None if sel.weights is None else sel.weights.to(device),
-        scores=sel.scores,
-        leading_cls=sel.leading_cls,
-        contextual=None if sel.contextual is None else sel.contextual.to(device),
-    )
 
 
 def _padding_side(am: Tensor) -> str:
