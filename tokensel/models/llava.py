@@ -199,7 +199,6 @@ class LlavaAdapter(VisionAdapter):
         return images
 
 
-
 class LlavaNextAdapter(LlavaAdapter):
     """LLaVA-NeXT any-res: each 336 px crop (base + grid crops) is selected on its own with the
     same question (k per crop). The sequence is laid out by :func:`anyres_layout`: the base
