@@ -119,6 +119,11 @@ class VisionAdapter(ABC):
     def encode(self, inputs: dict, need: frozenset[str]) -> list[ImageFeatures]:
         """Run the vision side on all images of the batch (in processor order)."""
 
+    def packed(self, image: ImageFeatures) -> ImageFeatures:
+        """The image as ONE candidate sequence, in the order the model lays its tokens out (for
+        selectors with ``anyres == "packed"``). Single-crop images already are: returned as is."""
+        return image
+
     def merge(self, image: ImageFeatures, crop: int, weights: Tensor) -> Tensor:
         """Output tokens ``[k, D]`` of a merging selection (weights ``[k, n]``) on one crop."""
         return weights.to(image.vision.dtype) @ image.vision[crop]

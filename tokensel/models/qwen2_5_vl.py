@@ -8,6 +8,8 @@
   their original 3-D positions, and decoding continues from the last kept (text) position, i.e.
   with the unpruned rope deltas.
 - The question is embedded unfiltered as ``"Question: {q}"``.
+- DivPrune defaults to ``features="vision_raw"`` and ``ratio_rounding="floor"`` here (MMTok's
+  Qwen2.5-VL port of DivPrune, the one DivPrune's README points to).
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ class Qwen2_5_VLAdapter(VisionAdapter):
     question_prefix = "Question: "
     vision_keys = ("pixel_values", "image_grid_thw", "mm_token_type_ids")
     keeps_positions = True
-    selector_defaults = {"mmtok": {"tau_tv": 0.01}}
+    #: MMTok's tau_tv; DivPrune as in MMTok's Qwen2.5-VL port of it: on ``vision_raw`` (pooled
+    #: ViT features before the merger), budget ``int(ratio * n)``.
+    selector_defaults = {"mmtok": {"tau_tv": 0.01}, "divprune": {"features": "vision_raw", "ratio_rounding": "floor"}}
 
     def check_inputs(self, inputs: dict) -> None:
         super().check_inputs(inputs)
