@@ -85,6 +85,8 @@ def max_min_diversity(features: Tensor, k: int, blocked: Tensor) -> Tensor:
     x = l2_normalize(features)
     B, n, _ = x.shape
     dist = 1.0 - x @ x.transpose(1, 2)  # [B, n, n]
+    for b in range(B):
+        canonicalize_copies(dist[b], x[b])
     dist.masked_fill_(blocked[:, None, :], float("inf"))
     dist.diagonal(dim1=1, dim2=2).fill_(float("inf"))
     nearest = dist.amin(dim=2)
@@ -100,3 +102,35 @@ def max_min_diversity(features: Tensor, k: int, blocked: Tensor) -> Tensor:
         if t + 1 < k:
             j = mind.masked_fill(blocked, float("-inf")).argmax(dim=1)
     return picks
+
+
+def first_copies(x: Tensor) -> Tensor | None:
+    """long ``[n]``: for each row of ``x`` ``[n, d]`` the index of the first row bitwise equal to
+    it, or ``None`` when all rows differ. Rows are grouped by their sum first (equal rows have
+    equal sums), so only rows whose sums collide are compared in full."""
+    key = x.sum(dim=-1)
+    _, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
+    candidates = (counts[inverse] > 1).nonzero().squeeze(1)
+    if candidates.numel() == 0:
+        return None
+    _, group = torch.unique(x[candidates], dim=0, return_inverse=True)
+    if int(group.max()) + 1 == candidates.numel():
+        return None
+    first_in_group = torch.full((candidates.numel(),), x.shape[0], dtype=torch.long, device=x.device)
+    first_in_group.scatter_reduce_(0, group, candidates, reduce="amin")
+    out = torch.arange(x.shape[0], device=x.device)
+    out[candidates] = first_in_group[group]
+    return out
+
+
+def canonicalize_copies(dist: Tensor, x: Tensor) -> None:
+    """Give bitwise-identical tokens identical distances, in place on ``dist`` ``[n, n]``:
+    the rows and columns of their first copy, and 0 between copies. The matrix product rounds
+    equal rows differently in different places (by kernel), which would otherwise decide
+    which copy (e.g. which of LLaVA-NeXT's identical newline tokens) is kept; this way the
+    first index wins, as documented."""
+    first = first_copies(x)
+    if first is None:
+        return
+    dist.copy_(dist[first][:, first])
+    dist.masked_fill_(first[:, None] == first[None, :], 0.0)
