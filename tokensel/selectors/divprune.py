@@ -39,7 +39,8 @@ class DivPrune(Selector):
             image's packed sequence, the unpadded crop grid with its newline tokens after the
             base crop (what the model's ``pack_image_features`` returns); newline tokens are
             candidates like any other. A budget ``k`` is then the number of tokens kept of that
-            whole sequence, and ``ratio`` keeps ``round(ratio * packed length)``. ``"crops"``:
+            whole sequence, and ``ratio`` keeps ``round(ratio * packed length)`` (with the
+            default ``ratio_rounding``). ``"crops"``:
             each crop on its own with ``k`` (or the ratio) per crop, no newline tokens (the
             layout of the per-crop selectors, see ``tokensel.models.llava``).
         ratio_rounding: how ``tokensel.prune(..., ratio=r)`` turns ``r`` into a budget of ``n``
@@ -47,10 +48,14 @@ class DivPrune(Selector):
             (``int(r * n)``, what MMTok's Qwen2.5-VL port does and ``tokensel.prune`` defaults
             to on Qwen2.5-VL models).
 
-    Departure from the original: it never masks picked tokens, so when fewer than k tokens are
-    distinct (exact duplicates) it picks an already-kept token again and the kept positions hold
-    repeats. Here the k kept tokens are always distinct: once every distinct value is kept, the
-    remaining picks are duplicates of kept tokens (first index on the tie).
+    Departures from the original: (1) it never masks picked tokens, so when fewer than k tokens
+    are distinct (exact duplicates) it picks an already-kept token again and the kept positions
+    hold repeats (fewer real tokens than the budget says). Here the k kept tokens are always
+    distinct: once every distinct value is kept, the remaining picks are copies of kept tokens.
+    (2) Bitwise-identical tokens (e.g. LLaVA-NeXT's newline tokens) are given exactly equal
+    distances, so the first copy wins their ties; in the original the matrix product's rounding
+    decides which copy is kept. (3) Its LLaVA integration prunes only the first image of the
+    first sample (a fixed 35-token system-prompt offset); here every image is selected.
     """
 
     def __init__(self, features: str = "vision", anyres: str = "packed", ratio_rounding: str = "round") -> None:
