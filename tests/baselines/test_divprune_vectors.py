@@ -29,6 +29,7 @@ import pytest
 import torch
 
 import tokensel
+from tests.models.tiny_vlms import build_tokenizer, rand_image
 from tokensel.models.llava import LlavaAdapter
 from tokensel.models.qwen2_5_vl import Qwen2_5_VLAdapter
 
@@ -105,11 +106,16 @@ SIDE, PATCH = 336, 14
 def tiny_next(dim: int, grid: tuple[int, int]):
     """A tiny LLaVA-NeXT at the real crop geometry (336 px crops, 14 px patches, 576 tokens per
     crop) with a ``dim``-wide language model and the single grid pinpoint ``grid``."""
-    from transformers import (CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration,
-                              LlavaNextProcessor)
-    from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
-
-    from tests.models.tiny_vlms import build_tokenizer
+    from transformers import (
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextProcessor,
+    )
+    from transformers.models.llava_next.image_processing_pil_llava_next import (
+        LlavaNextImageProcessorPil,
+    )
 
     tok = build_tokenizer()
     pins = [[grid[0] * SIDE, grid[1] * SIDE]]
@@ -150,8 +156,6 @@ def check_next_sequence(case, z):
     # the projector emits the case's tokens; everything after it is the model's and tokensel's code
     hook = model.model.multi_modal_projector.register_forward_hook(lambda _m, _i, out: crops.to(out.dtype))
     recorder = LMInput(model.model.language_model)
-    from tests.models.tiny_vlms import rand_image
-
     image = rand_image(grid[0] * SIDE, grid[1] * SIDE, 0)  # the grid's own aspect: nothing is unpadded
     inputs = dict(proc(images=[image], text=["USER: <image>\nWhat is shown? ASSISTANT:"], return_tensors="pt"))
     ids = inputs["input_ids"][0]

@@ -19,8 +19,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from tiny_vlms import rand_image
+
 from tokensel.models import prune
 from tokensel.selectors import budget_from_ratio
 
@@ -203,9 +203,9 @@ def test_budget_rule(ratio, n):
 
 
 @pytest.mark.parametrize("bad, match", [
-    (dict(ratio=0.0, n=10), "ratio"), (dict(ratio=1.5, n=10), "ratio"), (dict(ratio=True, n=10), "ratio"),
-    (dict(ratio=0.5, n=0), "n must"), (dict(ratio=0.5, n=2.0), "n must"),
-    (dict(ratio=0.5, n=10, rounding="ceil"), "ratio_rounding"),
+    ({"ratio": 0.0, "n": 10}, "ratio"), ({"ratio": 1.5, "n": 10}, "ratio"), ({"ratio": True, "n": 10}, "ratio"),
+    ({"ratio": 0.5, "n": 0}, "n must"), ({"ratio": 0.5, "n": 2.0}, "n must"),
+    ({"ratio": 0.5, "n": 10, "rounding": "ceil"}, "ratio_rounding"),
 ])
 def test_budget_rule_rejects_bad_input(bad, match):
     with pytest.raises(ValueError, match=match):
