@@ -1,6 +1,6 @@
 """Selectors: MMTok and the baselines behind one registry."""
 
-from tokensel.selectors.base import Selector, check_budget
+from tokensel.selectors.base import Selector, budget_from_ratio, check_budget
 from tokensel.selectors.registry import (
     SelectorInfo,
     create_selector,
@@ -12,6 +12,7 @@ from tokensel.selectors.registry import (
 __all__ = [
     "Selector",
     "SelectorInfo",
+    "budget_from_ratio",
     "check_budget",
     "create_selector",
     "list_selectors",
