@@ -13,13 +13,10 @@ from dataclasses import dataclass, fields, replace
 import torch
 from torch import Tensor
 
+from tokensel.ops import all_finite
+from tokensel.validation import check_int
+
 __all__ = ["TokenBatch", "Selection"]
-
-
-def _all_finite(t: Tensor) -> bool:
-    """True if every entry is finite. One reduction pass: NaN and inf propagate into the sum
-    (its overflow, from entries near the float range, is reported as non-finite too)."""
-    return bool(torch.isfinite(t.sum())) if t.numel() else True
 
 
 def _check_float(name: str, t: Tensor, rank: int, device: torch.device, finite: bool = True) -> None:
@@ -31,7 +28,9 @@ def _check_float(name: str, t: Tensor, rank: int, device: torch.device, finite: 
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
     if t.device != device:
         raise ValueError(f"{name} is on device {t.device} but vision is on {device}: put all inputs on one device")
-    if finite and not _all_finite(t):
+    if t.device.type == "meta":
+        raise ValueError(f"{name} is a meta tensor (shapes only, no values): selection needs real values")
+    if finite and not all_finite(t):
         raise ValueError(f"{name} contains NaN or inf values")
 
 
@@ -44,6 +43,15 @@ def _check_bool(name: str, t: Tensor, shape: tuple[int, ...], device: torch.devi
         raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
     if t.device != device:
         raise ValueError(f"{name} is on device {t.device} but vision is on {device}: put all inputs on one device")
+
+
+def _check_grid(grid: object, n: int) -> tuple[int, int]:
+    if isinstance(grid, (str, bytes)) or not isinstance(grid, (tuple, list, torch.Size)) or len(grid) != 2:
+        raise TypeError(f"grid must be a pair (h, w) of positive integers with h * w == n = {n}, got {grid!r}")
+    h, w = check_int("grid[0]", grid[0], 1), check_int("grid[1]", grid[1], 1)
+    if h * w != n:
+        raise ValueError(f"grid must be (h, w) with h * w == n = {n}, got {tuple(grid)}")
+    return h, w
 
 
 @dataclass
@@ -167,10 +175,20 @@ class TokenBatch:
             _check_float("keys", b.keys, 3, device, finite)
             if b.keys.shape[:2] != (bs, n):
                 raise ValueError(f"keys must have shape [B={bs}, n={n}, dk], got {tuple(b.keys.shape)}")
+        updates = {f.name: getattr(b, f.name).detach() for f in fields(b)
+                   if isinstance(getattr(b, f.name), Tensor) and getattr(b, f.name).requires_grad}
         if b.grid is not None:
-            if len(b.grid) != 2 or int(b.grid[0]) * int(b.grid[1]) != n:
-                raise ValueError(f"grid must be (h, w) with h * w == n = {n}, got {b.grid}")
-        return b
+            updates["grid"] = _check_grid(b.grid, n)
+        return replace(b, **updates) if updates else b
+
+    def take_rows(self, rows: Tensor) -> "TokenBatch":
+        """The batched sub-batch of the rows ``rows`` (long ``[b]``) of a batched TokenBatch."""
+        updates = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Tensor):
+                updates[f.name] = value.index_select(0, rows.to(value.device))
+        return replace(self, **updates)
 
     def blocked(self) -> Tensor:
         """bool ``[B, n]``: tokens that may not be picked (excluded or masked out). Batched form."""
@@ -187,27 +205,65 @@ class TokenBatch:
 class Selection:
     """What a selector returns for a :class:`TokenBatch`.
 
+    Rows may keep different numbers of tokens (a row with fewer pickable tokens than the budget
+    keeps all of them; an adaptive budget stops early): ``lengths[b]`` says how many of row b's
+    slots are real. **Padding convention**: slots ``lengths[b] ..`` of row b are padding; their
+    ``indices`` are ``-1`` and their ``weights`` rows are zero. :meth:`gather` returns zero
+    vectors there, :meth:`mask` ignores them, :meth:`row` and :meth:`unbatched` drop them.
+    Padding never occurs in a row whose length is the full width.
+
     Attributes:
-        indices: long ``[B, k]`` (``[k]`` for unbatched input): the kept token indices, each row
-            sorted ascending. For merging selectors, the index each output token stands at
-            (its position in the image).
+        indices: long ``[B, k]`` (``[k]`` for unbatched input): the kept token indices; in each
+            row the real slots are distinct and sorted ascending, then come the ``-1`` pads.
+            For merging selectors, the index each output token stands at (its position in the
+            image).
         weights: float ``[B, k, n]`` or ``None``. ``None`` means the output tokens are the input
             tokens at ``indices``. Otherwise output token i is ``sum_j weights[b, i, j] * token_j``
             (token merging, e.g. pooling or VisionZip's contextual tokens); apply it to projected
             tokens or to encoder features alike with :meth:`gather`.
-        scores: optional float ``[B, n]``: per-token scores the selector ranked by, for plots.
+        scores: optional float ``[B, n]``: per-token scores the selector ranked by, for plots
+            (NaN in rows that kept every pickable token: nothing was ranked there).
+        lengths: long ``[B]`` (0-d for unbatched): real slots per row. ``None`` (the default)
+            means every slot is real; it is filled in on construction, so it is never None on a
+            constructed Selection.
     """
 
     indices: Tensor
     weights: Tensor | None = None
     scores: Tensor | None = None
+    lengths: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.indices, Tensor) or self.indices.dim() < 1:
+            raise TypeError(f"indices must be a tensor of shape [B, k] or [k], got {self.indices!r}")
+        width = self.indices.shape[-1]
+        if self.lengths is None:
+            self.lengths = torch.full(self.indices.shape[:-1], width, dtype=torch.long, device=self.indices.device)
+        elif tuple(self.lengths.shape) != tuple(self.indices.shape[:-1]):
+            raise ValueError(
+                f"lengths must have shape {tuple(self.indices.shape[:-1])} (one per row of indices), "
+                f"got {tuple(self.lengths.shape)}"
+            )
 
     @property
     def k(self) -> int:
+        """The width of ``indices``: the largest number of tokens a row keeps."""
         return self.indices.shape[-1]
 
+    @property
+    def valid(self) -> Tensor:
+        """bool, shaped like ``indices``: True at real (non-padding) slots."""
+        slots = torch.arange(self.k, device=self.indices.device)
+        return slots < self.lengths.to(self.indices.device)[..., None]
+
+    @property
+    def ragged(self) -> bool:
+        """True if some row keeps fewer than ``k`` tokens (so some slots are padding)."""
+        return bool((self.lengths < self.k).any())
+
     def gather(self, tokens: Tensor) -> Tensor:
-        """Apply the selection to tokens ``[B, n, D]`` (or ``[n, D]``); returns ``[B, k, D]``."""
+        """Apply the selection to tokens ``[B, n, D]`` (or ``[n, D]``); returns ``[B, k, D]``
+        (zero vectors at padding slots)."""
         if tokens.dim() != self.indices.dim() + 1:
             raise ValueError(
                 f"tokens must have shape [..., n, D] matching indices {tuple(self.indices.shape)}, "
@@ -215,18 +271,28 @@ class Selection:
             )
         if self.weights is not None:
             return self.weights.to(tokens.dtype) @ tokens
-        idx = self.indices.unsqueeze(-1).expand(*self.indices.shape, tokens.shape[-1])
-        return torch.gather(tokens, -2, idx)
+        valid = self.valid
+        idx = self.indices.clamp_min(0).unsqueeze(-1).expand(*self.indices.shape, tokens.shape[-1])
+        out = torch.gather(tokens, -2, idx)
+        return out if not self.ragged else out * valid.unsqueeze(-1).to(out.dtype)
 
     def mask(self, n: int) -> Tensor:
-        """bool ``[B, n]`` (or ``[n]``): True at kept indices."""
-        out = torch.zeros(*self.indices.shape[:-1], n, dtype=torch.bool, device=self.indices.device)
-        return out.scatter(-1, self.indices, True)
+        """bool ``[B, n]`` (or ``[n]``): True at kept indices (padding slots are ignored)."""
+        out = torch.zeros(*self.indices.shape[:-1], n + 1, dtype=torch.bool, device=self.indices.device)
+        # padding (-1) goes to the extra last column, which is dropped
+        return out.scatter(-1, self.indices.masked_fill(~self.valid, n), True)[..., :n]
+
+    def row(self, b: int) -> "Selection":
+        """Row ``b`` of a batched selection, unbatched, without its padding slots."""
+        length = int(self.lengths[b])
+        return Selection(
+            indices=self.indices[b, :length],
+            weights=None if self.weights is None else self.weights[b, :length],
+            scores=None if self.scores is None else self.scores[b],
+        )
 
     def unbatched(self) -> "Selection":
-        """Drop a leading batch axis of size 1."""
-        return Selection(
-            indices=self.indices[0],
-            weights=None if self.weights is None else self.weights[0],
-            scores=None if self.scores is None else self.scores[0],
-        )
+        """Drop a leading batch axis of size 1 (and the row's padding slots)."""
+        if self.indices.dim() != 2 or self.indices.shape[0] != 1:
+            raise ValueError(f"unbatched() needs indices of shape [1, k], got {tuple(self.indices.shape)}")
+        return self.row(0)

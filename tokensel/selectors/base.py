@@ -1,7 +1,8 @@
 """The :class:`Selector` contract: subclasses implement one batched ``select`` method.
 
-The base class does the shared work once: input validation, the budget check, the ``n <= k``
-keep-everything rule, batching of unbatched inputs, and sorting of the kept indices.
+The base class does the shared work once: input validation, the budget check, the
+keep-every-pickable-token rule for rows with no more pickable tokens than the budget, batching
+of unbatched inputs, sorting of the kept indices, and the check of what ``select`` returned.
 """
 
 from __future__ import annotations
@@ -13,35 +14,34 @@ import torch
 from torch import Tensor
 
 from tokensel.batch import Selection, TokenBatch
+from tokensel.validation import check_int, reject_params
 
 __all__ = ["Selector", "check_budget"]
 
 
 def check_budget(k: object, name: str = "k") -> int:
-    """Return ``k`` as an int, or raise ``ValueError`` unless it is an integer >= 1."""
-    if isinstance(k, bool) or not isinstance(k, (int, torch.SymInt)) and not (
-        isinstance(k, Tensor) and k.dim() == 0 and not k.is_floating_point()
-    ):
-        raise TypeError(f"{name} must be a positive integer, got {k!r}")
-    k = int(k)
-    if k < 1:
-        raise ValueError(f"{name} must be >= 1, got {k}")
-    return k
+    """Return ``k`` as an int, or raise unless it is an integer >= 1 (``int``, ``numpy.int64``,
+    0-d integer tensor; bools and floats are refused)."""
+    return check_int(name, k, 1)
 
 
 class Selector(ABC):
     """Chooses k of n vision tokens for each row of a :class:`TokenBatch`.
 
-    Subclasses set ``name`` (done by :func:`tokensel.register_selector`), declare the
-    ``TokenBatch`` fields they cannot work without in ``requires``, and implement
-    :meth:`select`, which receives a validated, batched input and ``1 <= k < n``.
+    Subclasses are registered with :func:`tokensel.register_selector` (which gives instances
+    their ``name``), declare the ``TokenBatch`` fields they cannot work without in
+    ``requires``, and implement :meth:`select`, which receives a validated, batched input in
+    which every row has more than k pickable tokens.
 
-    Calling a selector (``sel(batch, k=64)``) returns a :class:`Selection` whose ``indices``
-    are ``[B, k]`` (``[k]`` for unbatched input), distinct, sorted ascending and never
-    excluded. When ``n <= k`` every token is kept.
+    Calling a selector (``sel(batch, k=64)``) returns a :class:`Selection`. A row with more than
+    k pickable tokens (not excluded, not masked out) keeps k of them; a row with at most k
+    keeps every pickable token, so it keeps fewer than k and ``Selection.lengths`` says how many
+    (the rest of the row is padding, see :class:`Selection`). ``indices`` are ``[B, w]`` with
+    ``w = max(lengths) <= k`` (``[length]`` for unbatched input); the real slots of a row are
+    distinct, sorted ascending, in range and never excluded: the base class checks what
+    ``select`` returns and raises a ``RuntimeError`` naming the selector otherwise.
     """
 
-    name: ClassVar[str] = ""
     #: Where the selector runs: "vision" (before the language model) or "llm" (inside it).
     stage: ClassVar[str] = "vision"
     #: TokenBatch fields that must not be None.
@@ -49,6 +49,27 @@ class Selector(ABC):
     #: True if :meth:`select` detects NaN/inf itself (from what it computes) and re-runs
     #: ``batch.validate()`` to report it; the inputs are then not scanned up front.
     checks_finite: ClassVar[bool] = False
+
+    def __new__(cls, *args: object, **kwargs: object) -> "Selector":
+        if cls.__init__ is object.__init__:  # a selector without parameters
+            reject_params(f"selector {cls.__name__}", args, kwargs)
+        return super().__new__(cls)
+
+    @property
+    def name(self) -> str:
+        """The registered name: the one given to :func:`tokensel.create_selector`, else the
+        registration of this class whose defaults this instance matches most specifically
+        (``MMTok()`` is "mmtok", ``MMTok(variant="vision")`` "mmtok-vision"); "" if unregistered."""
+        given = self.__dict__.get("_name")
+        if given:
+            return given
+        from tokensel.selectors.registry import registered_name
+
+        return registered_name(self)
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = value
 
     def __call__(self, batch: TokenBatch, k: int) -> Selection:
         if not isinstance(batch, TokenBatch):
@@ -59,30 +80,54 @@ class Selector(ABC):
         for field_name in self.requires:
             if getattr(b, field_name) is None:
                 raise ValueError(f"selector {self.name!r} needs TokenBatch.{field_name}, which is None")
-        bs, n, _ = b.vision.shape
-        if n <= k:
-            idx = torch.arange(n, device=b.vision.device).expand(bs, n).clone()
-            out = Selection(indices=idx)
+        blocked = b.blocked()
+        available = (~blocked).sum(dim=1)
+        keep_all = available <= k
+        if bool(keep_all.all()):
+            out = _keep_pickable(blocked, available)
         else:
-            available = (~b.blocked()).sum(dim=1)
-            if bool((available < k).any()):
-                worst = int(available.min())
-                raise ValueError(
-                    f"k={k} picks are impossible: exclude/vision_mask leave only {worst} pickable "
-                    f"tokens in some row of the batch"
-                )
-            out = self.select(b, k)
-            if out.weights is None:
-                out = Selection(indices=out.indices.sort(dim=-1).values, scores=out.scores)
+            out = self._select_rows(b, k, blocked, available, keep_all)
         return out if was_batched else out.unbatched()
+
+    def _select_rows(self, b: TokenBatch, k: int, blocked: Tensor, available: Tensor, keep_all: Tensor) -> Selection:
+        """Run :meth:`select` on the rows with more than k pickable tokens; the others keep
+        every pickable token. A row's selection does not depend on the other rows."""
+        if not bool(keep_all.any()):
+            return self._checked_select(b, k, blocked)
+        pick = (~keep_all).nonzero().squeeze(1)
+        part = self._checked_select(b.take_rows(pick), k, blocked.index_select(0, pick))
+        bs, n = blocked.shape
+        rest = _keep_pickable(blocked, available, width=k)
+        indices = rest.indices.index_copy(0, pick, part.indices)
+        lengths = rest.lengths.index_copy(0, pick, part.lengths)
+        weights = scores = None
+        if part.weights is not None:
+            weights = torch.zeros(bs, k, n, dtype=part.weights.dtype, device=part.weights.device)
+            weights.scatter_(2, rest.indices.clamp_min(0)[..., None], rest.valid[..., None].to(weights.dtype))
+            weights.index_copy_(0, pick, part.weights)
+        if part.scores is not None:
+            scores = torch.full((bs, n), float("nan"), dtype=part.scores.dtype, device=part.scores.device)
+            scores.index_copy_(0, pick, part.scores)
+        return Selection(indices=indices, weights=weights, scores=scores, lengths=lengths)
+
+    def _checked_select(self, b: TokenBatch, k: int, blocked: Tensor) -> Selection:
+        """:meth:`select`, with plain selections' indices sorted and every result checked."""
+        out = self.select(b, k)
+        if not isinstance(out, Selection):
+            raise RuntimeError(f"selector {self.name!r} ({type(self).__name__}).select returned {type(out).__name__}, not a Selection")
+        if out.weights is None and isinstance(out.indices, Tensor) and out.indices.dim() == 2 and not out.indices.is_floating_point():
+            out = Selection(indices=out.indices.sort(dim=-1).values, scores=out.scores)
+        _check_output(self, out, k, blocked)
+        return out
 
     @abstractmethod
     def select(self, batch: TokenBatch, k: int) -> Selection:
-        """Pick k tokens per row. ``batch`` is validated and batched; ``1 <= k < n``.
+        """Pick k tokens per row. ``batch`` is validated and batched; every row has more than
+        k pickable tokens.
 
         Returns a :class:`Selection` with ``indices`` long ``[B, k]`` (any order for plain
         selections: the caller sorts them; merging selectors return them sorted together
-        with their ``weights`` rows).
+        with their ``weights`` rows ``[B, k, n]``).
         """
 
     def extra_repr(self) -> str:
@@ -90,3 +135,36 @@ class Selector(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
+
+
+def _keep_pickable(blocked: Tensor, available: Tensor, width: int | None = None) -> Selection:
+    """Every pickable token of each row, in ascending order, padded with -1 to ``width``
+    (default: the largest count)."""
+    bs, n = blocked.shape
+    w = int(available.max()) if width is None else width
+    order = torch.argsort(blocked.to(torch.int8), dim=1, stable=True)[:, :w]
+    slots = torch.arange(w, device=blocked.device)
+    indices = order.masked_fill(slots >= available[:, None], -1)
+    return Selection(indices=indices, lengths=available.clone())
+
+
+def _check_output(sel: Selector, out: Selection, k: int, blocked: Tensor) -> None:
+    """Raise a RuntimeError naming the selector unless ``out`` keeps k distinct, ascending,
+    in-range, pickable tokens per row (and ``weights``, if any, is ``[B, k, n]``)."""
+    bs, n = blocked.shape
+    idx = out.indices
+    who = f"selector {sel.name!r} ({type(sel).__name__})"
+    if not isinstance(idx, Tensor) or idx.dtype != torch.long or tuple(idx.shape) != (bs, k):
+        got = (tuple(idx.shape), idx.dtype) if isinstance(idx, Tensor) else type(idx).__name__
+        raise RuntimeError(f"{who} returned indices {got}; expected long [{bs}, {k}]")
+    if idx.device != blocked.device:
+        raise RuntimeError(f"{who} returned indices on {idx.device}; the batch is on {blocked.device}")
+    if out.weights is not None and tuple(out.weights.shape) != (bs, k, n):
+        raise RuntimeError(f"{who} returned weights of shape {tuple(out.weights.shape)}; expected {(bs, k, n)}")
+    lo, hi = int(idx.min()), int(idx.max())
+    if lo < 0 or hi >= n:
+        raise RuntimeError(f"{who} returned indices from {lo} to {hi}, outside [0, {n})")
+    if k > 1 and not bool((idx[:, 1:] > idx[:, :-1]).all()):
+        raise RuntimeError(f"{who} returned duplicate (or, for a merging selector, unsorted) indices")
+    if bool(blocked.gather(1, idx).any()):
+        raise RuntimeError(f"{who} returned excluded or masked-out (padding) tokens")
