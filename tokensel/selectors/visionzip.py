@@ -9,6 +9,7 @@ from tokensel.objectives.multimodal import l2_normalize
 from tokensel.selectors.base import Selector
 from tokensel.selectors.registry import register_selector
 from tokensel.selectors.simple import available_in_order
+from tokensel.validation import check_number, check_optional_int
 
 __all__ = ["VisionZip"]
 
@@ -30,12 +31,8 @@ class VisionZip(Selector):
     """
 
     def __init__(self, dominant: int | None = None, dominant_ratio: float = 54 / 64) -> None:
-        if dominant is not None and dominant < 1:
-            raise ValueError(f"dominant must be >= 1, got {dominant}")
-        if not 0 < dominant_ratio <= 1:
-            raise ValueError(f"dominant_ratio must lie in (0, 1], got {dominant_ratio}")
-        self.dominant = dominant
-        self.dominant_ratio = float(dominant_ratio)
+        self.dominant = check_optional_int("dominant", dominant, 1)
+        self.dominant_ratio = check_number("dominant_ratio", dominant_ratio, 0.0, 1.0, low_open=True)
 
     def select(self, batch: TokenBatch, k: int) -> Selection:
         B, n, _ = batch.vision.shape
