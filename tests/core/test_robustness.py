@@ -378,6 +378,24 @@ def test_numpy_parameters_are_accepted():
     assert tokensel.create_selector("fastv", layer=np.int64(3)).layer == 3
 
 
+def test_a_row_with_nothing_pickable_is_an_error():
+    exclude = torch.zeros(2, 10, dtype=torch.bool)
+    exclude[1] = True
+    with pytest.raises(ValueError, match=r"no pickable token in row\(s\) \[1\]"):
+        tokensel.create_selector("uniform")(make_batch(0, 2, 10, excluded=exclude), k=4)
+
+
+@pytest.mark.parametrize("opts, argument", [
+    (dict(solver="stochastic", eps=math.nan), "eps"), (dict(solver="stochastic", seed="a"), "seed"),
+    (dict(solver="stochastic", sample_size=2.5), "sample_size"), (dict(solver="ilp", time_limit=-1), "time_limit"),
+    (dict(solver="ilp", mip_rel_gap=math.nan), "mip_rel_gap"), (dict(solver="brute", max_subsets="many"), "max_subsets"),
+    (dict(tol="0.1"), "tol"), (dict(tol=math.nan), "tol"),
+])
+def test_bad_solver_options_are_named(opts, argument):
+    with pytest.raises((TypeError, ValueError), match=argument):
+        tokensel.maximize(FacilityLocation(torch.rand(4, 6)), 2, **opts)
+
+
 def test_names_are_set_per_registration():
     assert MMTok().name == "mmtok"
     assert MMTok(variant="vision").name == "mmtok-vision"

@@ -82,6 +82,9 @@ class Selector(ABC):
                 raise ValueError(f"selector {self.name!r} needs TokenBatch.{field_name}, which is None")
         blocked = b.blocked()
         available = (~blocked).sum(dim=1)
+        if not bool(available.all()):
+            rows = (available == 0).nonzero().flatten().tolist()
+            raise ValueError(f"exclude (with vision_mask) leaves no pickable token in row(s) {rows} of the batch")
         keep_all = available <= k
         if bool(keep_all.all()):
             out = _keep_pickable(blocked, available)
