@@ -120,9 +120,12 @@ class TokenBatch:
     def validate(self, finite: bool = True) -> "TokenBatch":
         """Check shapes, dtypes, devices and values; return the batched form.
 
-        ``finite=False`` skips the NaN/inf scan of the features (one pass over each), for
-        callers that check what they compute from them instead and then call
-        :meth:`validate` again to name the culprit.
+        ``finite=False`` skips the NaN/inf scan of the features (one pass over each, reduced
+        in float64 so that ordinary 16-bit values do not overflow it), for callers that check
+        what they compute from them instead and then call :meth:`validate` again to name the
+        culprit. Tensors that require grad are detached in the result (selection is not
+        differentiable); meta tensors are refused (they hold no values); ``grid`` comes back as
+        a tuple of two ints.
 
         Raises:
             ValueError: a bad shape or value (the message names the argument).

@@ -26,6 +26,7 @@ from tokensel.selectors.registry import register_selector
 from .strategies import coverage_matrices
 
 VISION = tokensel.list_selectors(stage="vision")
+ALL = tokensel.list_selectors()  # the in-LLM ones, called directly, rank by llm_attention
 COSINE = ["mmtok", "mmtok-text", "mmtok-vision", "divprune", "topk-text"]
 
 
@@ -59,7 +60,7 @@ def random_masks(seed: int, B: int, n: int, blocked: int) -> tuple[torch.Tensor,
 
 
 # ---------------------------------------------------------------- 1. keep every pickable token
-@pytest.mark.parametrize("name", VISION)
+@pytest.mark.parametrize("name", ALL)
 @given(seed=st.integers(0, 10_000), B=st.integers(1, 3), n=st.sampled_from([4, 10, 16, 25]),
        k=st.integers(1, 30), blocked=st.integers(0, 12))
 def test_rows_with_few_pickable_tokens_keep_them_all(name, seed, B, n, k, blocked):
@@ -90,7 +91,7 @@ def test_rows_with_few_pickable_tokens_keep_them_all(name, seed, B, n, k, blocke
 def test_k_equals_n_with_exclude_returns_only_pickable_tokens():
     exclude = torch.zeros(10, dtype=torch.bool)
     exclude[:3] = True
-    for name in VISION:
+    for name in ALL:
         single = make_batch(0, 1, 10, excluded=exclude[None])
         single = TokenBatch(**{f: (v[0] if isinstance(v, torch.Tensor) else v) for f, v in vars(single).items()})
         out = tokensel.create_selector(name)(single, k=10)
@@ -151,7 +152,7 @@ def test_multimodal_coverage_is_scale_free():
 
 
 # ---------------------------------------------------------------- 3. float16
-@pytest.mark.parametrize("name", VISION)
+@pytest.mark.parametrize("name", ALL)
 def test_float16_tokens_are_accepted_and_picked_like_float32(name):
     # values whose float16 sum overflows (n * D * 1.5 > 65504) although every entry is ordinary
     g = torch.Generator().manual_seed(0)
@@ -213,7 +214,7 @@ def test_one_selector_called_from_several_threads(name):
 
 
 # ---------------------------------------------------------------- 6. batch independence
-@pytest.mark.parametrize("name", VISION)
+@pytest.mark.parametrize("name", ALL)
 @given(seed=st.integers(0, 10_000), B=st.integers(2, 5), hw=st.sampled_from([(4, 9), (6, 6), (5, 7), (8, 8), (3, 12)]),
        k=st.integers(2, 12), blocked=st.integers(0, 6))
 def test_a_rows_selection_does_not_depend_on_its_batch(name, seed, B, hw, k, blocked):
@@ -305,7 +306,7 @@ def test_exact_solvers_with_tol_report_honestly(C, k, tol):
 
 
 # ---------------------------------------------------------------- 9. grad, meta, grid, k types
-@pytest.mark.parametrize("name", VISION)
+@pytest.mark.parametrize("name", ALL)
 def test_inputs_requiring_grad_are_selected_like_detached_ones(name):
     batch = make_batch(3, 2, 36, grid=(6, 6))
     grad = TokenBatch(**{f: (v.clone().requires_grad_(True) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
