@@ -30,6 +30,8 @@ def _check_float(name: str, t: Tensor, rank: int, device: torch.device, finite: 
         raise ValueError(f"{name} is on device {t.device} but vision is on {device}: put all inputs on one device")
     if t.device.type == "meta":
         raise ValueError(f"{name} is a meta tensor (shapes only, no values): selection needs real values")
+    if rank == 3 and t.shape[2] < 1:
+        raise ValueError(f"{name} must have at least one feature per token, got shape {tuple(t.shape)}")
     if finite and not all_finite(t):
         raise ValueError(f"{name} contains NaN or inf values")
 
@@ -136,6 +138,8 @@ class TokenBatch:
         device = v.device
         _check_float("vision", v, 3, device, finite)
         bs, n, _ = v.shape
+        if bs < 1:
+            raise ValueError(f"vision must hold at least one image (B >= 1), got shape {tuple(v.shape)}")
         if n < 1:
             raise ValueError("vision must hold at least one token (n >= 1)")
         if b.vision_raw is not None:
@@ -267,11 +271,12 @@ class Selection:
     def gather(self, tokens: Tensor) -> Tensor:
         """Apply the selection to tokens ``[B, n, D]`` (or ``[n, D]``); returns ``[B, k, D]``
         (zero vectors at padding slots)."""
-        if tokens.dim() != self.indices.dim() + 1:
+        if tokens.dim() != self.indices.dim() + 1 or tokens.shape[:-2] != self.indices.shape[:-1]:
             raise ValueError(
                 f"tokens must have shape [..., n, D] matching indices {tuple(self.indices.shape)}, "
                 f"got {tuple(tokens.shape)}"
             )
+        self._check_n(tokens.shape[-2], "tokens")
         if self.weights is not None:
             return self.weights.to(tokens.dtype) @ tokens
         valid = self.valid
@@ -281,9 +286,18 @@ class Selection:
 
     def mask(self, n: int) -> Tensor:
         """bool ``[B, n]`` (or ``[n]``): True at kept indices (padding slots are ignored)."""
+        self._check_n(n, "n")
         out = torch.zeros(*self.indices.shape[:-1], n + 1, dtype=torch.bool, device=self.indices.device)
         # padding (-1) goes to the extra last column, which is dropped
         return out.scatter(-1, self.indices.masked_fill(~self.valid, n), True)[..., :n]
+
+    def _check_n(self, n: int, what: str) -> None:
+        """Raise unless a token axis of length ``n`` holds every kept index (and fits weights)."""
+        need = int(self.indices.max()) + 1 if self.indices.numel() else 0
+        if self.weights is not None and self.weights.shape[-1] != n:
+            raise ValueError(f"{what} has {n} tokens but the selection's weights expect {self.weights.shape[-1]}")
+        if n < need:
+            raise ValueError(f"{what} has {n} tokens but the selection keeps index {need - 1}")
 
     def row(self, b: int) -> "Selection":
         """Row ``b`` of a batched selection, unbatched, without its padding slots."""

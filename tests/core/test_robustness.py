@@ -397,6 +397,30 @@ def test_bad_solver_options_are_named(opts, argument):
         tokensel.maximize(FacilityLocation(torch.rand(4, 6)), 2, **opts)
 
 
+def test_neighbouring_bad_inputs_are_named():
+    sel = Selection(indices=torch.tensor([[1, 4]]))
+    with pytest.raises(ValueError, match="tokens has 3 tokens"):
+        sel.gather(torch.randn(1, 3, 2))
+    with pytest.raises(ValueError, match="tokens must have shape"):
+        sel.gather(torch.randn(2, 6, 2))
+    with pytest.raises(ValueError, match="n has 4 tokens"):
+        sel.mask(4)
+    obj = FacilityLocation(torch.rand(3, 5))
+    with pytest.raises(TypeError, match="indices"):
+        obj.value([0.5, 1.7])
+    with pytest.raises(TypeError, match="indices"):
+        obj.value(torch.tensor([0.0, 1.0]))
+    assert obj.value(np.array([0, 2])) == obj.value([0, 2])
+    with pytest.raises(ValueError, match="feature"):
+        tokensel.create_selector("uniform")(TokenBatch(vision=torch.randn(2, 10, 0)), k=3)
+    with pytest.raises(ValueError, match="B >= 1"):
+        tokensel.create_selector("uniform")(TokenBatch(vision=torch.randn(0, 10, 3)), k=3)
+    with pytest.raises(ValueError, match="weights"):
+        tokensel.objectives.WeightedSum([obj, obj], [1.0, math.nan])
+    with pytest.raises(ValueError, match="meta"):
+        FacilityLocation(torch.rand(3, 5, device="meta"))
+
+
 def test_names_are_set_per_registration():
     assert MMTok().name == "mmtok"
     assert MMTok(variant="vision").name == "mmtok-vision"

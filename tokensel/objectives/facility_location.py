@@ -22,6 +22,8 @@ def check_coverage_matrix(C: Tensor, name: str = "C") -> Tensor:
         raise ValueError(f"{name} must have at least one row and one column, got {tuple(C.shape)}")
     if not C.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {C.dtype}")
+    if C.device.type == "meta":
+        raise ValueError(f"{name} is a meta tensor (shapes only, no values)")
     if not bool(torch.isfinite(C).all()):
         raise ValueError(f"{name} contains NaN or inf values")
     if bool((C < 0).any()):
