@@ -272,12 +272,21 @@ class _Bad(Selector):
             idx = idx[:, :-1]
         elif self.mode == "dtype":
             idx = idx.int()
+        elif self.mode == "lengths":  # a row that claims to keep nothing
+            return Selection(indices=idx, lengths=torch.zeros(B, dtype=torch.long))
+        elif self.mode == "pad":  # a merging selector's ragged row whose padding is not -1
+            w = torch.nn.functional.one_hot(idx, n).float()
+            return Selection(indices=idx, weights=w, lengths=torch.full((B,), k - 1))
+        elif self.mode == "adaptive":  # a correct adaptive budget: row b keeps k - b tokens, any order
+            lengths = (k - torch.arange(B)).clamp_min(1)
+            idx = idx.flip(1).masked_fill(torch.arange(k)[None, :] >= lengths[:, None], -1)
+            return Selection(indices=idx, lengths=lengths)
         return Selection(indices=idx)
 
 
 @pytest.mark.parametrize("mode, match", [
     ("dup", "duplicate"), ("range", "outside"), ("negative", "outside"), ("excluded", "excluded"),
-    ("shape", "expected long"), ("dtype", "expected long"),
+    ("shape", "expected long"), ("dtype", "expected long"), ("pad", "not -1"), ("lengths", "lengths"),
 ])
 def test_a_selector_breaking_the_contract_is_named(mode, match):
     cls = type(f"Bad_{mode}", (_Bad,), {"mode": mode})
@@ -286,6 +295,13 @@ def test_a_selector_breaking_the_contract_is_named(mode, match):
     exclude[0, 0] = mode == "excluded"
     with pytest.raises(RuntimeError, match=f"test-bad-{mode}.*{match}"):
         tokensel.create_selector(f"test-bad-{mode}")(make_batch(0, 1, 10, excluded=exclude), k=4)
+
+
+def test_a_ragged_selection_from_select_passes_through():
+    register_selector("test-adaptive")(type("Adaptive", (_Bad,), {"mode": "adaptive"}))
+    out = tokensel.create_selector("test-adaptive")(make_batch(0, 3, 10), k=4)
+    assert out.lengths.tolist() == [4, 3, 2]
+    assert out.indices.tolist() == [[0, 1, 2, 3], [1, 2, 3, -1], [2, 3, -1, -1]]
 
 
 # ---------------------------------------------------------------- 8. brute force with tol

@@ -118,8 +118,12 @@ class Selector(ABC):
         out = self.select(b, k)
         if not isinstance(out, Selection):
             raise RuntimeError(f"selector {self.name!r} ({type(self).__name__}).select returned {type(out).__name__}, not a Selection")
-        if out.weights is None and isinstance(out.indices, Tensor) and out.indices.dim() == 2 and not out.indices.is_floating_point():
-            out = Selection(indices=out.indices.sort(dim=-1).values, scores=out.scores)
+        idx = out.indices
+        if out.weights is None and idx.dim() == 2 and idx.dtype == torch.long and out.lengths.shape == idx.shape[:1]:
+            valid = out.valid
+            # padding slots (adaptive budgets: rows shorter than k) sort last and stay -1
+            ordered = idx.masked_fill(~valid, blocked.shape[1]).sort(dim=-1).values.masked_fill(~valid, -1)
+            out = Selection(indices=ordered, scores=out.scores, lengths=out.lengths)
         _check_output(self, out, k, blocked)
         return out
 
@@ -130,7 +134,8 @@ class Selector(ABC):
 
         Returns a :class:`Selection` with ``indices`` long ``[B, k]`` (any order for plain
         selections: the caller sorts them; merging selectors return them sorted together
-        with their ``weights`` rows ``[B, k, n]``).
+        with their ``weights`` rows ``[B, k, n]``). A selector that stops early (an adaptive
+        budget) sets ``lengths`` (each in ``[1, k]``) and pads its rows with -1.
         """
 
     def extra_repr(self) -> str:
@@ -152,22 +157,29 @@ def _keep_pickable(blocked: Tensor, available: Tensor, width: int | None = None)
 
 
 def _check_output(sel: Selector, out: Selection, k: int, blocked: Tensor) -> None:
-    """Raise a RuntimeError naming the selector unless ``out`` keeps k distinct, ascending,
-    in-range, pickable tokens per row (and ``weights``, if any, is ``[B, k, n]``)."""
+    """Raise a RuntimeError naming the selector unless ``out`` keeps, per row, between 1 and k
+    distinct, ascending, in-range, pickable tokens (k unless ``lengths`` says fewer, padded with
+    -1) and ``weights``, if any, is ``[B, k, n]``."""
     bs, n = blocked.shape
     idx = out.indices
     who = f"selector {sel.name!r} ({type(sel).__name__})"
-    if not isinstance(idx, Tensor) or idx.dtype != torch.long or tuple(idx.shape) != (bs, k):
-        got = (tuple(idx.shape), idx.dtype) if isinstance(idx, Tensor) else type(idx).__name__
-        raise RuntimeError(f"{who} returned indices {got}; expected long [{bs}, {k}]")
+    if idx.dtype != torch.long or tuple(idx.shape) != (bs, k):
+        raise RuntimeError(f"{who} returned indices {(tuple(idx.shape), idx.dtype)}; expected long [{bs}, {k}]")
     if idx.device != blocked.device:
         raise RuntimeError(f"{who} returned indices on {idx.device}; the batch is on {blocked.device}")
     if out.weights is not None and tuple(out.weights.shape) != (bs, k, n):
         raise RuntimeError(f"{who} returned weights of shape {tuple(out.weights.shape)}; expected {(bs, k, n)}")
-    lo, hi = int(idx.min()), int(idx.max())
+    lengths = out.lengths.to(idx.device)
+    if bool((lengths < 1).any() | (lengths > k).any()):
+        raise RuntimeError(f"{who} returned lengths {lengths.tolist()}; each must lie in [1, {k}]")
+    valid = out.valid
+    real = idx.masked_fill(~valid, 0)
+    lo, hi = int(idx.masked_fill(~valid, n).min()), int(idx.masked_fill(~valid, -1).max())
     if lo < 0 or hi >= n:
-        raise RuntimeError(f"{who} returned indices from {lo} to {hi}, outside [0, {n})")
-    if k > 1 and not bool((idx[:, 1:] > idx[:, :-1]).all()):
+        raise RuntimeError(f"{who} returned indices from {min(lo, hi)} to {max(lo, hi)}, outside [0, {n})")
+    if not bool((idx[~valid] == -1).all()):
+        raise RuntimeError(f"{who} returned padding slots (beyond lengths) that are not -1")
+    if k > 1 and not bool(((real[:, 1:] > real[:, :-1]) | ~valid[:, 1:]).all()):
         raise RuntimeError(f"{who} returned duplicate (or, for a merging selector, unsorted) indices")
-    if bool(blocked.gather(1, idx).any()):
+    if bool((blocked.gather(1, real) & valid).any()):
         raise RuntimeError(f"{who} returned excluded or masked-out (padding) tokens")
