@@ -61,7 +61,7 @@ from tokensel.batch import Selection, TokenBatch
 from tokensel.models._base import ImageFeatures, VisionAdapter
 from tokensel.models._llm import LLMPruneState, install_llm_hooks
 from tokensel.models._text import embed_questions, extract_last_user_turn, filter_question
-from tokensel.selectors.base import Selector, budget_from_ratio
+from tokensel.selectors.base import Selector, budget_from_ratio, check_budget
 from tokensel.selectors.registry import create_selector
 
 __all__ = ["PrunedVLM", "prune", "adapter_for"]
@@ -94,9 +94,7 @@ def _check_budget(k, ratio) -> tuple[int | None, float | None]:
     if (k is None) == (ratio is None):
         raise ValueError("pass exactly one of k (tokens kept per image/crop) or ratio (fraction kept)")
     if k is not None:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be an integer >= 1, got {k!r}")
-        return k, None
+        return check_budget(k), None  # any integral scalar (numpy, torch); no bools or floats
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < float(ratio) <= 1:
         raise ValueError(f"ratio must be a number in (0, 1], got {ratio!r}")
     return None, float(ratio)
@@ -279,15 +277,14 @@ class PrunedVLM:
                     "a prompt with question text"
                 )
             for c in range(img.num_crops):
-                kc = kk
-                if img.exclude is not None:
-                    pickable = int((~img.exclude[c]).sum())
-                    if pickable == 0:
-                        raise ValueError(f"image {i}: image_sizes mark every patch as padding")
-                    kc = min(kk, pickable)  # documented: never more than the non-padding patches
-                groups[(n, kc, has_text)].append((i, c))
+                pickable = n if img.exclude is None else int((~img.exclude[c]).sum())
+                if pickable == 0:
+                    raise ValueError(f"image {i}: image_sizes mark every patch as padding")
+                # a crop with at most kk non-padding patches keeps them all (Selection.lengths); it
+                # is selected apart from the others, whose output may begin with a CLS token
+                groups[(n, kk, has_text, pickable <= kk)].append((i, c))
         t_sel = 0.0
-        for (n, kk, has_text), members in groups.items():
+        for (n, kk, has_text, _keeps_all), members in groups.items():
             batch = self._token_batch(images, members, sample_of, text if has_text else None,
                                       text_mask if has_text else None)
             t0 = time.perf_counter()
@@ -295,7 +292,7 @@ class PrunedVLM:
                 sel = self.selector(batch, k=kk)
             t_sel += time.perf_counter() - t0
             for row, (i, c) in enumerate(members):
-                plans[i][c] = sel.row(row)
+                plans[i][c] = sel.row(row)  # without the padding slots of crops that keep fewer than kk
 
         # ---- kept tokens per image, in language-model order
         per_image_tokens: list[Tensor] = []

@@ -18,6 +18,7 @@ import torch
 from tokensel.batch import Selection, TokenBatch
 from tokensel.selectors.base import Selector
 from tokensel.selectors.registry import register_selector
+from tokensel.validation import check_int
 
 __all__ = ["FastVSelector"]
 
@@ -31,9 +32,7 @@ class FastVSelector(Selector):
     ratio_rounding = "round"
 
     def __init__(self, layer: int = 2):
-        if isinstance(layer, bool) or not isinstance(layer, int) or layer < 1:
-            raise ValueError(f"fastv layer K must be an integer >= 1, got {layer!r}")
-        self.layer = layer
+        self.layer = check_int("layer (fastv layer K)", layer, 1)
 
     def select(self, batch: TokenBatch, k: int) -> Selection:
         scores = batch.llm_attention.float().masked_fill(batch.blocked(), float("-inf"))

@@ -20,6 +20,7 @@ import torch
 from tokensel.batch import Selection, TokenBatch
 from tokensel.selectors.base import Selector
 from tokensel.selectors.registry import register_selector
+from tokensel.validation import check_int_sequence, check_number_sequence
 
 __all__ = ["SparseVLMSelector"]
 
@@ -36,16 +37,14 @@ class SparseVLMSelector(Selector):
     scorer = "raters"
 
     def __init__(self, layers=DEFAULT_LAYERS, stage_fractions=None):
-        layers = tuple(int(x) for x in layers)
-        if not layers or any(x < 1 for x in layers) or list(layers) != sorted(set(layers)):
+        layers = check_int_sequence("layers", layers, 1)
+        if list(layers) != sorted(set(layers)):
             raise ValueError(f"sparsevlm layers must be increasing integers >= 1, got {layers}")
         if stage_fractions is None:
             if len(layers) != len(DEFAULT_FRACTIONS):
                 raise ValueError("give stage_fractions (one per layer) for a non-default number of layers")
             stage_fractions = DEFAULT_FRACTIONS
-        fracs = tuple(float(f) for f in stage_fractions)
-        if len(fracs) != len(layers) or any(f <= 0 for f in fracs):
-            raise ValueError(f"stage_fractions must be {len(layers)} positive numbers, got {stage_fractions}")
+        fracs = check_number_sequence("stage_fractions", stage_fractions, 0.0, low_open=True, length=len(layers))
         self.layers = layers
         self.stage_fractions = fracs
 
