@@ -15,9 +15,11 @@ model with ``inputs_embeds`` (plus the gathered original M-RoPE ``position_ids``
 sequences start with the caller's original ``input_ids`` (the unpruned prompt), so
 ``out[:, input_ids.shape[1]:]`` are the new tokens as with the unwrapped model.
 
-LLM-stage selectors (``fastv``, ``sparsevlm``) run the model unchanged and prune inside the
+LLM-stage selectors (``fastv``, ``sparsevlm``; subclasses of
+:class:`tokensel.selectors.llm.LLMSelector`) run the model unchanged and prune inside the
 language model through decoder-layer hooks (see :mod:`tokensel.models._llm`); their
-``pruned.last_stage_selection`` holds the kept image-token indices after each stage.
+``pruned.last_stage_selection`` holds the kept image-token indices after each stage and
+``pruned.last_stage_recycled`` the number of recycled tokens each stage added.
 
 Budgets: ``k`` is per image (LLaVA-1.5, Qwen2.5-VL), per crop (LLaVA-NeXT), or per sample over
 all its image tokens (fastv, ``k`` times the sample's number of images). ``ratio`` keeps
@@ -55,6 +57,7 @@ from tokensel.models._base import ImageFeatures, VisionAdapter
 from tokensel.models._llm import LLMPruneState, install_llm_hooks
 from tokensel.models._text import embed_questions, extract_last_user_turn, filter_question
 from tokensel.selectors.base import Selector
+from tokensel.selectors.llm import LLMSelector
 from tokensel.selectors.registry import create_selector
 
 __all__ = ["PrunedVLM", "prune", "adapter_for"]
@@ -119,6 +122,8 @@ class PrunedVLM:
             self.selector = create_selector(selector, **params)
         if self.selector.stage not in ("vision", "llm"):
             raise ValueError(f"selector stage {self.selector.stage!r} is not supported")
+        if self.selector.stage == "llm":
+            _check_llm_selector(self.selector, self.adapter)
         self.k, self.ratio = _check_budget(k, ratio)
         inner = getattr(tokenizer, "tokenizer", None)  # a processor: use its tokenizer
         if inner is not None and hasattr(inner, "convert_ids_to_tokens"):
@@ -427,7 +432,18 @@ class PrunedVLM:
             self.model.model.rope_deltas = _deltas
         return kw
 
-    # ------------------------------------------------------------------ llm stage (fastv)
+    # ------------------------------------------------------------------ llm stage (fastv, sparsevlm)
+    def _llm_counts(self, n_per: Tensor, runs: Tensor) -> list[list[int]]:
+        """``[stage][sample]``: image tokens kept by score, from the selector's schedule for the
+        sample's budget (``k`` per image, or ``round(ratio * N)``)."""
+        plan: list[list[int]] = [[] for _ in self.selector.layers]
+        for n, r in zip(n_per.tolist(), runs.tolist()):
+            total = min(n, self.k * r) if self.k is not None else min(n, max(1, round(self.ratio * n)))
+            counts = self.selector.schedule(total, n)
+            for s_no, c in enumerate(counts):
+                plan[s_no].append(int(c))
+        return plan
+
     def _run_llm(self, inputs: dict, generate: bool):
         t_start = time.perf_counter()
         ad = self.adapter
@@ -445,41 +461,8 @@ class PrunedVLM:
             raise ValueError("every sample needs at least one image for in-LLM pruning")
         runs = (image_mask[:, 1:] & ~image_mask[:, :-1]).sum(dim=1) + image_mask[:, 0].long()
         sel = self.selector
-        layers = list(getattr(sel, "layers", None) or [getattr(sel, "layer", 2)])
-        fractions = list(getattr(sel, "stage_fractions", None) or [1.0] * len(layers))
-        plan: list[list[int]] = [[] for _ in layers]
-        for b in range(ids.shape[0]):
-            n = int(n_per[b])
-            total = min(n, self.k * int(runs[b])) if self.k is not None else min(n, max(1, round(self.ratio * n)))
-            prev = n
-            for s_no, frac in enumerate(fractions):
-                keep = total if frac == 1.0 else max(1, round(total * frac))
-                keep = min(prev, keep)
-                plan[s_no].append(keep)
-                prev = keep
-        timing = {"selection": 0.0}
-
-        def choose(stage_no: int, scores: list[Tensor], hidden: Tensor) -> list[Tensor]:
-            t0 = time.perf_counter()
-            out: list[Tensor | None] = [None] * len(scores)
-            groups = defaultdict(list)
-            for b, sc in enumerate(scores):
-                groups[(sc.numel(), plan[stage_no][b // state.reps])].append(b)
-            for (n, kk), members in groups.items():
-                if kk >= n:
-                    for b in members:
-                        out[b] = torch.arange(n, device=scores[b].device)
-                    continue
-                att = torch.stack([scores[b] for b in members]).float()
-                vis = torch.stack([hidden[b][state.cur_img[b]] for b in members]).float()
-                s = sel(TokenBatch(vision=vis, llm_attention=att), k=kk)
-                for row, b in enumerate(members):
-                    out[b] = s.indices[row]
-            timing["selection"] += time.perf_counter() - t0
-            return out
-
-        state = LLMPruneState(stages=layers, image_mask=image_mask, attention_mask=am, choose=choose,
-                              scorer=getattr(sel, "scorer", "last"))
+        state = LLMPruneState(selector=sel, counts=self._llm_counts(n_per, runs), image_mask=image_mask,
+                              attention_mask=am, rotary=getattr(ad.language_model, "rotary_emb", None))
         handles = install_llm_hooks(ad.decoder_layers, state)
         try:
             if generate:
@@ -493,12 +476,26 @@ class PrunedVLM:
             raise RuntimeError(f"{sel.name}: the language model's prefill was not seen; nothing was pruned")
         r = state.reps  # rows of one prompt are identical when generate expanded the batch
         self.last_selection = [[t.detach().cpu()] for t in state.kept[-1][::r]]
-        #: in-LLM selectors: per stage, per sample, the kept indices among the sample's image tokens
+        #: in-LLM selectors: per stage, per sample, the kept prompt image-token indices (recycled
+        #: tokens not included) and the number of recycled tokens the stage added.
         self.last_stage_selection = [[t.detach().cpu() for t in stage[::r]] for stage in state.kept]
+        self.last_stage_recycled = [stage[::r] for stage in state.recycled]
         self.last_input_lengths = [int(v.sum()) for v in state.keep_valid[::r]]
         self.last_questions = None
-        self.last_timing = {"selection": timing["selection"], "prepare": time.perf_counter() - t_start}
+        self.last_timing = {"selection": state.seconds, "prepare": time.perf_counter() - t_start}
         return out
+
+
+def _check_llm_selector(sel: Selector, adapter: VisionAdapter) -> None:
+    """An in-LLM selector must follow the LLMSelector contract and fit the model."""
+    if not isinstance(sel, LLMSelector):
+        raise TypeError(f"in-LLM selector {sel.name!r} must subclass tokensel.selectors.llm.LLMSelector")
+    sel.check_model(len(adapter.decoder_layers))
+    if sel.positions == "contiguous" and adapter.keeps_positions:
+        raise ValueError(
+            f"{sel.name}: positions='contiguous' renumbers 1-D positions (SparseVLM v1.0, LLaVA); "
+            f"{type(adapter.model).__name__} uses 3-D M-RoPE positions: pass positions='original'"
+        )
 
 
 def _family_defaults(adapter: VisionAdapter, name: str) -> dict:
