@@ -481,6 +481,8 @@ class PrunedVLM:
         self.last_stage_selection = [[t.detach().cpu() for t in stage[::r]] for stage in state.kept]
         self.last_stage_recycled = [stage[::r] for stage in state.recycled]
         self.last_input_lengths = [int(v.sum()) for v in state.keep_valid[::r]]
+        #: in-LLM selectors: per sample, image tokens (kept + recycled) in the last layers.
+        self.last_image_tokens = [int(v.sum()) for v in state.cur_img[::r]]
         self.last_questions = None
         self.last_timing = {"selection": state.seconds, "prepare": time.perf_counter() - t_start}
         return out
