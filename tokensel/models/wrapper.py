@@ -22,8 +22,9 @@ language model through decoder-layer hooks (see :mod:`tokensel.models._llm`); th
 ``pruned.last_stage_recycled`` the number of recycled tokens each stage added.
 
 Budgets: ``k`` is per image (LLaVA-1.5, Qwen2.5-VL), per crop (LLaVA-NeXT), or per sample over
-all its image tokens (fastv, ``k`` times the sample's number of images). ``ratio`` keeps
-``max(1, int(ratio * n))`` tokens of each image/crop (fastv: ``round(ratio * N)``). When the
+all its image tokens (in-LLM selectors, ``k`` times the sample's number of images, handed to
+the selector's ``schedule``). ``ratio`` keeps
+``max(1, int(ratio * n))`` tokens of each image/crop (in-LLM: ``round(ratio * N)``). When the
 budget is at least the number of tokens, every token is kept and the model's output is
 unchanged.
 
@@ -131,8 +132,9 @@ class PrunedVLM:
         self.tokenizer = tokenizer
         #: per sample, per image: LongTensor of kept indices into the image's tokens (raster
         #: order): ``[k]``, or ``[crops, k]`` for LLaVA-NeXT (base crop first). For merging
-        #: selectors, the index each output token stands at. For fastv: one entry per sample,
-        #: the kept indices among all of the sample's image tokens (in prompt order).
+        #: selectors, the index each output token stands at. For in-LLM selectors: one entry per
+        #: sample, the kept indices among all of the sample's image tokens (in prompt order) after
+        #: the last stage (recycled tokens are not listed).
         self.last_selection: list[list[Tensor]] | None = None
         #: per sample: the question text the selection was conditioned on.
         self.last_questions: list[str] | None = None

@@ -26,7 +26,6 @@ from typing import Callable, ClassVar
 
 import torch
 from torch import Tensor
-from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
 from tokensel.batch import Selection, TokenBatch
 from tokensel.selectors.base import Selector
@@ -122,6 +121,8 @@ def attention_rows(inputs: DecoderLayerInputs, rows: Tensor) -> Tensor:
     (long ``[B, T]``) over the layer's valid keys, recomputed from the projections and the rotary
     tables as the eager attention computes it (transformers' ``apply_rotary_pos_emb`` and
     ``repeat_kv``)."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+
     x = inputs.hidden
     bsz, length, _ = x.shape
     hd = inputs.head_dim
