@@ -65,3 +65,40 @@ def test_decoding_with_pruned_cache_equals_prefill(tiny, positions):
     logits = pruned(**appended(batch, tok)).logits[:, -1]
     assert [[t.tolist() for t in s] for s in pruned.last_stage_selection] == [[t.tolist() for t in s] for s in stages]
     assert (logits - gen.scores[1]).abs().max().item() < 1e-4
+
+
+class LateSlots(LLMSelector):
+    """Test method: later image slots score higher, so stage 0 drops the whole first image;
+    records what each stage's inputs hold."""
+
+    needs = frozenset({"embeddings"})
+
+    def __init__(self, counts):
+        self.layers, self.counts, self.seen = (0, 1), tuple(counts), []
+
+    def schedule(self, budget, num_image):
+        return self.counts
+
+    def score(self, inputs: DecoderLayerInputs):
+        self.seen.append(inputs)
+        return torch.arange(inputs.image.shape[1], dtype=torch.float32).expand(inputs.image.shape).clone()
+
+
+@torch.no_grad()
+def test_text_slots_stay_aligned_with_the_prompt_when_an_image_is_dropped(llava):
+    inputs = llava.inputs("Which of the two images shows a cat?", [image_for(llava, 1), image_for(llava, 2)])
+    ids = inputs["input_ids"][0]
+    img = ids == llava.model.config.image_token_id
+    per_image = int(img.sum()) // 2
+    sel = LateSlots((per_image // 2, 3))
+    pruned = prune(llava.model, sel, k=per_image)
+    pruned(**inputs)
+    assert pruned.last_stage_selection[0][0].min() >= per_image  # the first image is gone
+    first, second = sel.seen
+    emb_text = first.embeddings_text[0]
+    assert emb_text.sum() > 0 and torch.equal(second.embeddings_text[0], emb_text)
+    for inp in (first, second):
+        assert int(inp.text[0].sum()) == int(emb_text.sum())
+    # the text between the two images is still rater material at stage 1
+    between = (~img) & (torch.arange(ids.numel()) > img.nonzero()[0]) & (torch.arange(ids.numel()) < img.nonzero()[-1])
+    assert bool(between.any()) and bool(emb_text[between].all())

@@ -284,14 +284,17 @@ def install_llm_hooks(layers: nn.ModuleList, state: LLMPruneState) -> list:
             if state.done != stage_no or not at_prefill(hidden):
                 return None
             cos, sin = kwargs["position_embeddings"]
+            text_full = _text_after_image(state.attention_mask.bool(), state.image_mask)
+            # text-ness belongs to the prompt slot: the same text tokens as in the full prompt
+            text = torch.gather(text_full, 1, state.cur_index.clamp(min=0)) & state.cur_valid & ~state.cur_img
             emb = {}
             if state.embeddings is not None:
                 emb = {"embeddings": state.embeddings, "embeddings_image": state.image_mask,
-                       "embeddings_text": _text_after_image(state.attention_mask.bool(), state.image_mask)}
+                       "embeddings_text": text_full}
             t0 = time.perf_counter()
             with torch.no_grad():
                 inputs = layer_inputs(module, hidden.detach(), cos, sin, key_valid=state.cur_valid,
-                                      image=state.cur_img, text=_text_after_image(state.cur_valid, state.cur_img),
+                                      image=state.cur_img, text=text,
                                       layer=stages[stage_no] - 1, **emb)
                 state.pending = state.selector.score(inputs)
             state.seconds += time.perf_counter() - t0

@@ -123,9 +123,11 @@ class PrunedVLM:
             self.selector = create_selector(selector, **params)
         if self.selector.stage not in ("vision", "llm"):
             raise ValueError(f"selector stage {self.selector.stage!r} is not supported")
+        self.k, self.ratio = _check_budget(k, ratio)
         if self.selector.stage == "llm":
             _check_llm_selector(self.selector, self.adapter)
-        self.k, self.ratio = _check_budget(k, ratio)
+            if self.k is not None:
+                self.selector.schedule(self.k, self.k)  # ValueError now if the budget has no schedule
         inner = getattr(tokenizer, "tokenizer", None)  # a processor: use its tokenizer
         if inner is not None and hasattr(inner, "convert_ids_to_tokens"):
             tokenizer = inner
@@ -441,7 +443,10 @@ class PrunedVLM:
         plan: list[list[int]] = [[] for _ in self.selector.layers]
         for n, r in zip(n_per.tolist(), runs.tolist()):
             total = min(n, self.k * r) if self.k is not None else min(n, max(1, round(self.ratio * n)))
-            counts = self.selector.schedule(total, n)
+            counts = tuple(self.selector.schedule(total, n))
+            if len(counts) != len(plan) or any(isinstance(c, bool) or int(c) != c or c < 1 for c in counts):
+                raise ValueError(f"{self.selector.name}: schedule({total}, {n}) returned {counts}; expected "
+                                 f"{len(plan)} positive integers (one per layer {self.selector.layers})")
             for s_no, c in enumerate(counts):
                 plan[s_no].append(int(c))
         return plan
