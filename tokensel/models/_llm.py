@@ -38,7 +38,7 @@ def layer_inputs(attn: nn.Module, hidden: Tensor, cos: Tensor, sin: Tensor, **ma
     optional q/k norms); ``masks`` are the remaining fields (key_valid, image, text, ...)."""
     cfg = attn.config
     head_dim = getattr(attn, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    heads = getattr(cfg, "num_attention_heads")
+    heads = cfg.num_attention_heads
     kv = getattr(cfg, "num_key_value_heads", None) or heads
     return DecoderLayerInputs(
         hidden=hidden, q_proj=attn.q_proj, k_proj=attn.k_proj, num_heads=heads, num_kv_heads=kv,
@@ -269,20 +269,20 @@ def install_llm_hooks(layers: nn.ModuleList, state: LLMPruneState) -> list:
     def first_layer_hook(module, args, kwargs):
         hidden = _hidden_of(args, kwargs)
         if state.done != 0 or not at_prefill(hidden):
-            return None
+            return
         state.expand(hidden.shape[0])
         state.pe_full = kwargs["position_embeddings"]
         pid = kwargs.get("position_ids")
         state.pid_full = pid if isinstance(pid, Tensor) and pid.shape[-1] == prompt_len else None
         if "embeddings" in state.selector.needs:
             state.embeddings = hidden.detach()
-        return None
+        return
 
     def score_hook_for(stage_no: int):
         def hook(module, args, kwargs):
             hidden = _hidden_of(args, kwargs)
             if state.done != stage_no or not at_prefill(hidden):
-                return None
+                return
             cos, sin = kwargs["position_embeddings"]
             text_full = _text_after_image(state.attention_mask.bool(), state.image_mask)
             # text-ness belongs to the prompt slot: the same text tokens as in the full prompt
@@ -298,7 +298,7 @@ def install_llm_hooks(layers: nn.ModuleList, state: LLMPruneState) -> list:
                                       layer=stages[stage_no] - 1, **emb)
                 state.pending = state.selector.score(inputs)
             state.seconds += time.perf_counter() - t0
-            return None
+            return
 
         return hook
 

@@ -21,8 +21,9 @@ in-LLM selector ranks by ``TokenBatch.llm_attention`` (higher first, lower index
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor

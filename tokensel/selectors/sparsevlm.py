@@ -36,10 +36,15 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from tokensel.selectors.llm import DecoderLayerInputs, LLMSelector, attention_rows, check_layers
+from tokensel.selectors.llm import (
+    DecoderLayerInputs,
+    LLMSelector,
+    attention_rows,
+    check_layers,
+)
 from tokensel.selectors.registry import register_selector
 
-__all__ = ["SparseVLMSelector", "KEEP_TABLES", "DEFAULT_LAYERS", "select_raters", "density_peak_merge"]
+__all__ = ["DEFAULT_LAYERS", "KEEP_TABLES", "SparseVLMSelector", "density_peak_merge", "select_raters"]
 
 DEFAULT_LAYERS = (2, 6, 15)
 #: the original's v1.0 keep counts per budget (``RETAIN_TOKN``) at :data:`DEFAULT_LAYERS`.
@@ -119,7 +124,7 @@ class SparseVLMSelector(LLMSelector):
         if positions not in ("contiguous", "original"):
             raise ValueError(f"sparsevlm positions must be 'contiguous' (v1.0) or 'original' (v2.0), got {positions!r}")
         if not isinstance(recycle, bool):
-            raise ValueError(f"sparsevlm recycle must be a bool, got {recycle!r}")
+            raise TypeError(f"sparsevlm recycle must be a bool, got {recycle!r}")
         self.positions = positions
         self.recycling = recycle
         stages = len(self.layers)
