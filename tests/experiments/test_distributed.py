@@ -1,4 +1,5 @@
-"""``torchrun --nproc_per_node=2 -m experiments.evaluate`` equals the single-process run."""
+"""``torchrun --nproc_per_node=2 -m tokensel.experiments.evaluate`` (what an installed package
+offers, run from outside the repository) equals the single-process run."""
 
 from __future__ import annotations
 
@@ -26,10 +27,10 @@ def test_torchrun_two_processes_equal_one(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "experiments.evaluate", TINY, *common,
+        "-m", "tokensel.experiments.evaluate", TINY, *common,
         f"logging.output_dir={tmp_path / 'two'}", "logging.run_name=dist",
     ]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     run_dir = tmp_path / "two" / "dist"
@@ -37,7 +38,7 @@ def test_torchrun_two_processes_equal_one(tmp_path):
     records = [json.loads(x) for x in (run_dir / "results.jsonl").read_text().splitlines()]
     assert metrics["num_samples"] == 7
     for key, value in single.metrics.items():
-        if key not in TIMING:
+        if key not in TIMING and not key.endswith("_ms"):
             assert metrics[key] == pytest.approx(value), key
     assert [(r["id"], r["prediction"], r["kept_tokens"], r["correct"]) for r in records] == [
         (r["id"], r["prediction"], r["kept_tokens"], r["correct"]) for r in single.records
