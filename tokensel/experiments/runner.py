@@ -24,7 +24,7 @@ from tokensel.experiments.config import (
 from tokensel.experiments.data import DatasetError, Sample, candidate_answers, candidates_for, load_dataset
 from tokensel.experiments.dist import DistContext, init_distributed
 from tokensel.experiments.metrics import compute_metrics, is_correct
-from tokensel.experiments.tables import format_table, metrics_table
+from tokensel.experiments.tables import results_tables
 from tokensel.experiments.tracking import WandbRun
 
 __all__ = [
@@ -49,6 +49,8 @@ HEADLINE_METRICS = (
     "mean_kept_tokens",
     "prefill_ms",
     "selection_ms",
+    "first_call_prefill_ms",
+    "first_call_selection_ms",
 )
 
 TABLE_COLUMNS = ["id", "category", "question", "answer", "prediction", "correct", "kept_tokens", "prefill_ms", "selection_ms"]
@@ -393,6 +395,16 @@ def _wandb_config(result: EvalResult) -> dict:
     return flat
 
 
+def _wandb_metrics(metrics: dict) -> dict:
+    """The metrics, and each ``<metric>_ci`` also as the scalars ``_ci_low`` / ``_ci_high``
+    (W&B charts plot scalars)."""
+    out = dict(metrics)
+    for key, value in metrics.items():
+        if key.endswith("_ci") and isinstance(value, (list, tuple)) and len(value) == 2:
+            out[f"{key}_low"], out[f"{key}_high"] = value
+    return out
+
+
 def _write_outputs(cfg: DictConfig, result: EvalResult, *, print_results: bool, num_tokens: Optional[int]) -> None:
     name = cfg.logging.run_name or default_run_name(cfg)
     run_dir = result.run_dir
@@ -407,7 +419,7 @@ def _write_outputs(cfg: DictConfig, result: EvalResult, *, print_results: bool, 
         directory=run_dir,
     )
     try:
-        run.log_metrics(result.metrics)
+        run.log_metrics(_wandb_metrics(result.metrics))
         if run.active and cfg.logging.log_table:
             rows = [[r.get(c) for c in TABLE_COLUMNS] for r in result.records]
             run.log_table("results", TABLE_COLUMNS, rows)
@@ -430,31 +442,6 @@ def _write_outputs(cfg: DictConfig, result: EvalResult, *, print_results: bool, 
         run.finish()
 
     if print_results:
-        head = {k: result.metrics[k] for k in ("num_samples",) + HEADLINE_METRICS if k in result.metrics}
-        print(metrics_table(head, title=f"\n{name}  (selector={cfg.selector.name}, k={cfg.budget.k})"))
-        cats = sorted(k for k in result.metrics if k.startswith("acc/"))
-        if cats:
-            print()
-            print(format_table([{"category": k[4:], "accuracy": result.metrics[k]} for k in cats], ["category", "accuracy"]))
-        modes = sorted({k.split("/")[1] for k in result.metrics if k.startswith("pope/")})
-        if modes:
-            rows = [
-                {"pope mode": m, **{f: result.metrics[f"pope/{m}/{f}"] for f in ("f1", "precision", "recall", "yes_ratio")}}
-                for m in modes
-            ]
-            print()
-            print(format_table(rows, ["pope mode", "f1", "precision", "recall", "yes_ratio"]))
-        if "mme_score" in result.metrics:
-            mme = sorted(k[4:-6] for k in result.metrics if k.startswith("mme/") and k.endswith("/score"))
-            rows = [
-                {
-                    "category": c,
-                    "acc": result.metrics[f"mme/{c}/acc"],
-                    "acc+": result.metrics[f"mme/{c}/acc_plus"],
-                    "score": result.metrics[f"mme/{c}/score"],
-                }
-                for c in mme
-            ]
-            print()
-            print(format_table(rows, ["category", "acc", "acc+", "score"], title="MME"))
+        title = f"\n{name}  (selector={cfg.selector.name}, k={cfg.budget.k})"
+        print(results_tables(result.metrics, HEADLINE_METRICS, title=title))
         print(f"\nrun directory: {run_dir}" + (f"\nW&B ({run.mode}): {result.wandb_dir}" if result.wandb_dir else ""))
