@@ -4,13 +4,11 @@ offers, run from outside the repository) equals the single-process run."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from exp_helpers import REPO, TINY, make_dataset
+from exp_helpers import TINY, installed_copy, make_dataset
 
 from tokensel.experiments.runner import prepare, run_eval
 from tokensel.experiments.tracking import find_offline_runs, read_offline_run
@@ -24,7 +22,7 @@ def test_torchrun_two_processes_equal_one(tmp_path):
 
     single = run_eval(prepare(TINY, common + [f"logging.output_dir={tmp_path / 'one'}", "logging.wandb_mode=disabled"]), print_results=False)
 
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = installed_copy(tmp_path)
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
         "-m", "tokensel.experiments.evaluate", TINY, *common,

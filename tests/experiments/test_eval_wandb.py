@@ -6,12 +6,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from exp_helpers import TINY
 
-from tokensel.experiments.evaluate import main as eval_main
 from tokensel.experiments.runner import prepare, run_eval
 from tokensel.experiments.tracking import find_offline_runs, read_offline_run, resolve_wandb_mode
 

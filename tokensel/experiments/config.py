@@ -391,35 +391,46 @@ def check_output_dir(path: Any) -> None:
 
 
 def validate_config(cfg: DictConfig, config_dir: Path | None = None) -> None:
-    """Check everything that can be checked without loading a model. Raises ConfigError."""
+    """Check everything that can be checked without loading a model. Raises ConfigError.
+
+    Order: required keys, the output folder (first: a run must never fail at its end because
+    of it), the selector (built, and dry-run on a tiny synthetic input), budget, dataset, model,
+    eval and logging settings."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         _fail(missing[0], "is required (given as ??? / not set); set it in the config or as key=value")
-    check_output_dir(cfg.logging.output_dir)  # first: a run must never fail at the end because of it
-    # --- selector
-    name = cfg.selector.name
-    if name is None or not isinstance(name, str) or not name:
-        _fail("selector.name", "must be a selector name (see `tokensel selectors`) or 'none'")
-    if name not in NO_SELECTOR:
-        try:
-            from tokensel.selectors import list_selectors
-
-            available = list_selectors()
-        except ImportError as exc:  # pragma: no cover - only while selectors are missing
-            _fail("selector.name", f"cannot list selectors ({exc}); only 'none' is usable")
-        if name not in available:
-            _fail("selector.name", f"unknown selector {name!r}; available: none, {', '.join(available)}")
-        params = effective_selector_params(cfg)
-        _check_finite_params(params)
-        _try_selector(name, params)
-    elif effective_selector_params(cfg) and cfg.selector.strict_params:
-        _fail("selector.params", f"selector 'none' takes no parameters, got {list(effective_selector_params(cfg))}")
-    # --- budget
+    check_output_dir(cfg.logging.output_dir)
+    _validate_selector(cfg)
     k = cfg.budget.k
     if k is not None and k <= 0:
         _fail("budget.k", f"must be a positive integer or null (keep all tokens), got {k}")
-    # --- dataset
-    ds = cfg.dataset
+    _validate_dataset(cfg.dataset)
+    _validate_model(cfg.model)
+    _validate_eval_logging(cfg)
+
+
+def _validate_selector(cfg: DictConfig) -> None:
+    name = cfg.selector.name
+    if name is None or not isinstance(name, str) or not name:
+        _fail("selector.name", "must be a selector name (see `tokensel selectors`) or 'none'")
+    if name in NO_SELECTOR:
+        if effective_selector_params(cfg) and cfg.selector.strict_params:
+            _fail("selector.params", f"selector 'none' takes no parameters, got {list(effective_selector_params(cfg))}")
+        return
+    try:
+        from tokensel.selectors import list_selectors
+
+        available = list_selectors()
+    except ImportError as exc:  # pragma: no cover - only while selectors are missing
+        _fail("selector.name", f"cannot list selectors ({exc}); only 'none' is usable")
+    if name not in available:
+        _fail("selector.name", f"unknown selector {name!r}; available: none, {', '.join(available)}")
+    params = effective_selector_params(cfg)
+    _check_finite_params(params)
+    _try_selector(name, params)
+
+
+def _validate_dataset(ds: DictConfig) -> None:
     if ds.format not in _DATASET_FORMATS:
         _fail("dataset.format", f"must be one of {_DATASET_FORMATS}, got {ds.format!r}")
     path = Path(ds.path)
@@ -439,22 +450,23 @@ def validate_config(cfg: DictConfig, config_dir: Path | None = None) -> None:
         _fail("dataset.offset", f"must be >= 0, got {ds.offset}")
     if ds.generate_images <= 0:
         _fail("dataset.generate_images", f"must be positive, got {ds.generate_images}")
-    # --- model
-    if not cfg.model.name:
+
+
+def _validate_model(model: DictConfig) -> None:
+    if not model.name:
         _fail("model.name", "is required")
-    _check_device(cfg.model.device)
-    if cfg.model.dtype not in _DTYPES:
-        _fail("model.dtype", f"must be one of {_DTYPES}, got {cfg.model.dtype!r}")
+    _check_device(model.device)
+    if model.dtype not in _DTYPES:
+        _fail("model.dtype", f"must be one of {_DTYPES}, got {model.dtype!r}")
     from tokensel.experiments.modeling import is_known_model
 
-    if not is_known_model(cfg.model.name):
-        _fail(
-            "model.name",
-            f"{cfg.model.name!r} is neither a registered model name nor an existing checkpoint directory",
-        )
-    if cfg.model.prompt is not None and "{question}" not in cfg.model.prompt:
+    if not is_known_model(model.name):
+        _fail("model.name", f"{model.name!r} is neither a registered model name nor an existing checkpoint directory")
+    if model.prompt is not None and "{question}" not in model.prompt:
         _fail("model.prompt", "must contain the placeholder {question}")
-    # --- eval / logging
+
+
+def _validate_eval_logging(cfg: DictConfig) -> None:
     if cfg.eval.max_new_tokens < 1:
         _fail("eval.max_new_tokens", f"must be >= 1, got {cfg.eval.max_new_tokens}")
     if cfg.eval.batch_size < 1:

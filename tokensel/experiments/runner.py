@@ -7,7 +7,6 @@ file, types) is checked in :func:`prepare` before any model is loaded.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ __all__ = [
     "default_run_name",
     "find_run",
     "load_finished",
+    "image_token_count",
     "HEADLINE_METRICS",
     "RUN_MODES",
 ]
@@ -193,6 +193,17 @@ def selector_received(wrapper: Any, cfg: DictConfig, params: dict) -> Optional[d
 
         family = _family_defaults(adapter, cfg.selector.name)
     return {**family, **params}
+
+
+def image_token_count(loaded: Any, sample: Sample) -> Optional[int]:
+    """Image tokens in the prompt of ``sample`` (all crops of an any-res image), counted from
+    the processor's output alone (no forward pass); None when the model has no image token id."""
+    from tokensel.experiments.modeling import _encode, load_image
+
+    if loaded.image_token_id is None:
+        return None
+    inputs = _encode(loaded, load_image(sample.image), sample.question)
+    return int((inputs["input_ids"] == loaded.image_token_id).sum())
 
 
 def _warm_up(loaded, wrapper, prepared: Prepared, timer) -> dict:
