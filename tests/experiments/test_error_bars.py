@@ -50,8 +50,12 @@ def test_stderr_is_the_binomial_formula(triples):
         sub = [r["correct"] for r in recs if r["category"] == cat]
         q = sum(sub) / len(sub)
         assert m[f"acc/{cat}_stderr"] == pytest.approx(math.sqrt(q * (1 - q) / len(sub)), abs=1e-12)
+    any_yes = any("yes" in (r["prediction"], r["answer"]) for r in recs)
     for key in ("accuracy_ci", "pope_f1_ci"):
         lo, hi = m[key]
+        if key == "pope_f1_ci" and not any_yes:  # F1 undefined in every resample: no interval
+            assert math.isnan(lo) and math.isnan(hi)
+            continue
         assert 0.0 <= lo <= hi <= 1.0
     lo, hi = m["accuracy_ci"]
     assert lo <= p <= hi or n == 1
@@ -82,8 +86,13 @@ def test_bootstrap_is_seeded_and_agrees_with_the_formula():
 @given(outcomes)
 def test_paired_comparison_of_a_run_with_itself_is_zero(triples):
     recs = records_from(triples)
+    any_yes = any("yes" in (r["prediction"], r["answer"]) for r in recs)
     for row in paired_comparison(recs, list(reversed(recs)), n_boot=200):
-        assert row["diff"] == 0.0 and row["diff_ci"] == [0.0, 0.0]
+        assert row["diff"] == 0.0
+        if row["metric"] == "pope_f1" and not any_yes:  # F1 undefined in every resample
+            assert all(math.isnan(x) for x in row["diff_ci"])
+            continue
+        assert row["diff_ci"] == [0.0, 0.0]
         assert row["diff_stderr"] == 0.0 or (row["n"] == 1 and math.isnan(row["diff_stderr"]))
         if "mcnemar_p" in row:
             assert row["mcnemar_p"] == 1.0 and row["a_only_correct"] == row["b_only_correct"] == 0
@@ -152,3 +161,11 @@ def test_real_runs_carry_error_bars_and_compare(dataset, tmp_path, capsys):
     assert compare_main([str(full.run_dir), str(other.run_dir)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "same questions" in err[0] and "only in run A" in err[0]
+
+
+@FAST
+@given(st.lists(yes_no, min_size=1, max_size=40).filter(lambda xs: "yes" in xs))
+def test_f1_ci_of_perfect_answers_is_degenerate(answers):
+    """Resamples without any 'yes' leave the F1 undefined: they are left out, not counted as 0."""
+    m = compute_metrics(records_from([(a, a, "a") for a in answers]), n_boot=200)
+    assert m["pope_f1"] == 1.0 and m["pope_f1_ci"] == [1.0, 1.0] and m["pope_f1_stderr"] == 0.0

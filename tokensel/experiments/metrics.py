@@ -214,26 +214,36 @@ def bootstrap(
     """Percentile bootstrap of ``statistic`` over questions.
 
     ``arrays``: per-question 1-D arrays of one length n; ``statistic(*resampled)`` receives
-    them indexed ``[n_boot, n]`` and returns ``[n_boot]``. Returns (standard deviation of the
-    replicates, (lower, upper) ``level`` percentile interval). The same ``seed`` and n give the
+    them indexed ``[n_boot, n]`` and returns ``[n_boot]`` (NaN where undefined: such replicates
+    are left out). Returns (standard deviation of the replicates, (lower, upper) ``level``
+    percentile interval). The same ``seed`` and n give the
     same resamples, so two metrics of one run (or two runs, paired) share them."""
     n = len(arrays[0])
     if n == 0:
         return float("nan"), (float("nan"), float("nan"))
     idx = _resample(n, n_boot, seed)
     reps = np.asarray(statistic(*(a[idx] for a in arrays)), dtype=np.float64)
+    reps = reps[~np.isnan(reps)]  # resamples where the statistic is undefined
+    if reps.size == 0:
+        return float("nan"), (float("nan"), float("nan"))
     tail = 100.0 * (1.0 - level) / 2.0
     lo, hi = np.percentile(reps, [tail, 100.0 - tail])
     return float(reps.std()), (float(lo), float(hi))
 
 
-def f1_from_arrays(pred_yes: np.ndarray, gold_yes: np.ndarray) -> np.ndarray:
-    """POPE F1 along the last axis of bool arrays (0 where undefined, as :func:`pope_metrics`)."""
+def f1_from_arrays(pred_yes: np.ndarray, gold_yes: np.ndarray, undefined: float = 0.0) -> np.ndarray:
+    """POPE F1 along the last axis of bool arrays; ``undefined`` where there is neither a
+    predicted nor a true 'yes' (0, as :func:`pope_metrics`; the bootstraps pass NaN, so such
+    resamples are left out instead of pulling the interval to 0)."""
     tp = (pred_yes & gold_yes).sum(-1).astype(np.float64)
     fp = (pred_yes & ~gold_yes).sum(-1)
     fn = (~pred_yes & gold_yes).sum(-1)
     denom = 2 * tp + fp + fn
-    return np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+    return np.divide(2 * tp, denom, out=np.full_like(tp, undefined), where=denom > 0)
+
+
+def _f1_or_nan(pred_yes: np.ndarray, gold_yes: np.ndarray) -> np.ndarray:
+    return f1_from_arrays(pred_yes, gold_yes, undefined=np.nan)
 
 
 def _yes_arrays(records: list[dict]) -> tuple[np.ndarray, np.ndarray]:
@@ -250,7 +260,7 @@ def _accuracy_bars(prefix: str, correct: np.ndarray, seed: int, n_boot: int) -> 
 def _pope_bars(prefix: str, records: list[dict], seed: int, n_boot: int) -> dict:
     pred, gold = _yes_arrays(records)
     out: dict = {}
-    sd, ci = bootstrap(f1_from_arrays, (pred, gold), n_boot=n_boot, seed=seed)
+    sd, ci = bootstrap(_f1_or_nan, (pred, gold), n_boot=n_boot, seed=seed)
     out[f"{prefix}f1_stderr"], out[f"{prefix}f1_ci"] = sd, list(ci)
     correct = pred == gold
     out[f"{prefix}accuracy_stderr"] = proportion_stderr(int(correct.sum()), len(correct))
@@ -367,7 +377,7 @@ def _paired_f1(name: str, pairs: list[tuple[dict, dict]], seed: int, n_boot: int
     pa, gold = _yes_arrays([a for a, _ in pairs])
     pb, _ = _yes_arrays([b for _, b in pairs])
     sd, ci = bootstrap(
-        lambda x, y, g: f1_from_arrays(y, g) - f1_from_arrays(x, g), (pa, pb, gold), n_boot=n_boot, seed=seed
+        lambda x, y, g: _f1_or_nan(y, g) - _f1_or_nan(x, g), (pa, pb, gold), n_boot=n_boot, seed=seed
     )
     fa, fb = float(f1_from_arrays(pa, gold)), float(f1_from_arrays(pb, gold))
     return {"metric": name, "n": len(pairs), "a": fa, "b": fb, "diff": fb - fa, "diff_stderr": sd, "diff_ci": list(ci)}

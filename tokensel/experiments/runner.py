@@ -453,6 +453,8 @@ def _write_outputs(cfg: DictConfig, result: EvalResult, *, print_results: bool, 
         run.finish()
 
     if print_results:
-        title = f"\n{name}  (selector={cfg.selector.name}, k={cfg.budget.k})"
+        eff = result.extra.get("effective") or {}
+        sel, k = eff.get("selector", {}).get("name", cfg.selector.name), eff.get("budget", {}).get("k", cfg.budget.k)
+        title = f"\n{name}  (selector={sel}, k={k})"
         print(results_tables(result.metrics, HEADLINE_METRICS, title=title))
         print(f"\nrun directory: {run_dir}" + (f"\nW&B ({run.mode}): {result.wandb_dir}" if result.wandb_dir else ""))
