@@ -147,23 +147,39 @@ def weight_files(folder: Path) -> list[Path]:
                             f"files: {_listing(folder)})")
 
 
-def check_headers(files: Iterable[Path]) -> None:
-    """Open every safetensors file's header: it must parse and cover the whole file.
+#: integer tensors an unquantised checkpoint may hold (index buffers, not weights)
+_INTEGER_BUFFERS = ("position_ids", "num_batches_tracked")
+_FLOAT_DTYPES = ("F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2")
 
-    Raises:
-        CheckpointError: naming the corrupt or truncated file.
-    """
+
+def _header_dtypes(file: Path) -> dict[str, str]:
     from safetensors import SafetensorError, safe_open
 
+    try:
+        with safe_open(os.fspath(file), framework="pt") as handle:
+            return {key: handle.get_slice(key).get_dtype() for key in handle.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"load_vlm: {file} is not a valid safetensors file (corrupt or truncated?): "
+                              f"{exc}") from exc
+
+
+def check_headers(files: Iterable[Path], *, quantized: bool = False) -> None:
+    """Open every safetensors file's header: it must parse, cover the whole file and, unless the
+    checkpoint is quantised, store its weights in floating dtypes (an integer dtype would load
+    the weights' bits as integers: finite, wrong values).
+
+    Raises:
+        CheckpointError: naming the corrupt or truncated file, or the tensors of integer dtype.
+    """
     for file in files:
         if file.suffix != ".safetensors":
             continue
-        try:
-            with safe_open(os.fspath(file), framework="pt") as handle:
-                handle.keys()
-        except (SafetensorError, OSError) as exc:
-            raise CheckpointError(f"load_vlm: {file} is not a valid safetensors file (corrupt or truncated?): "
-                                  f"{exc}") from exc
+        dtypes = _header_dtypes(file)
+        odd = [f"{key} ({dtype})" for key, dtype in dtypes.items()
+               if dtype not in _FLOAT_DTYPES and not key.endswith(_INTEGER_BUFFERS)]
+        if odd and not quantized:
+            raise CheckpointError(f"load_vlm: {file} stores weights in non-floating dtypes and config.json has no "
+                                  f"quantization_config: {_shown(odd)}")
 
 
 def _shown(names: Iterable[Any]) -> str:

@@ -88,8 +88,10 @@ def load_vlm(name_or_path: str | os.PathLike, *, download: bool = False, process
             raise TypeError(f"load_vlm: {flag} must be True or False, got {value!r}")
     _check_kwargs(kwargs)
     source = _locate(name_or_path, allowed, why_off, kwargs)
-    family = _family(read_config(source.folder), source.folder)
-    files = _local_weights(source, why_off)
+    config = read_config(source.folder)
+    family = _family(config, source.folder)
+    _check_config(source.folder, family)
+    files = _local_weights(source, why_off, quantized="quantization_config" in config)
     if dtype is not None:
         kwargs["dtype"] = dtype
     model, info = _from_pretrained(SUPPORTED_FAMILIES[family], source, files, kwargs)
@@ -160,7 +162,18 @@ def _family(config: dict[str, Any], folder: Path) -> str:
     return family
 
 
-def _local_weights(source: _Source, why_off: str) -> list[Path]:
+def _check_config(folder: Path, family: str) -> None:
+    """transformers must be able to build the config from ``config.json`` (types, ranges)."""
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(os.fspath(folder), local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 - config validation raises many classes (strict dataclass errors)
+        raise CheckpointError(f"load_vlm: {folder / 'config.json'} is not a valid {family} config: "
+                              f"{type(exc).__name__}: {exc}") from exc
+
+
+def _local_weights(source: _Source, why_off: str, quantized: bool) -> list[Path]:
     """The weights files of a local folder, with their headers checked ([] when downloading)."""
     if not source.local:
         return []
@@ -168,7 +181,7 @@ def _local_weights(source: _Source, why_off: str) -> list[Path]:
         files = weight_files(source.folder)
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"{exc} (in the cache; {why_off})" if source.cached else str(exc)) from None
-    check_headers(files)
+    check_headers(files, quantized=quantized)
     return files
 
 
