@@ -10,6 +10,10 @@ tokens, MLP projector, small Llama) trained from scratch on the synthetic shapes
 (:mod:`tokensel.data.shapes`) by ``experiments/train_shapes_llava.py``. Its projected vision
 tokens were trained to live in the LM's word-embedding space, so MMTok's text-vision coverage
 is meaningful on it.
+
+Every shipped folder carries a ``SHA256SUMS`` of its files (:mod:`tokensel.zoo.integrity`),
+checked by :func:`load`; names are registered names only (``load("../weights/x")`` is refused:
+load checkpoint folders with :func:`tokensel.load_vlm`).
 """
 
 from __future__ import annotations
