@@ -24,8 +24,9 @@ import tokensel
 WITH_PROCESSOR = ("llava", "llava_next")
 
 
-class NetworkAttempt(OSError):
-    """Raised by the guard in place of a DNS lookup or a connection."""
+class NetworkAttempt(RuntimeError):
+    """Raised by the guard in place of a DNS lookup or a connection (not an OSError: the hub
+    client would retry that for ~20 s)."""
 
 
 @contextlib.contextmanager
@@ -59,11 +60,25 @@ def hub_online():
     env = {k: os.environ.pop(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if k in os.environ}
     flag = constants.HF_HUB_OFFLINE
     constants.HF_HUB_OFFLINE = False
+    forget_hub_process_state()
     try:
         yield
     finally:
         constants.HF_HUB_OFFLINE = flag
         os.environ.update(env)
+
+
+def forget_hub_process_state() -> None:
+    """huggingface_hub fetches an agent registry once per process (the DNS lookup of issue 16) and
+    then remembers it: forget it, so that every guarded block behaves like a fresh process."""
+    import importlib
+
+    try:
+        agent = importlib.import_module("huggingface_hub.utils._detect_agent")
+    except ImportError:
+        return
+    if hasattr(agent, "_registry"):
+        agent._registry = None
 
 
 def cache_snapshot(cache: Path, repo_id: str, commit: str = "0123456789abcdef0123456789abcdef01234567") -> Path:
@@ -160,3 +175,57 @@ def test_local_folder_with_download_allowed_needs_no_network(hub_cache):
     with hub_online(), network_guard() as attempts:
         model, proc, _ = tokensel.load_vlm(folder, download=True)
     assert attempts == [] and proc is not None
+
+
+def test_download_is_attempted_only_when_asked_and_failure_is_clear(tmp_path):
+    with hub_online(), network_guard() as attempts:
+        with pytest.raises(FileNotFoundError, match="not in the Hugging Face cache"):
+            tokensel.load_vlm("tiny-org/not-cached", cache_dir=tmp_path)
+        assert attempts == []
+        with pytest.raises(FileNotFoundError, match="could not download config.json of 'tiny-org/not-cached'"):
+            tokensel.load_vlm("tiny-org/not-cached", cache_dir=tmp_path, download=True)
+    assert attempts, "download=True with the hub online must try the hub"
+
+
+FRESH_PROCESS = r"""
+import json, os, socket, sys
+attempts = []
+def refuse(kind):
+    def blocked(*args, **kwargs):
+        attempts.append(kind)
+        raise RuntimeError("network access attempted: " + kind)
+    return blocked
+socket.getaddrinfo = refuse("getaddrinfo")
+socket.create_connection = refuse("create_connection")
+socket.socket.connect = refuse("connect")
+import tokensel
+out = {}
+for label, kwargs in (("default", {}), ("local_files_only", {"local_files_only": True})):
+    try:
+        tokensel.load_vlm("tiny-org/not-cached", cache_dir=sys.argv[1], **kwargs)
+        out[label] = "loaded"
+    except Exception as exc:
+        out[label] = type(exc).__name__ + ": " + str(exc)
+model = tokensel.load_vlm("tiny-org/tiny-llava", cache_dir=sys.argv[2]).model
+out["cached"] = type(model).__name__
+out["attempts"] = attempts
+print(json.dumps(out))
+"""
+
+
+def test_fresh_process_without_offline_switch_makes_no_attempt(hub_cache, tmp_path):
+    """A new user's process (HF_HUB_OFFLINE unset): zero DNS lookups or connections."""
+    import json
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(tokensel.__file__).parents[1]), env.get("PYTHONPATH", "")])
+    run = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(tmp_path), str(hub_cache)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["attempts"] == []
+    for label in ("default", "local_files_only"):
+        assert out[label].startswith("FileNotFoundError: ") and "not in the Hugging Face cache" in out[label]
+    assert out["cached"] == "LlavaForConditionalGeneration"

@@ -91,11 +91,14 @@ def load_vlm(name_or_path: str | os.PathLike, *, download: bool = False, process
     config = read_config(source.folder)
     family = _family(config, source.folder)
     _check_config(source.folder, family)
-    files = _local_weights(source, why_off, quantized="quantization_config" in config)
+    quantized = "quantization_config" in config
+    files = _local_weights(source, why_off, quantized)
     if dtype is not None:
         kwargs["dtype"] = dtype
     model, info = _from_pretrained(SUPPORTED_FAMILIES[family], source, files, kwargs)
-    files = files or weight_files(source.folder)
+    if not files:  # downloaded just now: the files are checked once they are in the cache
+        files = weight_files(source.folder)
+        check_headers(files, quantized=quantized)
     problems = check_loading_info(info, source.folder, files, type(model).__name__)
     problems += check_finite(model, source.folder, files)
     _refuse(problems, strict)
