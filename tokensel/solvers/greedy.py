@@ -139,10 +139,9 @@ def _generator(seed: object, generator: torch.Generator | None) -> torch.Generat
     if seed is None:
         gen.seed()  # fresh entropy: a different sample on every call
         return gen
-    try:
-        gen.manual_seed(int(seed))
-    except RuntimeError as exc:
-        raise ValueError(f"seed must lie in [-2**63, 2**64), got {seed}") from exc
+    if not -(2**63) <= int(seed) < 2**64:
+        raise ValueError(f"seed must lie in [-2**63, 2**64), got {seed}")
+    gen.manual_seed(int(seed))
     return gen
 
 
