@@ -13,18 +13,19 @@ passes.
 The picks are those of the plain greedy (:func:`dense_greedy`, computed in C's dtype, first
 index on ties), bit for bit: the incrementally updated gains carry a rounding error that is
 tracked as a bound, and whenever the runner-up comes within that bound of the top, the step
-is decided by the plain greedy's own gain computation (one full pass), which also refreshes
-the gains. Original implementations run in float32, so among near-equal gains their picks
-follow float32 rounding; this reproduces them. On one image (the common case) the near-tie
-decision recomputes only the columns inside the window, when that is known to give the plain
-computation's bits (see :func:`column_subsets_reproduce`), instead of every column.
+is decided by the plain greedy's own gain computation. Original implementations run in
+float32, so among near-equal gains their picks follow float32 rounding; this reproduces them. A near tie is decided for the tied image alone
+(never a pass over the whole batch), on the aligned column blocks holding the columns inside
+the window (:func:`decision_columns`), for any token count, when that is known to give the plain
+computation's bits (see :func:`column_subsets_reproduce`), instead of every column;
+:func:`near_tie_counts` reports how the near ties were decided.
 
 Two backends run this algorithm. On CPU, for one block of weight 1 (what ``mmtok`` and
 ``maximize`` on a facility location run), the whole loop is compiled
 (:mod:`tokensel.solvers.compiled_greedy`): per-step cost is then the arithmetic alone. Elsewhere
-eager torch runs it: all B rows of a batch advance together, no Python loop over the batch, no
-host transfer of data (a few scalar syncs per step), workspaces allocated once, so the same code
-runs on CUDA. Both make the same picks.
+eager torch runs it: all B rows of a batch advance together, no Python loop over the batch
+(except over the images tied at a step), no host transfer of data (a few scalar syncs per
+step), workspaces allocated once, so the same code runs on CUDA. Both make the same picks.
 """
 
 from __future__ import annotations
