@@ -9,6 +9,7 @@ from tokensel.objectives.multimodal import VARIANTS, multimodal_coverage_matrix
 from tokensel.selectors.base import Selector
 from tokensel.selectors.registry import register_selector
 from tokensel.solvers.incremental import BACKENDS, incremental_greedy
+from tokensel.validation import check_bool, check_choice, check_number
 from tokensel.workspace import Workspace
 
 __all__ = ["MMTok"]
@@ -37,28 +38,29 @@ class MMTok(Selector):
     ``vision``), ``exclude`` and ``vision_mask``. The greedy is exact (first index on ties) and
     incremental: see :func:`tokensel.solvers.incremental_greedy`. Large buffers are kept in
     the selector's :class:`~tokensel.workspace.Workspace` between calls (``sel.workspace.clear()``
-    releases them); one selector instance is not to be called from several threads at once.
+    releases them); the workspace keeps one set per thread, so one selector instance may be
+    called from several threads at once.
+
+    Picks do not change when all features are scaled (cosine similarities are computed from
+    power-of-two-rescaled vectors where float32 norms would overflow or underflow).
     """
 
     def __init__(
         self, alpha: float = 0.5, tau_tv: float = 0.02, tau_vv: float = 0.2, variant: str = "both",
         softmax: bool = True, backend: str = "auto",
     ) -> None:
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        self.backend = backend
-        self.alpha, self.tau_tv, self.tau_vv = float(alpha), float(tau_tv), float(tau_vv)
-        self.variant, self.softmax = variant, bool(softmax)
-        if self.alpha < 0 or self.tau_tv <= 0 or self.tau_vv <= 0:
-            raise ValueError(f"need alpha >= 0, tau_tv > 0, tau_vv > 0; got {alpha}, {tau_tv}, {tau_vv}")
+        self.alpha = check_number("alpha", alpha, 0.0)
+        self.tau_tv = check_number("tau_tv", tau_tv, 0.0, low_open=True)
+        self.tau_vv = check_number("tau_vv", tau_vv, 0.0, low_open=True)
+        self.variant = check_choice("variant", variant, VARIANTS)
+        self.softmax = check_bool("softmax", softmax)
+        self.backend = check_choice("backend", backend, BACKENDS)
         self.requires = ("text",) if variant != "vision" else ()
         self.workspace = Workspace()
 
     def coverage(self, batch: TokenBatch):
         """float32 ``[B, R, n]`` coverage matrix ``[P'; alpha Q']`` of a validated batch (a view
-        of the selector's workspace: valid until its next call)."""
+        of the selector's workspace: valid until its next call in the same thread)."""
         return multimodal_coverage_matrix(
             batch.text, batch.vision, batch.vision_raw,
             alpha=self.alpha, tau_tv=self.tau_tv, tau_vv=self.tau_vv,

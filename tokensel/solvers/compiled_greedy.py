@@ -22,6 +22,7 @@ views): nothing is copied. Other devices use the eager torch path, which needs n
 from __future__ import annotations
 
 import functools
+import threading
 
 import numpy as np
 import torch
@@ -99,16 +100,25 @@ def _run(C, blocked, best, g, picks, t, low, forced, slack, k, window, accumulat
     return B
 
 
+_COMPILE_LOCK = threading.Lock()
+
+
 @functools.cache
-def _kernels():
-    """The compiled ``_run``: compiled on first use, cached on disk next to this module (or in
-    numba's per-user cache directory), so later processes only load it."""
+def _compile():
     import numba
 
     try:
         return numba.njit(cache=True, nogil=True)(_run)
     except RuntimeError:  # no writable cache location: compile once per process instead
         return numba.njit(nogil=True)(_run)
+
+
+def _kernels():
+    """The compiled ``_run``: compiled on first use (once, even when several threads ask at the
+    same time), cached on disk next to this module (or in numba's per-user cache directory), so
+    later processes only load it."""
+    with _COMPILE_LOCK:
+        return _compile()
 
 
 def compiled_greedy(
