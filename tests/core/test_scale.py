@@ -83,3 +83,23 @@ def test_decision_columns_are_aligned_blocks_and_the_trailing_columns():
     cols = decision_columns(torch.tensor([10, 196]), n)
     assert cols.tolist() == list(range(0, 64)) + list(range(192, n))
     assert decision_columns(torch.tensor([2]), 40).tolist() == list(range(40))
+
+
+@pytest.mark.parametrize("use_raw", [True, False])
+@pytest.mark.parametrize("use_mask", [True, False])
+def test_batched_coverage_built_in_chunks_equals_image_by_image(use_raw, use_mask):
+    """The vision-vision blocks of a batch are built a few images at a time (cache-sized
+    chunks: 3 images of 576 tokens); every image's matrix has the bits of its own call."""
+    from tokensel.objectives.multimodal import multimodal_coverage_matrix
+
+    g = torch.Generator().manual_seed(5)
+    B, n = 7, 576
+    x, z = torch.randn(B, n, 24, generator=g), torch.randn(B, 4, 24, generator=g)
+    v = torch.randn(B, n, 16, generator=g) if use_raw else None
+    mask = torch.rand(B, n, generator=g) > 0.1 if use_mask else None
+    C = multimodal_coverage_matrix(z, x, v, vision_mask=mask)
+    for b in range(B):
+        one = multimodal_coverage_matrix(
+            z[b : b + 1], x[b : b + 1], None if v is None else v[b : b + 1], vision_mask=None if mask is None else mask[b : b + 1]
+        )
+        assert torch.equal(C[b], one[0]), b
