@@ -1,6 +1,7 @@
 """Selectors: MMTok and the baselines behind one registry."""
 
 from tokensel.selectors.base import Selector, check_budget
+from tokensel.selectors.objective import ObjectiveSelector
 from tokensel.selectors.registry import (
     SelectorInfo,
     create_selector,
@@ -10,6 +11,7 @@ from tokensel.selectors.registry import (
 )
 
 __all__ = [
+    "ObjectiveSelector",
     "Selector",
     "SelectorInfo",
     "check_budget",
