@@ -16,7 +16,9 @@ from tokensel.selectors import (
     create_selector,
     list_selectors,
     register_selector,
+    registered,
     selector_info,
+    unregister_selector,
 )
 from tokensel.solvers import Solution, list_solvers, maximize, register_solver
 
@@ -46,7 +48,9 @@ __all__ = [
     "prune",
     "register_selector",
     "register_solver",
+    "registered",
     "selector_info",
+    "unregister_selector",
     "zoo",
 ]
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import tokensel
-from tiny_vlms import rand_image
+from tokensel.testing import rand_image
 from tokensel.models import prune
 
 LAYERS = (1, 2, 3)  # the tiny models have 4 decoder layers

@@ -7,7 +7,9 @@ from tokensel.selectors.registry import (
     create_selector,
     list_selectors,
     register_selector,
+    registered,
     selector_info,
+    unregister_selector,
 )
 
 __all__ = [
@@ -18,5 +20,7 @@ __all__ = [
     "create_selector",
     "list_selectors",
     "register_selector",
+    "registered",
     "selector_info",
+    "unregister_selector",
 ]

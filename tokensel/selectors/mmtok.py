@@ -9,6 +9,8 @@ are then solved one by one on the same coverage matrix.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor
 
@@ -43,7 +45,8 @@ class MMTok(ObjectiveSelector):
             eager torch elsewhere), ``"compiled"`` or ``"torch"``. All give the same picks.
         solver: any registered solver (default ``"incremental"``: the exact incremental greedy,
             first index on ties; ``"lazy"`` and ``"naive"`` make the same picks).
-        **solver_options: further options of the solver (see :func:`tokensel.maximize`).
+        solver_options: further options of the solver (see :func:`tokensel.maximize`), e.g.
+            ``{"time_limit": 10}`` for ``ilp`` (a dict, so that configs can set it).
 
     Uses ``TokenBatch.text`` (+ ``text_mask``), ``vision``, ``vision_raw`` (falls back to
     ``vision``), ``exclude`` and ``vision_mask``. Large buffers are kept in the selector's
@@ -55,12 +58,16 @@ class MMTok(ObjectiveSelector):
 
     def __init__(
         self, alpha: float = 0.5, tau_tv: float = 0.02, tau_vv: float = 0.2, variant: str = "both",
-        softmax: bool = True, backend: str = "auto", solver: str = "incremental", **solver_options: object,
+        softmax: bool = True, backend: str = "auto", solver: str = "incremental",
+        solver_options: dict | None = None,
     ) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if solver_options is not None and not isinstance(solver_options, Mapping):
+            raise TypeError(f"solver_options must be a dict of solver options, got {type(solver_options).__name__}")
+        solver_options = dict(solver_options or {})
         if solver == "incremental":
             solver_options = {"backend": backend, **solver_options}
         elif backend != "auto":
