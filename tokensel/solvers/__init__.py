@@ -30,7 +30,7 @@ from tokensel.solvers.consistency import checked_blocks
 from tokensel.solvers.exact import brute_force, ilp, trim_by_tolerance
 from tokensel.solvers.greedy import fast_path, lazy_greedy, naive_greedy, stochastic_greedy, stochastic_sample_size
 from tokensel.solvers.incremental import dense_greedy, incremental_greedy
-from tokensel.solvers.incremental_solver import incremental_batched, incremental_solver
+from tokensel.solvers.incremental_registered import incremental_batched, incremental_solver
 from tokensel.solvers.registry import SolverInfo, list_solvers, register_solver, solver_info, unregister_solver
 from tokensel.solvers.solution import Solution
 
