@@ -19,7 +19,10 @@ __all__ = ["TokenBatch", "Selection"]
 def _all_finite(t: Tensor) -> bool:
     """True if every entry is finite. One reduction pass: NaN and inf propagate into the sum
     (its overflow, from entries near the float range, is reported as non-finite too)."""
-    return bool(torch.isfinite(t.sum())) if t.numel() else True
+    if not t.numel():
+        return True
+    low = t.dtype in (torch.float16, torch.bfloat16)  # accumulate in float32: an fp16 sum overflows at 65504
+    return bool(torch.isfinite(t.sum(dtype=torch.float32) if low else t.sum()))
 
 
 def _check_float(name: str, t: Tensor, rank: int, device: torch.device, finite: bool = True) -> None:

@@ -434,7 +434,8 @@ def test_builtin_selectors_through_wrapper(tiny, name):
     pruned = prune(tiny.model, name, k=4, tokenizer=tiny.tokenizer)
     out = pruned(**inputs).logits
     text_len = inputs["input_ids"].shape[1] - n_image_tokens(tiny, inputs)
-    assert out.shape[1] == text_len + 4 * n_crops(tiny, inputs)  # a kept CLS token counts in k
+    units = 1 if getattr(pruned.selector, "anyres", None) == "packed" else n_crops(tiny, inputs)  # divprune: k per packed image
+    assert out.shape[1] == text_len + 4 * units  # a kept CLS token counts in k
     indices_per_crop = 3 if name == "visionzip" else 4  # VisionZip: CLS + 3 listed indices
     assert pruned.last_selection[0][0].shape[-1] == indices_per_crop
 

@@ -141,6 +141,11 @@ class VisionAdapter(ABC):
     def encode(self, inputs: dict, need: frozenset[str]) -> list[ImageFeatures]:
         """Run the vision side on all images of the batch (in processor order)."""
 
+    def packed(self, image: ImageFeatures) -> ImageFeatures:
+        """The image as ONE candidate sequence, in the order the model lays its tokens out (for
+        selectors with ``anyres == "packed"``). Single-crop images already are: returned as is."""
+        return image
+
     def kept_tokens(self, image: ImageFeatures, crop: int, selection: Selection) -> Tensor:
         """Output tokens ``[k, D]`` (language-model space) of an unbatched selection on one crop,
         in the selection's row order. Here: gathered from / merged over the projected tokens

@@ -206,6 +206,11 @@ class LlavaNextAdapter(LlavaAdapter):
     (then, for VisionZip, the high-res crops' CLS tokens and their contextual tokens, as in the
     original); no unpad, no newline tokens. When no crop of an image loses a token, the model's
     native layout (unpad + newlines) is used unchanged.
+
+    Selectors with ``anyres == "packed"`` (DivPrune) instead get each image as one sequence of
+    candidates: the model's own packed layout (base crop, then the unpadded high-res grid with a
+    newline token after each row), from ``pack_image_features``; the kept tokens enter the
+    language model in that order (see :meth:`packed`).
     """
 
     family = "llava_next"
@@ -262,9 +267,19 @@ class LlavaNextAdapter(LlavaAdapter):
             )
         return images
 
+    def packed(self, image: ImageFeatures) -> ImageFeatures:
+        """One crop ``[1, T, D]`` holding the image's packed sequence (``T`` = its placeholder
+        count, newline tokens included); no ``vision_raw``, ``cls``, ``cls_attention`` or ``keys``
+        (the newline tokens have none). Kept indices index this sequence."""
+        seq = image.extra["native"]
+        return ImageFeatures(vision=seq[None], num_placeholders=image.num_placeholders,
+                             extra={"native": seq, "packed": True})
+
     def layout(self, image: ImageFeatures, kept: list[Tensor], selections: list[Selection], native: bool) -> Tensor:
         if native:
             return image.extra["native"]
+        if image.extra.get("packed"):
+            return kept[0]
         if len(kept) == 1:
             return kept[0]
         if image.grid is None:

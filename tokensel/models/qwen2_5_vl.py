@@ -11,6 +11,8 @@
 - No ``cls``, ``cls_attention`` or ``keys``: the Qwen2.5-VL vision encoder has no CLS token, so
   VisionZip is refused at ``tokensel.prune`` (there is no public Qwen2.5-VL port of it to follow,
   and ranking by anything else would not be VisionZip).
+- DivPrune defaults to ``features="vision_raw"`` and ``ratio_rounding="floor"`` here (MMTok's
+  Qwen2.5-VL port of DivPrune, the one DivPrune's README points to).
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ class Qwen2_5_VLAdapter(VisionAdapter):
     question_prefix = "Question: "
     vision_keys = ("pixel_values", "image_grid_thw", "mm_token_type_ids")
     keeps_positions = True
-    selector_defaults = {"mmtok": {"tau_tv": 0.01}}
+    #: MMTok's tau_tv; DivPrune as in MMTok's Qwen2.5-VL port of it: on ``vision_raw`` (pooled
+    #: ViT features before the merger), budget ``int(ratio * n)``.
+    selector_defaults = {"mmtok": {"tau_tv": 0.01}, "divprune": {"features": "vision_raw", "ratio_rounding": "floor"}}
     provides = frozenset({"vision_raw", "grid"})
     missing_reason = (
         "the Qwen2.5-VL vision encoder has no CLS token, hence no CLS token or CLS attention to select "

@@ -23,11 +23,14 @@ language model through decoder-layer hooks (see :mod:`tokensel.models._llm`); th
 ``pruned.last_stage_selection`` holds the kept image-token indices after each stage.
 
 Budgets: ``k`` is per image (LLaVA-1.5, Qwen2.5-VL), per crop (LLaVA-NeXT), or per sample over
-all its image tokens (fastv, ``k`` times the sample's number of images). A kept CLS token counts
+all its image tokens (fastv, ``k`` times the sample's number of images). Selectors whose
+``anyres`` is ``"packed"`` (DivPrune by default) select once per LLaVA-NeXT image, over its packed
+sequence (unpadded grid with newline tokens): ``k`` is then per image. A kept CLS token counts
 in k (VisionZip, k=64: CLS + 53 dominant + 10 contextual = 64 tokens). ``ratio`` keeps
-``max(1, int(ratio * n))`` tokens of each image/crop (fastv: ``round(ratio * N)``). When the
-budget is at least the number of tokens, every token is kept and the model's output is
-unchanged.
+``budget_from_ratio(ratio, n, selector.ratio_rounding)`` tokens of each image/crop/packed
+sequence of ``n`` tokens: ``max(1, int(ratio * n))`` for most selectors, ``round(ratio * n)``
+for DivPrune (``int`` on Qwen2.5-VL, as MMTok's Qwen port of it) and fastv. When the budget is
+at least the number of tokens, every token is kept and the model's output is unchanged.
 
 Extra keyword arguments accepted by the wrapper call (besides what the processor returns):
 
@@ -58,7 +61,7 @@ from tokensel.batch import Selection, TokenBatch
 from tokensel.models._base import ImageFeatures, VisionAdapter
 from tokensel.models._llm import LLMPruneState, install_llm_hooks
 from tokensel.models._text import embed_questions, extract_last_user_turn, filter_question
-from tokensel.selectors.base import Selector
+from tokensel.selectors.base import Selector, budget_from_ratio
 from tokensel.selectors.registry import create_selector
 
 __all__ = ["PrunedVLM", "prune", "adapter_for"]
@@ -131,7 +134,8 @@ class PrunedVLM:
             tokenizer = inner
         self.tokenizer = tokenizer
         #: per sample, per image: LongTensor of kept indices into the image's tokens (raster
-        #: order): ``[k]``, or ``[crops, k]`` for LLaVA-NeXT (base crop first). For merging
+        #: order): ``[k]``, or ``[crops, k]`` for LLaVA-NeXT (base crop first); ``[k]`` indices
+        #: into the packed sequence for LLaVA-NeXT with a ``"packed"`` selector. For merging
         #: selectors, the index each output token stands at, in output order; a selection that
         #: begins with the CLS token (VisionZip) lists the indices after it (k - 1 of them, for k
         #: output tokens). For fastv: one entry per sample,
@@ -159,9 +163,11 @@ class PrunedVLM:
 
     # ------------------------------------------------------------------ budget
     def budget(self, n: int) -> int:
+        """Tokens kept of an image/crop/packed sequence of ``n`` tokens: ``min(k, n)``, or for a
+        ratio :func:`~tokensel.selectors.budget_from_ratio` with the selector's ``ratio_rounding``."""
         if self.k is not None:
             return min(self.k, n)
-        return min(n, max(1, int(self.ratio * n)))
+        return budget_from_ratio(self.ratio, n, self.selector.ratio_rounding)
 
     # ------------------------------------------------------------------ questions
     def _questions(self, ids: Tensor, mask: Tensor, override) -> list[str]:
@@ -246,6 +252,8 @@ class PrunedVLM:
         need = self._needs()
         with torch.no_grad():
             images = ad.encode(inputs, need)
+        if self.selector.anyres == "packed":
+            images = [ad.packed(img) for img in images]
         owner = self._assign(ids, images)
         questions = self._questions(ids, am, questions_override)
         self.last_questions = questions

@@ -1,6 +1,6 @@
 """Selectors: MMTok and the baselines behind one registry."""
 
-from tokensel.selectors.base import Selector, check_budget
+from tokensel.selectors.base import Selector, budget_from_ratio, check_budget
 from tokensel.selectors.objective import ObjectiveSelector
 from tokensel.selectors.registry import (
     SelectorInfo,
@@ -16,6 +16,7 @@ __all__ = [
     "ObjectiveSelector",
     "Selector",
     "SelectorInfo",
+    "budget_from_ratio",
     "check_budget",
     "create_selector",
     "list_selectors",

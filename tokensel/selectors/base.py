@@ -15,7 +15,10 @@ from torch import Tensor
 
 from tokensel.batch import Selection, TokenBatch
 
-__all__ = ["Selector", "check_budget"]
+__all__ = ["RATIO_ROUNDING", "Selector", "budget_from_ratio", "check_budget", "check_ratio_rounding"]
+
+#: How a selector turns a kept fraction into a token count (see :func:`budget_from_ratio`).
+RATIO_ROUNDING = ("floor", "round")
 
 
 def check_budget(k: object, name: str = "k") -> int:
@@ -28,6 +31,30 @@ def check_budget(k: object, name: str = "k") -> int:
     if k < 1:
         raise ValueError(f"{name} must be >= 1, got {k}")
     return k
+
+
+def check_ratio_rounding(rounding: object, name: str = "ratio_rounding") -> str:
+    """Return ``rounding`` unless it is not one of :data:`RATIO_ROUNDING` (``ValueError``)."""
+    if rounding not in RATIO_ROUNDING:
+        raise ValueError(f"{name} must be one of {RATIO_ROUNDING}, got {rounding!r}")
+    return str(rounding)
+
+
+def budget_from_ratio(ratio: float, n: int, rounding: str = "floor") -> int:
+    """Tokens kept of ``n`` for a kept fraction ``ratio`` in (0, 1].
+
+    ``"floor"``: ``int(ratio * n)``; ``"round"``: Python's ``round(ratio * n)`` (half to even,
+    as ``int(round(...))`` in the original DivPrune and FastV code). The result is clamped to
+    ``[1, n]``: a selection always keeps at least one token.
+    """
+    check_ratio_rounding(rounding)
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < float(ratio) <= 1:
+        raise ValueError(f"ratio must be a number in (0, 1], got {ratio!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    x = float(ratio) * n
+    kept = int(x) if rounding == "floor" else round(x)
+    return min(n, max(1, kept))
 
 
 class Selector(ABC):
@@ -54,6 +81,14 @@ class Selector(ABC):
     #: True if :meth:`select` detects NaN/inf itself (from what it computes) and re-runs
     #: ``batch.validate()`` to report it; the inputs are then not scanned up front.
     checks_finite: ClassVar[bool] = False
+    #: How ``tokensel.prune(..., ratio=r)`` turns r into a budget of n tokens: ``"floor"``
+    #: (``int(r * n)``) or ``"round"`` (``round(r * n)``); see :func:`budget_from_ratio`.
+    #: Instances may override it (DivPrune takes it as a parameter).
+    ratio_rounding: str = "floor"
+    #: What one selection covers on LLaVA-NeXT (any-res) models: ``"crops"`` = each 336 px crop
+    #: on its own, k per crop; ``"packed"`` = one selection over the image's packed sequence
+    #: (unpadded grid with its newline tokens, as the model lays it out), k per image.
+    anyres: str = "crops"
 
     def __call__(self, batch: TokenBatch, k: int) -> Selection:
         if not isinstance(batch, TokenBatch):

@@ -28,6 +28,7 @@ class FastVSelector(Selector):
 
     stage = "llm"
     requires = ("llm_attention",)
+    ratio_rounding = "round"
 
     def __init__(self, layer: int = 2):
         if isinstance(layer, bool) or not isinstance(layer, int) or layer < 1:
