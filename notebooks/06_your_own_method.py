@@ -142,9 +142,28 @@ print("SaturatedCoverage passes check_objective")
 # sum, is rejected with the smallest sets that show it.
 
 # %%
-class SquaredSum(SaturatedCoverage):
+class SquaredSum(CoverageObjective):
+    """f(S) = (sum_{j in S} w_j)^2 with w = the first row of sim: supermodular."""
+
+    def __init__(self, sim, cap=None):
+        super().__init__(sim.shape[1])
+        self.w = sim[0].double()
+
     def value(self, indices):
-        return float(self.sim[0, list(indices)].sum()) ** 2
+        return float(self.w[list(indices)].sum()) ** 2
+
+    def initial_state(self):
+        return torch.zeros(self.n, dtype=torch.bool)
+
+    def gains(self, state, candidates=None):
+        s = float(self.w[state].sum())
+        g = ((s + self.w) ** 2 - s**2).masked_fill(state, 0.0)
+        return g if candidates is None else g[candidates]
+
+    def update(self, state, j):
+        state = state.clone()
+        state[j] = True
+        return state
 
 
 try:
