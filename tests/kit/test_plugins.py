@@ -84,3 +84,17 @@ def test_tokensel_eval_runs_a_plugin_on_the_shipped_model(site, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     metrics = json.loads((out / "plug" / "metrics.json").read_text())
     assert metrics["num_samples"] == 3 and metrics["mean_kept_tokens"] == 16
+
+
+def test_the_lmms_eval_model_runs_a_plugin(on_path):
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from tokensel.experiments.lmms_eval_model import TokenselLlava
+
+    model = TokenselLlava(pretrained="tiny-random-llava", selector="plug-cosine", k="4", max_new_tokens=2)
+    model.task_dict = {"t": {"s": [{"image": Image.new("RGB", (56, 56), (200, 30, 30))}]}}
+    req = SimpleNamespace(args=("<image>\nis there a circle?", {"max_new_tokens": 2}, lambda doc: [doc["image"]], 0, "t", "s"))
+    answers = model.generate_until([req])
+    assert len(answers) == 1 and model.kept_tokens == [4]

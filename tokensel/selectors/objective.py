@@ -9,7 +9,11 @@ back into the row)::
         return FacilityLocation((x @ x.T).clamp_min(0))
 
     sel = ObjectiveSelector(cosine_fl, solver="lazy")
-    register_selector("cosine-fl", objective_fn=cosine_fl)(ObjectiveSelector)  # or subclass
+
+    @register_selector("cosine-fl")          # by name: in configs, sweeps, tokensel eval
+    class CosineFL(ObjectiveSelector):
+        def objective(self, image):
+            return cosine_fl(image)
 
 Subclasses may override :meth:`ObjectiveSelector.objective` instead of passing
 ``objective_fn``, :meth:`~ObjectiveSelector.row_objectives` to build every row's objective at
