@@ -267,12 +267,18 @@ def validate_config(cfg: DictConfig, config_dir: Path | None = None) -> None:
         _fail("selector.name", "must be a selector name (see `tokensel selectors`) or 'none'")
     if name not in NO_SELECTOR:
         try:
-            from tokensel.selectors import list_selectors
+            from tokensel.selectors import list_selectors, selector_info
 
             available = list_selectors()
         except ImportError as exc:  # pragma: no cover - only while selectors are missing
             _fail("selector.name", f"cannot list selectors ({exc}); only 'none' is usable")
         if name not in available:
+            try:
+                selector_info(name)  # a plug-in that fails to import: its error names the distribution
+            except ImportError as exc:
+                _fail("selector.name", str(exc))
+            except ValueError:
+                pass
             _fail("selector.name", f"unknown selector {name!r}; available: none, {', '.join(available)}")
         params = effective_selector_params(cfg)
         try:

@@ -9,11 +9,13 @@ The object named must be a :class:`~tokensel.Selector` subclass. It is imported 
 is first looked up (``create_selector``, ``selector_info``, a config's ``selector.name``,
 ``tokensel eval``, lmms-eval) or when every name is listed (``list_selectors``, ``tokensel
 selectors``), and registered under the entry point's name. A plug-in that fails to import
-raises :class:`PluginError` naming the distribution and the entry point.
+raises :class:`PluginError` naming the distribution and the entry point when it is asked for
+by name; listing leaves it out with a ``RuntimeWarning`` carrying the same message.
 """
 
 from __future__ import annotations
 
+import warnings
 from importlib.metadata import EntryPoint, entry_points
 
 __all__ = ["GROUP", "PluginError", "plugin_entry_points", "load_plugin", "load_plugins"]
@@ -59,10 +61,18 @@ def load_plugin(name: str) -> bool:
     return True
 
 
-def load_plugins() -> None:
-    """Import and register every installed plug-in not registered yet."""
+def load_plugins(strict: bool = False) -> None:
+    """Import and register every installed plug-in not registered yet. A plug-in that fails
+    raises :class:`PluginError` with ``strict``; otherwise it is left out with a warning naming
+    its distribution (a broken plug-in must not take the other selectors down with it; asking
+    for it by name raises the error)."""
     from tokensel.selectors.registry import _REGISTRY
 
     for name, ep in sorted(plugin_entry_points().items()):
         if name not in _REGISTRY:
-            _load(ep)
+            try:
+                _load(ep)
+            except PluginError as err:
+                if strict:
+                    raise
+                warnings.warn(str(err), RuntimeWarning, stacklevel=3)
