@@ -13,16 +13,10 @@ from dataclasses import dataclass, fields, replace
 import torch
 from torch import Tensor
 
+from tokensel.ops import all_finite
+from tokensel.validation import check_int
+
 __all__ = ["TokenBatch", "Selection"]
-
-
-def _all_finite(t: Tensor) -> bool:
-    """True if every entry is finite. One reduction pass: NaN and inf propagate into the sum
-    (its overflow, from entries near the float range, is reported as non-finite too)."""
-    if not t.numel():
-        return True
-    low = t.dtype in (torch.float16, torch.bfloat16)  # accumulate in float32: an fp16 sum overflows at 65504
-    return bool(torch.isfinite(t.sum(dtype=torch.float32) if low else t.sum()))
 
 
 def _check_float(name: str, t: Tensor, rank: int, device: torch.device, finite: bool = True) -> None:
@@ -34,7 +28,11 @@ def _check_float(name: str, t: Tensor, rank: int, device: torch.device, finite: 
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
     if t.device != device:
         raise ValueError(f"{name} is on device {t.device} but vision is on {device}: put all inputs on one device")
-    if finite and not _all_finite(t):
+    if t.device.type == "meta":
+        raise ValueError(f"{name} is a meta tensor (shapes only, no values): selection needs real values")
+    if rank == 3 and t.shape[2] < 1:
+        raise ValueError(f"{name} must have at least one feature per token, got shape {tuple(t.shape)}")
+    if finite and not all_finite(t):
         raise ValueError(f"{name} contains NaN or inf values")
 
 
@@ -47,6 +45,15 @@ def _check_bool(name: str, t: Tensor, shape: tuple[int, ...], device: torch.devi
         raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
     if t.device != device:
         raise ValueError(f"{name} is on device {t.device} but vision is on {device}: put all inputs on one device")
+
+
+def _check_grid(grid: object, n: int) -> tuple[int, int]:
+    if isinstance(grid, (str, bytes)) or not isinstance(grid, (tuple, list, torch.Size)) or len(grid) != 2:
+        raise TypeError(f"grid must be a pair (h, w) of positive integers with h * w == n = {n}, got {grid!r}")
+    h, w = check_int("grid[0]", grid[0], 1), check_int("grid[1]", grid[1], 1)
+    if h * w != n:
+        raise ValueError(f"grid must be (h, w) with h * w == n = {n}, got {tuple(grid)}")
+    return h, w
 
 
 @dataclass
@@ -120,9 +127,12 @@ class TokenBatch:
     def validate(self, finite: bool = True) -> "TokenBatch":
         """Check shapes, dtypes, devices and values; return the batched form.
 
-        ``finite=False`` skips the NaN/inf scan of the features (one pass over each), for
-        callers that check what they compute from them instead and then call
-        :meth:`validate` again to name the culprit.
+        ``finite=False`` skips the NaN/inf scan of the features (one pass over each, reduced
+        in float64 so that ordinary 16-bit values do not overflow it), for callers that check
+        what they compute from them instead and then call :meth:`validate` again to name the
+        culprit. Tensors that require grad are detached in the result (selection is not
+        differentiable); meta tensors are refused (they hold no values); ``grid`` comes back as
+        a tuple of two ints.
 
         Raises:
             ValueError: a bad shape or value (the message names the argument).
@@ -133,6 +143,8 @@ class TokenBatch:
         device = v.device
         _check_float("vision", v, 3, device, finite)
         bs, n, _ = v.shape
+        if bs < 1:
+            raise ValueError(f"vision must hold at least one image (B >= 1), got shape {tuple(v.shape)}")
         if n < 1:
             raise ValueError("vision must hold at least one token (n >= 1)")
         if b.vision_raw is not None:
@@ -184,10 +196,20 @@ class TokenBatch:
             _check_float("keys", b.keys, 3, device, finite)
             if b.keys.shape[:2] != (bs, n):
                 raise ValueError(f"keys must have shape [B={bs}, n={n}, dk], got {tuple(b.keys.shape)}")
+        updates = {f.name: getattr(b, f.name).detach() for f in fields(b)
+                   if isinstance(getattr(b, f.name), Tensor) and getattr(b, f.name).requires_grad}
         if b.grid is not None:
-            if len(b.grid) != 2 or int(b.grid[0]) * int(b.grid[1]) != n:
-                raise ValueError(f"grid must be (h, w) with h * w == n = {n}, got {b.grid}")
-        return b
+            updates["grid"] = _check_grid(b.grid, n)
+        return replace(b, **updates) if updates else b
+
+    def take_rows(self, rows: Tensor) -> "TokenBatch":
+        """The batched sub-batch of the rows ``rows`` (long ``[b]``) of a batched TokenBatch."""
+        updates = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Tensor):
+                updates[f.name] = value.index_select(0, rows.to(value.device))
+        return replace(self, **updates)
 
     def blocked(self) -> Tensor:
         """bool ``[B, n]``: tokens that may not be picked (excluded or masked out). Batched form."""
@@ -212,19 +234,31 @@ class Selection:
     not one of the n candidates and so has no index: the output is
     ``[CLS, row 0 of indices, row 1, ...]`` and holds ``indices.shape[-1] + 1`` tokens.
 
+    Rows may keep different numbers of tokens (a row with fewer pickable tokens than the budget
+    keeps all of them; an adaptive budget stops early): ``lengths[b]`` says how many of row b's
+    slots are real. **Padding convention**: slots ``lengths[b] ..`` of row b are padding; their
+    ``indices`` are ``-1`` and their ``weights`` rows are zero. :meth:`gather` returns zero
+    vectors there, :meth:`mask` ignores them, :meth:`row` and :meth:`unbatched` drop them.
+    Padding never occurs in a row whose length is the full width.
+
     Attributes:
         indices: long ``[B, j]`` (``[j]`` for unbatched input): for each output token after the
             CLS token (if any), the index of the candidate token it is, or (merged tokens) the
-            index it stands at in the image.
+            index it stands at in the image. Plain selections: in each row the real slots are
+            distinct and sorted ascending, then come the ``-1`` pads.
         weights: float ``[B, j, n]`` or ``None``. ``None`` means the output tokens are the input
             tokens at ``indices``. Otherwise output token i is ``sum_j weights[b, i, j] * token_j``
             (token merging, e.g. pooling or VisionZip's contextual tokens); apply it to projected
             tokens or to encoder features alike with :meth:`gather`.
-        scores: optional float ``[B, n]``: per-token scores the selector ranked by, for plots.
+        scores: optional float ``[B, n]``: per-token scores the selector ranked by, for plots
+            (NaN in rows that kept every pickable token: nothing was ranked there).
         leading_cls: True if the output begins with the encoder's CLS token (``TokenBatch.cls``).
         contextual: optional bool ``[B, j]``: True where the output token is a contextual token
             (VisionZip): a merge that stands for no single place of the image, which any-res
             layouts put after the tokens that have one. ``None`` = no such token.
+        lengths: long ``[B]`` (0-d for unbatched): real slots of ``indices`` per row (the CLS
+            token not counted). ``None`` (the default) means every slot is real; it is filled in
+            on construction, so it is never None on a constructed Selection.
     """
 
     indices: Tensor
@@ -232,28 +266,56 @@ class Selection:
     scores: Tensor | None = None
     leading_cls: bool = False
     contextual: Tensor | None = None
+    lengths: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.indices, Tensor) or self.indices.dim() < 1:
+            raise TypeError(f"indices must be a tensor of shape [B, k] or [k], got {self.indices!r}")
+        width = self.indices.shape[-1]
+        if self.lengths is None:
+            self.lengths = torch.full(self.indices.shape[:-1], width, dtype=torch.long, device=self.indices.device)
+        elif tuple(self.lengths.shape) != tuple(self.indices.shape[:-1]):
+            raise ValueError(
+                f"lengths must have shape {tuple(self.indices.shape[:-1])} (one per row of indices), "
+                f"got {tuple(self.lengths.shape)}"
+            )
 
     @property
     def k(self) -> int:
-        """Output tokens per row, the CLS token included."""
+        """Output tokens per row (the largest number a row keeps), the CLS token included."""
         return self.indices.shape[-1] + int(self.leading_cls)
 
+    @property
+    def valid(self) -> Tensor:
+        """bool, shaped like ``indices``: True at real (non-padding) slots."""
+        slots = torch.arange(self.indices.shape[-1], device=self.indices.device)
+        return slots < self.lengths.to(self.indices.device)[..., None]
+
+    @property
+    def ragged(self) -> bool:
+        """True if some row keeps fewer tokens than the widest (so some slots are padding)."""
+        return bool((self.lengths < self.indices.shape[-1]).any())
+
     def gather(self, tokens: Tensor, cls: Tensor | None = None) -> Tensor:
-        """The output tokens ``[B, k, D]`` (``[k, D]``) of tokens ``[B, n, D]`` (``[n, D]``).
+        """The output tokens ``[B, k, D]`` (``[k, D]``) of tokens ``[B, n, D]`` (``[n, D]``);
+        zero vectors at padding slots.
 
         ``cls`` (float ``[B, D]`` or ``[D]``, in the space of ``tokens``) is the CLS token; it is
         required when ``leading_cls`` is True and ignored otherwise.
         """
-        if tokens.dim() != self.indices.dim() + 1:
+        if tokens.dim() != self.indices.dim() + 1 or tokens.shape[:-2] != self.indices.shape[:-1]:
             raise ValueError(
                 f"tokens must have shape [..., n, D] matching indices {tuple(self.indices.shape)}, "
                 f"got {tuple(tokens.shape)}"
             )
+        self._check_n(tokens.shape[-2], "tokens")
         if self.weights is not None:
             body = self.weights.to(tokens.dtype) @ tokens
         else:
-            idx = self.indices.unsqueeze(-1).expand(*self.indices.shape, tokens.shape[-1])
+            idx = self.indices.clamp_min(0).unsqueeze(-1).expand(*self.indices.shape, tokens.shape[-1])
             body = torch.gather(tokens, -2, idx)
+            if self.ragged:
+                body = body * self.valid.unsqueeze(-1).to(body.dtype)
         if not self.leading_cls:
             return body
         if cls is None:
@@ -271,22 +333,36 @@ class Selection:
         return replace(self, leading_cls=False)
 
     def mask(self, n: int) -> Tensor:
-        """bool ``[B, n]`` (or ``[n]``): True at kept indices (the CLS token is not a candidate)."""
-        out = torch.zeros(*self.indices.shape[:-1], n, dtype=torch.bool, device=self.indices.device)
-        return out.scatter(-1, self.indices, True)
+        """bool ``[B, n]`` (or ``[n]``): True at kept indices (padding slots are ignored; the CLS
+        token is not a candidate)."""
+        self._check_n(n, "n")
+        out = torch.zeros(*self.indices.shape[:-1], n + 1, dtype=torch.bool, device=self.indices.device)
+        # padding (-1) goes to the extra last column, which is dropped
+        return out.scatter(-1, self.indices.masked_fill(~self.valid, n), True)[..., :n]
 
-    def row(self, i: int) -> "Selection":
-        """Row ``i`` of a batched selection, unbatched."""
+    def _check_n(self, n: int, what: str) -> None:
+        """Raise unless a token axis of length ``n`` holds every kept index (and fits weights)."""
+        need = int(self.indices.max()) + 1 if self.indices.numel() else 0
+        if self.weights is not None and self.weights.shape[-1] != n:
+            raise ValueError(f"{what} has {n} tokens but the selection's weights expect {self.weights.shape[-1]}")
+        if n < need:
+            raise ValueError(f"{what} has {n} tokens but the selection keeps index {need - 1}")
+
+    def row(self, b: int) -> "Selection":
+        """Row ``b`` of a batched selection, unbatched, without its padding slots."""
         if self.indices.dim() != 2:
             raise ValueError(f"row() needs a batched selection (indices [B, j]), got {tuple(self.indices.shape)}")
+        length = int(self.lengths[b])
         return Selection(
-            indices=self.indices[i],
-            weights=None if self.weights is None else self.weights[i],
-            scores=None if self.scores is None else self.scores[i],
+            indices=self.indices[b, :length],
+            weights=None if self.weights is None else self.weights[b, :length],
+            scores=None if self.scores is None else self.scores[b],
             leading_cls=self.leading_cls,
-            contextual=None if self.contextual is None else self.contextual[i],
+            contextual=None if self.contextual is None else self.contextual[b, :length],
         )
 
     def unbatched(self) -> "Selection":
-        """Drop a leading batch axis of size 1."""
+        """Drop a leading batch axis of size 1 (and the row's padding slots)."""
+        if self.indices.dim() != 2 or self.indices.shape[0] != 1:
+            raise ValueError(f"unbatched() needs indices of shape [1, k], got {tuple(self.indices.shape)}")
         return self.row(0)

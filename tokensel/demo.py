@@ -1,12 +1,19 @@
-"""``tokensel demo``: every vision-stage selector on the embedded shapes-llava model.
+"""``tokensel demo``: every registered selector on the embedded shapes-llava model.
 
     tokensel demo [--num-samples 300] [--out tokensel-demo] [--seed 0]
 
 Loads the shipped ``shapes-llava`` model (offline), takes the first ``--num-samples`` questions
 of the held-out test split of the synthetic shapes VQA (existence questions with the three
 POPE negative-sampling modes, colour and counting questions), answers them with all 576 vision
-tokens and then with every registered vision-stage selector at k in {4, 8, 16, 32, 64, 128},
-through ``tokensel.prune``. Everything in the table comes from running the model.
+tokens and then with every registered selector at k in {4, 8, 16, 32, 64, 128}, through
+``tokensel.prune``. Everything in the table comes from running the model.
+
+In-LLM selectors (fastv, sparsevlm) need decoder layers to score and prune at; the shipped
+language model has 2, so they are placed to fit (:func:`llm_placement`): FastV with K = 1 (scores
+with layer 0's attention, prunes from layer 1), SparseVLM with one stage (scores with layer 0,
+prunes from layer 1, keeping k by score plus its recycled tokens). Pruning a 2-layer model
+before its last layer is a meaningful but shallow placement (the originals prune from layer 2
+or 3 of 32): the table's notes and ``results.json`` (``notes``, ``llm_image_tokens``) state it.
 
 Scoring: the answer is the candidate word of the question's category (yes/no, colour names,
 digits) with the largest next-token logit after ``ASSISTANT:``. Metrics per cell: accuracy
@@ -96,7 +103,9 @@ class _VisionMemo:
         return False
 
 
-def _selector_params(name: str, seed: int) -> dict:
+def _selector_params(name: str, seed: int, model=None, k: int | None = None) -> dict:
+    """Constructor parameters of ``name`` in the demo: the seed of randomised selectors and, for
+    in-LLM selectors, a placement that fits ``model`` (see :func:`llm_placement`)."""
     import tokensel
 
     cls = tokensel.selector_info(name).cls
@@ -104,10 +113,42 @@ def _selector_params(name: str, seed: int) -> dict:
         params = inspect.signature(cls.__init__).parameters
     except (TypeError, ValueError):
         return {}
-    return {"seed": seed} if "seed" in params else {}
+    out = {"seed": seed} if "seed" in params else {}
+    if tokensel.selector_info(name).stage == "llm" and model is not None:
+        out.update(llm_placement(name, model.config.text_config.num_hidden_layers, k)[0])
+    return out
 
 
-def _predict(model, processor, records, batch_size: int, progress=None) -> list[str]:
+def llm_placement(name: str, num_layers: int, k: int | None) -> tuple[dict, str]:
+    """Parameters and a one-line note placing the in-LLM selector ``name`` in a language model
+    of ``num_layers`` decoder layers at budget ``k``.
+
+    FastV keeps its default K = 2 when the model has at least 3 layers, else K = num_layers - 1
+    (the shipped 2-layer shapes-llava: scores with layer 0's attention, prunes from layer 1).
+    SparseVLM keeps its published layers (2, 6, 15) and tables when the model has at least 17
+    layers and k has a table; otherwise one stage at layer num_layers - 2 keeping k tokens by
+    score (plus its recycled tokens). Other in-LLM selectors run with their defaults.
+    """
+    if name == "fastv":
+        K = 2 if num_layers >= 3 else num_layers - 1
+        return {"layer": K}, (f"fastv: K={K}: scores with layer {K - 1}'s attention (last token), prunes from "
+                              f"layer {K} of {num_layers}; kept tokens keep their positions")
+    if name == "sparsevlm":
+        from tokensel.selectors.sparsevlm import KEEP_TABLES
+
+        if num_layers >= 17 and k in KEEP_TABLES:
+            return {}, "sparsevlm: layers 2/6/15 with the original's keep tables (v1.0)"
+        layer = num_layers - 2
+        return {"layers": (layer,), "schedule": (k,) if k else None}, (
+            f"sparsevlm: one stage: raters from the layer-0 embeddings, scores with layer {layer}'s attention, "
+            f"prunes from layer {layer + 1} of {num_layers}; keeps k by score plus its recycled tokens "
+            "(int((int(0.3 P) + 1) / 10) + 1 for P pruned; see llm_image_tokens), positions renumbered (v1.0)")
+    return {}, f"{name}: default parameters"
+
+
+def _predict(model, processor, records, batch_size: int, progress=None, image_tokens=None) -> list[str]:
+    """Answers of ``records``; ``image_tokens`` (a list) collects, for in-LLM pruning, the image
+    tokens each sample had in the language model's last layer."""
     import torch
 
     from tokensel.zoo import answer_from_logits
@@ -119,6 +160,8 @@ def _predict(model, processor, records, batch_size: int, progress=None) -> list[
         enc = _encode(processor, chunk)
         with torch.no_grad():
             logits = model(**enc).logits[:, -1]
+        if image_tokens is not None and getattr(getattr(model, "selector", None), "stage", "") == "llm":
+            image_tokens += model.last_image_tokens
         preds += answer_from_logits(logits, [r.category for r in chunk], processor.tokenizer)
         if progress is not None:
             progress.update(len(chunk))
@@ -161,7 +204,8 @@ def run_demo(
 
     torch.manual_seed(seed)
     model, processor = load(model_name)
-    names = list(selectors) if selectors else tokensel.list_selectors(stage="vision")
+    names = list(selectors) if selectors else tokensel.list_selectors()
+    n_layers = model.config.text_config.num_hidden_layers
     records = []
     for rec in iter_split("test", num_images=max(1, num_samples), seed=0):
         records.append(rec)
@@ -185,13 +229,16 @@ def run_demo(
             bar.set_postfix_str(f"{name} k={k}")
             t = time.time()
             pruned = tokensel.prune(model, selector=name, k=k, tokenizer=processor.tokenizer,
-                                    **_selector_params(name, seed))
+                                    **_selector_params(name, seed, model, k))
+            counts: list[int] = []
             if memo_vision and tower is not None:
                 with _VisionMemo(tower):
-                    preds = _predict(pruned, processor, records, batch_size, bar)
+                    preds = _predict(pruned, processor, records, batch_size, bar, counts)
             else:
-                preds = _predict(pruned, processor, records, batch_size, bar)
+                preds = _predict(pruned, processor, records, batch_size, bar, counts)
             m = _metrics(records, preds)
+            if counts:
+                m["llm_image_tokens"] = round(sum(counts) / len(counts), 2)
             m["changed_vs_full"] = sum(p != q for p, q in zip(preds, full_preds))
             m["relative"] = _relative(m, full)
             m["seconds"] = round(time.time() - t, 2)
@@ -202,12 +249,15 @@ def run_demo(
         "model": model_name,
         "num_samples": len(records),
         "num_vision_tokens": n_tokens,
+        "num_decoder_layers": n_layers,
         "budgets": list(budgets),
         "seed": seed,
         "scoring": "argmax over the category's candidate answer words of the next-token logits",
         "relative": "mean of accuracy and POPE F1, each as % of the full-token value",
         "full": full,
         "selectors": {n: {str(k): v for k, v in r.items()} for n, r in rows.items()},
+        "notes": {n: llm_placement(n, n_layers, None)[1] for n in names
+                  if tokensel.selector_info(n).stage == "llm"},
         "seconds": round(time.time() - t0, 1),
     }
 
@@ -239,6 +289,14 @@ def format_table(res: dict) -> str:
     widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
     fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
     lines += [fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in body]
+    notes = res.get("notes", {})
+    if notes:
+        lines.append("in-LLM placements (the language model has "
+                     f"{res.get('num_decoder_layers', '?')} decoder layers; pruned before its last layer):")
+        for name, note in notes.items():
+            toks = [res["selectors"][name][str(k)].get("llm_image_tokens") for k in budgets]
+            lines.append(f"  {note}; image tokens in the last layer per k: "
+                         + ", ".join("-" if t is None else f"{t:g}" for t in toks))
     return "\n".join(lines)
 
 
@@ -342,7 +400,7 @@ def plot_kept_tokens(selectors: Sequence[str], k: int, path: Path, seed: int = 0
     axes[0].set_title(f"all {GRID * GRID} tokens: {full}", fontsize=9)
     for ax, name in zip(axes[1:], selectors):
         pruned = tokensel.prune(model, selector=name, k=k, tokenizer=processor.tokenizer,
-                                **_selector_params(name, seed))
+                                **_selector_params(name, seed, model, k))
         with torch.no_grad():
             pred = answer_from_logits(pruned(**enc).logits[:, -1], [rec.category], processor.tokenizer)[0]
         draw_kept(ax, rec.image, _kept_indices(pruned), f"{name} (k={k}): {pred}")
@@ -381,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="tokensel-demo", help="output folder (default ./tokensel-demo)")
     ap.add_argument("--seed", type=int, default=0, help="seed of randomised selectors")
     ap.add_argument("--budgets", default=",".join(map(str, DEFAULT_BUDGETS)), help="comma-separated k values")
-    ap.add_argument("--selectors", default="", help="comma-separated selector names (default: all vision-stage)")
+    ap.add_argument("--selectors", default="", help="comma-separated selector names (default: all registered)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--picture-k", type=int, default=16, help="budget shown in kept_tokens.png")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")

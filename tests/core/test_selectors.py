@@ -51,29 +51,35 @@ def test_selector_contract(name, seed, B, n, k, excl, ragged):
     excl = min(excl, n - 1)
     batch = make_batch(seed, B, n, excluded=excl, ragged_text=ragged)
     sel = tokensel.create_selector(name)
-    if n > k and n - excl < k:
-        with pytest.raises(ValueError, match="k="):
+    out = sel(batch, k=k)
+    pickable = (~batch.exclude).sum(dim=1)
+    lengths = pickable.clamp(max=k)
+    mixed = bool((pickable <= k).any()) and bool((pickable > k).any())
+    if mixed and name == "visionzip":  # CLS-led rows and keep-everything rows cannot share a Selection
+        with pytest.raises(ValueError, match="select those rows apart"):
             sel(batch, k=k)
         return
     out = sel(batch, k=k)
-    kk = min(n, k)
-    j = kk - int(out.leading_cls)  # a leading CLS token counts in k and has no index
-    assert out.k == kk
+    j = k - 1 if out.leading_cls else int(lengths.max())  # a leading CLS token counts in k, has no index
     assert out.indices.shape == (B, j) and out.indices.dtype == torch.long
+    assert out.k == (k if out.leading_cls else int(lengths.max()))
     for b in range(B):
-        row = out.indices[b].tolist()
+        length = int(out.lengths[b])
+        row = out.indices[b, :length].tolist()
         assert len(set(row)) == len(row), "distinct"
         if out.weights is None:
             assert row == sorted(row), "plain selections ascending"
-        if n > k:
-            assert not batch.exclude[b, out.indices[b]].any()
+        assert not batch.exclude[b, row].any()
+        if pickable[b] <= k:  # keeps every pickable token
+            assert row == (~batch.exclude[b]).nonzero().flatten().tolist()
         else:
-            assert row == list(range(n))
+            assert length + int(out.leading_cls) == k
+        assert (out.indices[b, length:] == -1).all(), "padding is -1"
     if out.weights is not None:
         assert out.weights.shape == (B, j, n)
         seq = out.gather(batch.vision_raw, cls=batch.cls)
-        assert seq.shape == (B, kk, batch.vision_raw.shape[-1])
-        assert torch.allclose(seq[:, kk - j:], out.weights @ batch.vision_raw)
+        assert seq.shape == (B, out.k, batch.vision_raw.shape[-1])
+        assert torch.allclose(seq[:, out.k - j:], out.weights @ batch.vision_raw)
         if out.leading_cls:
             assert torch.equal(seq[:, 0], batch.cls)
     # deterministic

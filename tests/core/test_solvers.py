@@ -209,8 +209,10 @@ def test_backend_argument_is_checked():
         incremental_greedy([(C, 1.0)], 2, backend="cuda")
     with pytest.raises(ValueError, match="backend='compiled' needs"):
         incremental_greedy([(C, 1.0)], 2, tol=0.1, backend="compiled")
-    with pytest.raises(ValueError, match="backend='compiled' needs"):
-        incremental_greedy([(C.half(), 1.0)], 2, backend="compiled")
+    # 16-bit blocks are computed in float32 (their column sums overflow float16)
+    half = C.half()
+    assert torch.equal(incremental_greedy([(half, 1.0)], 2, backend="compiled")[0],
+                       incremental_greedy([(half.float(), 1.0)], 2, backend="torch")[0])
 
 
 def test_column_subset_check_predicts_real_sizes():

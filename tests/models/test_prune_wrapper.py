@@ -527,7 +527,8 @@ def test_keep_all_forward_equals_unpruned_padded_batch(tiny):
 def test_generate_with_beams_and_several_sequences(tiny, selector):
     (q1, q2), imgs, shapes, kw = _two_sample_inputs(tiny)
     batch = tiny.inputs([q1, q2], imgs)
-    params = {"layers": (1, 2, 3)} if selector == "sparsevlm" else {}
+    params = {"layers": (0, 1, 2), "schedule": (6, 4, 3),
+              "positions": "original" if tiny.family == "qwen2_5_vl" else "contiguous"} if selector == "sparsevlm" else {}
     pruned = prune(tiny.model, selector, k=4, tokenizer=tiny.tokenizer, **params)
     out = pruned.generate(**batch, max_new_tokens=3, do_sample=False, num_beams=2, num_return_sequences=2)
     assert out.shape[0] == 4

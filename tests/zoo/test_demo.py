@@ -87,3 +87,29 @@ def test_draw_kept_frames_exactly_the_kept_patches():
     assert frames == [(0, 0), (14, 14), (23 * 14, 23 * 14)]
     assert ax.get_title() == "t"
     plt.close(fig)
+
+
+def test_in_llm_selectors_run_with_stated_placements(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["--num-samples", "8", "--budgets", "4,576", "--selectors", "fastv,sparsevlm,mmtok", "--out",
+                 str(out), "--quiet", "--no-plots"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert list(res["selectors"]) == ["fastv", "sparsevlm", "mmtok"] and res["num_decoder_layers"] == 2
+    assert set(res["notes"]) == {"fastv", "sparsevlm"}
+    assert "K=1" in res["notes"]["fastv"] and "prunes from layer 1 of 2" in res["notes"]["fastv"]
+    assert "one stage" in res["notes"]["sparsevlm"] and "prunes from layer 1 of 2" in res["notes"]["sparsevlm"]
+    fastv, svlm = res["selectors"]["fastv"], res["selectors"]["sparsevlm"]
+    assert fastv["4"]["llm_image_tokens"] == 4
+    pruned = 576 - 4
+    assert svlm["4"]["llm_image_tokens"] == 4 + (int(pruned * 0.3) + 1) // 10 + 1  # kept + recycled
+    for row in (fastv, svlm):
+        assert row["576"]["changed_vs_full"] == 0 and row["576"]["llm_image_tokens"] == 576
+    assert "mmtok" not in res["notes"] and "llm_image_tokens" not in res["selectors"]["mmtok"]["4"]
+
+
+def test_default_table_has_a_row_for_every_registered_selector():
+    import tokensel
+
+    res = run_demo(num_samples=4, budgets=[576], seed=0, show_progress=False)
+    assert list(res["selectors"]) == tokensel.list_selectors()
+    assert set(res["notes"]) == set(tokensel.list_selectors(stage="llm"))

@@ -18,19 +18,22 @@ sequences start with the caller's original ``input_ids`` (the unpruned prompt), 
 A vision-stage selector that needs TokenBatch fields the model family cannot provide (VisionZip
 on Qwen2.5-VL: no CLS token) is refused by ``tokensel.prune`` with a ``ValueError``.
 
-LLM-stage selectors (``fastv``, ``sparsevlm``) run the model unchanged and prune inside the
+LLM-stage selectors (``fastv``, ``sparsevlm``; subclasses of
+:class:`tokensel.selectors.llm.LLMSelector`) run the model unchanged and prune inside the
 language model through decoder-layer hooks (see :mod:`tokensel.models._llm`); their
-``pruned.last_stage_selection`` holds the kept image-token indices after each stage.
+``pruned.last_stage_selection`` holds the kept image-token indices after each stage and
+``pruned.last_stage_recycled`` the number of recycled tokens each stage added.
 
 Budgets: ``k`` is per image (LLaVA-1.5, Qwen2.5-VL), per crop (LLaVA-NeXT), or per sample over
-all its image tokens (fastv, ``k`` times the sample's number of images). Selectors whose
-``anyres`` is ``"packed"`` (DivPrune by default) select once per LLaVA-NeXT image, over its packed
-sequence (unpadded grid with newline tokens): ``k`` is then per image. A kept CLS token counts
-in k (VisionZip, k=64: CLS + 53 dominant + 10 contextual = 64 tokens). ``ratio`` keeps
-``budget_from_ratio(ratio, n, selector.ratio_rounding)`` tokens of each image/crop/packed
-sequence of ``n`` tokens: ``max(1, int(ratio * n))`` for most selectors, ``round(ratio * n)``
-for DivPrune (``int`` on Qwen2.5-VL, as MMTok's Qwen port of it) and fastv. When the budget is
-at least the number of tokens, every token is kept and the model's output is unchanged.
+all its image tokens (in-LLM selectors, ``k`` times the sample's number of images, handed to
+the selector's ``schedule``). Selectors whose ``anyres`` is ``"packed"`` (DivPrune by default)
+select once per LLaVA-NeXT image, over its packed sequence (unpadded grid with newline tokens):
+``k`` is then per image. A kept CLS token counts in k (VisionZip, k=64: CLS + 53 dominant + 10
+contextual = 64 tokens). ``ratio`` keeps ``budget_from_ratio(ratio, n, selector.ratio_rounding)``
+tokens of each image/crop/packed sequence of ``n`` tokens: ``max(1, int(ratio * n))`` for most
+selectors, ``round(ratio * n)`` for DivPrune (``int`` on Qwen2.5-VL, as MMTok's Qwen port of it)
+and the in-LLM selectors (of all the sample's image tokens N). When the budget is at least the
+number of tokens, every token is kept and the model's output is unchanged.
 
 Extra keyword arguments accepted by the wrapper call (besides what the processor returns):
 
@@ -61,7 +64,8 @@ from tokensel.batch import Selection, TokenBatch
 from tokensel.models._base import ImageFeatures, VisionAdapter
 from tokensel.models._llm import LLMPruneState, install_llm_hooks
 from tokensel.models._text import embed_questions, extract_last_user_turn, filter_question
-from tokensel.selectors.base import Selector, budget_from_ratio
+from tokensel.selectors.base import Selector, budget_from_ratio, check_budget
+from tokensel.selectors.llm import LLMSelector
 from tokensel.selectors.registry import create_selector
 
 __all__ = ["PrunedVLM", "prune", "adapter_for"]
@@ -94,9 +98,7 @@ def _check_budget(k, ratio) -> tuple[int | None, float | None]:
     if (k is None) == (ratio is None):
         raise ValueError("pass exactly one of k (tokens kept per image/crop) or ratio (fraction kept)")
     if k is not None:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be an integer >= 1, got {k!r}")
-        return k, None
+        return check_budget(k), None  # any integral scalar (numpy, torch); no bools or floats
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < float(ratio) <= 1:
         raise ValueError(f"ratio must be a number in (0, 1], got {ratio!r}")
     return None, float(ratio)
@@ -129,6 +131,10 @@ class PrunedVLM:
         if self.selector.stage == "vision":
             self.adapter.check_selector_inputs(self.selector.name or type(self.selector).__name__, self._needs())
         self.k, self.ratio = _check_budget(k, ratio)
+        if self.selector.stage == "llm":
+            _check_llm_selector(self.selector, self.adapter)
+            if self.k is not None:
+                self.selector.schedule(self.k, self.k)  # ValueError now if the budget has no schedule
         inner = getattr(tokenizer, "tokenizer", None)  # a processor: use its tokenizer
         if inner is not None and hasattr(inner, "convert_ids_to_tokens"):
             tokenizer = inner
@@ -138,8 +144,9 @@ class PrunedVLM:
         #: into the packed sequence for LLaVA-NeXT with a ``"packed"`` selector. For merging
         #: selectors, the index each output token stands at, in output order; a selection that
         #: begins with the CLS token (VisionZip) lists the indices after it (k - 1 of them, for k
-        #: output tokens). For fastv: one entry per sample,
-        #: the kept indices among all of the sample's image tokens (in prompt order).
+        #: output tokens). For in-LLM selectors: one entry per sample, the kept indices among all
+        #: of the sample's image tokens (in prompt order) after the last stage (recycled tokens are
+        #: not listed).
         self.last_selection: list[list[Tensor]] | None = None
         #: per sample: the question text the selection was conditioned on.
         self.last_questions: list[str] | None = None
@@ -279,15 +286,14 @@ class PrunedVLM:
                     "a prompt with question text"
                 )
             for c in range(img.num_crops):
-                kc = kk
-                if img.exclude is not None:
-                    pickable = int((~img.exclude[c]).sum())
-                    if pickable == 0:
-                        raise ValueError(f"image {i}: image_sizes mark every patch as padding")
-                    kc = min(kk, pickable)  # documented: never more than the non-padding patches
-                groups[(n, kc, has_text)].append((i, c))
+                pickable = n if img.exclude is None else int((~img.exclude[c]).sum())
+                if pickable == 0:
+                    raise ValueError(f"image {i}: image_sizes mark every patch as padding")
+                # a crop with at most kk non-padding patches keeps them all (Selection.lengths); it
+                # is selected apart from the others, whose output may begin with a CLS token
+                groups[(n, kk, has_text, pickable <= kk)].append((i, c))
         t_sel = 0.0
-        for (n, kk, has_text), members in groups.items():
+        for (n, kk, has_text, _keeps_all), members in groups.items():
             batch = self._token_batch(images, members, sample_of, text if has_text else None,
                                       text_mask if has_text else None)
             t0 = time.perf_counter()
@@ -295,7 +301,7 @@ class PrunedVLM:
                 sel = self.selector(batch, k=kk)
             t_sel += time.perf_counter() - t0
             for row, (i, c) in enumerate(members):
-                plans[i][c] = sel.row(row)
+                plans[i][c] = sel.row(row)  # without the padding slots of crops that keep fewer than kk
 
         # ---- kept tokens per image, in language-model order
         per_image_tokens: list[Tensor] = []
@@ -440,7 +446,21 @@ class PrunedVLM:
             self.model.model.rope_deltas = _deltas
         return kw
 
-    # ------------------------------------------------------------------ llm stage (fastv)
+    # ------------------------------------------------------------------ llm stage (fastv, sparsevlm)
+    def _llm_counts(self, n_per: Tensor, runs: Tensor) -> list[list[int]]:
+        """``[stage][sample]``: image tokens kept by score, from the selector's schedule for the
+        sample's budget (``k`` per image, or ``round(ratio * N)``)."""
+        plan: list[list[int]] = [[] for _ in self.selector.layers]
+        for n, r in zip(n_per.tolist(), runs.tolist()):
+            total = min(n, self.k * r) if self.k is not None else min(n, max(1, round(self.ratio * n)))
+            counts = tuple(self.selector.schedule(total, n))
+            if len(counts) != len(plan) or any(isinstance(c, bool) or int(c) != c or c < 1 for c in counts):
+                raise ValueError(f"{self.selector.name}: schedule({total}, {n}) returned {counts}; expected "
+                                 f"{len(plan)} positive integers (one per layer {self.selector.layers})")
+            for s_no, c in enumerate(counts):
+                plan[s_no].append(int(c))
+        return plan
+
     def _run_llm(self, inputs: dict, generate: bool):
         t_start = time.perf_counter()
         ad = self.adapter
@@ -458,41 +478,8 @@ class PrunedVLM:
             raise ValueError("every sample needs at least one image for in-LLM pruning")
         runs = (image_mask[:, 1:] & ~image_mask[:, :-1]).sum(dim=1) + image_mask[:, 0].long()
         sel = self.selector
-        layers = list(getattr(sel, "layers", None) or [getattr(sel, "layer", 2)])
-        fractions = list(getattr(sel, "stage_fractions", None) or [1.0] * len(layers))
-        plan: list[list[int]] = [[] for _ in layers]
-        for b in range(ids.shape[0]):
-            n = int(n_per[b])
-            total = min(n, self.k * int(runs[b])) if self.k is not None else min(n, max(1, round(self.ratio * n)))
-            prev = n
-            for s_no, frac in enumerate(fractions):
-                keep = total if frac == 1.0 else max(1, round(total * frac))
-                keep = min(prev, keep)
-                plan[s_no].append(keep)
-                prev = keep
-        timing = {"selection": 0.0}
-
-        def choose(stage_no: int, scores: list[Tensor], hidden: Tensor) -> list[Tensor]:
-            t0 = time.perf_counter()
-            out: list[Tensor | None] = [None] * len(scores)
-            groups = defaultdict(list)
-            for b, sc in enumerate(scores):
-                groups[(sc.numel(), plan[stage_no][b // state.reps])].append(b)
-            for (n, kk), members in groups.items():
-                if kk >= n:
-                    for b in members:
-                        out[b] = torch.arange(n, device=scores[b].device)
-                    continue
-                att = torch.stack([scores[b] for b in members]).float()
-                vis = torch.stack([hidden[b][state.cur_img[b]] for b in members]).float()
-                s = sel(TokenBatch(vision=vis, llm_attention=att), k=kk)
-                for row, b in enumerate(members):
-                    out[b] = s.indices[row]
-            timing["selection"] += time.perf_counter() - t0
-            return out
-
-        state = LLMPruneState(stages=layers, image_mask=image_mask, attention_mask=am, choose=choose,
-                              scorer=getattr(sel, "scorer", "last"))
+        state = LLMPruneState(selector=sel, counts=self._llm_counts(n_per, runs), image_mask=image_mask,
+                              attention_mask=am, rotary=getattr(ad.language_model, "rotary_emb", None))
         handles = install_llm_hooks(ad.decoder_layers, state)
         try:
             if generate:
@@ -506,12 +493,28 @@ class PrunedVLM:
             raise RuntimeError(f"{sel.name}: the language model's prefill was not seen; nothing was pruned")
         r = state.reps  # rows of one prompt are identical when generate expanded the batch
         self.last_selection = [[t.detach().cpu()] for t in state.kept[-1][::r]]
-        #: in-LLM selectors: per stage, per sample, the kept indices among the sample's image tokens
+        #: in-LLM selectors: per stage, per sample, the kept prompt image-token indices (recycled
+        #: tokens not included) and the number of recycled tokens the stage added.
         self.last_stage_selection = [[t.detach().cpu() for t in stage[::r]] for stage in state.kept]
+        self.last_stage_recycled = [stage[::r] for stage in state.recycled]
         self.last_input_lengths = [int(v.sum()) for v in state.keep_valid[::r]]
+        #: in-LLM selectors: per sample, image tokens (kept + recycled) in the last layers.
+        self.last_image_tokens = [int(v.sum()) for v in state.cur_img[::r]]
         self.last_questions = None
-        self.last_timing = {"selection": timing["selection"], "prepare": time.perf_counter() - t_start}
+        self.last_timing = {"selection": state.seconds, "prepare": time.perf_counter() - t_start}
         return out
+
+
+def _check_llm_selector(sel: Selector, adapter: VisionAdapter) -> None:
+    """An in-LLM selector must follow the LLMSelector contract and fit the model."""
+    if not isinstance(sel, LLMSelector):
+        raise TypeError(f"in-LLM selector {sel.name!r} must subclass tokensel.selectors.llm.LLMSelector")
+    sel.check_model(len(adapter.decoder_layers))
+    if sel.positions == "contiguous" and adapter.keeps_positions:
+        raise ValueError(
+            f"{sel.name}: positions='contiguous' renumbers 1-D positions (SparseVLM v1.0, LLaVA); "
+            f"{type(adapter.model).__name__} uses 3-D M-RoPE positions: pass positions='original'"
+        )
 
 
 def _family_defaults(adapter: VisionAdapter, name: str) -> dict:

@@ -35,12 +35,22 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from tokensel.validation import check_int
+
 __all__ = ["CoverageObjective", "as_index_tensor"]
 
 
 def as_index_tensor(indices: Sequence[int] | Tensor, n: int, name: str = "indices") -> Tensor:
-    """Return ``indices`` as a 1-D long tensor, checking range and distinctness."""
-    idx = torch.as_tensor(indices if isinstance(indices, Tensor) else list(indices), dtype=torch.long)
+    """Return ``indices`` as a 1-D long tensor, checking type, range and distinctness."""
+    if isinstance(indices, Tensor):
+        if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
+            raise TypeError(f"{name} must hold integer indices, got a tensor of dtype {indices.dtype}")
+        idx = indices.detach().cpu().long()
+    else:
+        items = list(indices)
+        if not all(type(j) is int for j in items):
+            items = [check_int(f"{name}[{i}]", j) for i, j in enumerate(items)]
+        idx = torch.tensor(items, dtype=torch.long)
     if idx.dim() != 1:
         raise ValueError(f"{name} must be 1-D, got shape {tuple(idx.shape)}")
     if idx.numel():

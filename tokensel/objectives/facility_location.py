@@ -22,6 +22,8 @@ def check_coverage_matrix(C: Tensor, name: str = "C") -> Tensor:
         raise ValueError(f"{name} must have at least one row and one column, got {tuple(C.shape)}")
     if not C.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {C.dtype}")
+    if C.device.type == "meta":
+        raise ValueError(f"{name} is a meta tensor (shapes only, no values)")
     if not bool(torch.isfinite(C).all()):
         raise ValueError(f"{name} contains NaN or inf values")
     if bool((C < 0).any()):
@@ -37,11 +39,16 @@ class FacilityLocation(CoverageObjective):
         weights: optional float ``[R]``, non-negative row weights (default all 1).
         exclude: bool mask ``[n]`` or indices of candidates that may not be picked.
 
-    The state is the per-row best coverage ``[R]`` (float64).
+    The state is the per-row best coverage ``[R]`` (float64). A 16-bit ``C`` (float16,
+    bfloat16) is stored and maximised in float64: its column sums overflow or lose the ranks'
+    bits in 16 bits, and the picks are then those of the float64 matrix of the same values.
     """
 
     def __init__(self, C: Tensor, weights: Tensor | None = None, exclude: Tensor | Sequence[int] | None = None):
         check_coverage_matrix(C)
+        C = C.detach()
+        if C.dtype in (torch.float16, torch.bfloat16):
+            C = C.double()
         super().__init__(C.shape[1], exclude)
         self.C = C
         if weights is not None:

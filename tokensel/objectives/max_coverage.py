@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from tokensel.objectives.base import CoverageObjective, as_index_tensor
-from tokensel.objectives.multimodal import l2_normalize
+from tokensel.ops import l2_normalize
+from tokensel.validation import check_number
 
 __all__ = ["MaxKCoverage", "similarity_graph"]
 
@@ -27,6 +28,7 @@ def similarity_graph(features: Tensor, threshold: float) -> nx.Graph:
         raise ValueError(f"features must be a [n, d] tensor, got {getattr(features, 'shape', type(features))}")
     if not bool(torch.isfinite(features).all()):
         raise ValueError("features contains NaN or inf values")
+    threshold = check_number("threshold", threshold)
     f = l2_normalize(features.detach().cpu())
     sim = f @ f.T
     n = f.shape[0]

@@ -1,7 +1,8 @@
 """MMTok's multimodal coverage objective.
 
 For one image: text-vision similarities ``P = z x^T`` ``[m, n]`` and vision-vision similarities
-``Q = v v^T`` ``[n, n]`` of L2-normalised float32 features, turned into coverage by a row-wise
+``Q = v v^T`` ``[n, n]`` of L2-normalised float32 features (normalised scale-free, see
+:mod:`tokensel.ops`: the picks do not change when the features are scaled), turned into coverage by a row-wise
 softmax over the vision axis (``P' = softmax(P / tau_tv) / m``, ``Q' = softmax(Q / tau_vv) / n``),
 and covered jointly:
 
@@ -22,19 +23,14 @@ import torch
 from torch import Tensor
 
 from tokensel.objectives.facility_location import FacilityLocation
+from tokensel.ops import l2_normalize, pow2_rescale, safe_norms
+from tokensel.validation import check_choice, check_number
 from tokensel.workspace import Workspace
 
 __all__ = ["MultimodalCoverage", "multimodal_coverage_matrix", "l2_normalize", "gram_", "VARIANTS"]
 
 Variant = Literal["both", "text", "vision"]
 VARIANTS: tuple[str, ...] = ("both", "text", "vision")
-
-
-def l2_normalize(x: Tensor, eps: float = 1e-8, out: Tensor | None = None) -> Tensor:
-    """float32 ``x / max(||x||, eps)`` along the last axis (into ``out`` if given)."""
-    x = x.float()
-    norm = x.norm(dim=-1, keepdim=True).clamp_min(eps)
-    return x / norm if out is None else torch.div(x, norm, out=out)
 
 
 def _bmm(a: Tensor, b: Tensor, out: Tensor) -> Tensor:
@@ -133,15 +129,10 @@ def multimodal_coverage_matrix(
         float32 ``[B, R, n]`` with ``R = m + n`` (``m`` for "text", ``n`` for "vision"): the rows
         ``P'`` first, then ``alpha * Q'``. Every entry is >= 0.
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    for name, value in (("alpha", alpha), ("tau_tv", tau_tv), ("tau_vv", tau_vv)):
-        if not isinstance(value, (int, float)) or value != value:
-            raise TypeError(f"{name} must be a number, got {value!r}")
-    if alpha < 0:
-        raise ValueError(f"alpha must be >= 0, got {alpha}")
-    if tau_tv <= 0 or tau_vv <= 0:
-        raise ValueError(f"tau_tv and tau_vv must be > 0, got tau_tv={tau_tv}, tau_vv={tau_vv}")
+    check_choice("variant", variant, VARIANTS)
+    alpha = check_number("alpha", alpha, 0.0)
+    tau_tv = check_number("tau_tv", tau_tv, 0.0, low_open=True)
+    tau_vv = check_number("tau_vv", tau_vv, 0.0, low_open=True)
     use_text = variant in ("both", "text")
     use_vision = variant in ("both", "vision")
     if use_text and text is None:
@@ -170,8 +161,12 @@ def multimodal_coverage_matrix(
             _bmm(z, x.transpose(1, 2), P)
         else:
             vf = vision.float()
+            norms, safe = safe_norms(vf)
+            if not safe:  # power-of-two rescaling: the bits of the safe case, scale-free
+                vf = pow2_rescale(vision)
+                norms = torch.linalg.vector_norm(vf, dim=-1)
             _bmm(z, vf.transpose(1, 2), P)
-            P.div_(torch.linalg.vector_norm(vf, dim=-1).clamp_min_(1e-8)[:, None, :])
+            P.div_(norms.clamp_min_(1e-8)[:, None, :])
         m_valid = text_mask.sum(dim=1).float() if text_mask is not None else torch.full((B,), float(m), device=device)
         _coverage_rows_(P, tau_tv, m_valid, 1.0, softmax, vision_mask, text_mask, buffer("scratch", (B, m, n)))
     if use_vision:

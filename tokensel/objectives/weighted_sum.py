@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from tokensel.objectives.base import CoverageObjective
+from tokensel.validation import check_number_sequence
 
 __all__ = ["WeightedSum"]
 
@@ -30,9 +31,10 @@ class WeightedSum(CoverageObjective):
         n = objectives[0].n
         if any(o.n != n for o in objectives):
             raise ValueError(f"objectives must share n; got {[o.n for o in objectives]}")
-        weights = [1.0] * len(objectives) if weights is None else [float(w) for w in weights]
-        if len(weights) != len(objectives):
-            raise ValueError(f"weights must have one entry per objective ({len(objectives)}), got {len(weights)}")
+        if weights is None:
+            weights = [1.0] * len(objectives)
+        else:
+            weights = list(check_number_sequence("weights", weights, length=len(objectives)))
         if any(not w >= 0 for w in weights):
             raise ValueError(f"weights must be non-negative (submodularity needs it), got {weights}")
         exclude = torch.zeros(n, dtype=torch.bool)

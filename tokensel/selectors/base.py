@@ -1,8 +1,9 @@
 """The :class:`Selector` contract: subclasses implement one batched ``select`` method.
 
-The base class does the shared work once: input validation, the budget check, the ``n <= k``
-keep-everything rule, batching of unbatched inputs, and sorting of the kept indices of plain
-(non-merging) selections.
+The base class does the shared work once: input validation, the budget check, the
+keep-every-pickable-token rule for rows with no more pickable tokens than the budget, batching
+of unbatched inputs, sorting of the kept indices of plain (non-merging) selections, and the
+check of what ``select`` returned.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 from torch import Tensor
 
 from tokensel.batch import Selection, TokenBatch
+from tokensel.validation import check_int, reject_params
 
 __all__ = ["RATIO_ROUNDING", "Selector", "budget_from_ratio", "check_budget", "check_ratio_rounding"]
 
@@ -22,15 +24,9 @@ RATIO_ROUNDING = ("floor", "round")
 
 
 def check_budget(k: object, name: str = "k") -> int:
-    """Return ``k`` as an int, or raise ``ValueError`` unless it is an integer >= 1."""
-    if isinstance(k, bool) or not isinstance(k, (int, torch.SymInt)) and not (
-        isinstance(k, Tensor) and k.dim() == 0 and not k.is_floating_point()
-    ):
-        raise TypeError(f"{name} must be a positive integer, got {k!r}")
-    k = int(k)
-    if k < 1:
-        raise ValueError(f"{name} must be >= 1, got {k}")
-    return k
+    """Return ``k`` as an int, or raise unless it is an integer >= 1 (``int``, ``numpy.int64``,
+    0-d integer tensor; bools and floats are refused)."""
+    return check_int(name, k, 1)
 
 
 def check_ratio_rounding(rounding: object, name: str = "ratio_rounding") -> str:
@@ -60,20 +56,24 @@ def budget_from_ratio(ratio: float, n: int, rounding: str = "floor") -> int:
 class Selector(ABC):
     """Chooses k of n vision tokens for each row of a :class:`TokenBatch`.
 
-    Subclasses set ``name`` (done by :func:`tokensel.register_selector`), declare the
-    ``TokenBatch`` fields they cannot work without in ``requires``, and implement
-    :meth:`select`, which receives a validated, batched input and ``1 <= k < n``.
+    Subclasses are registered with :func:`tokensel.register_selector` (which gives instances
+    their ``name``), declare the ``TokenBatch`` fields they cannot work without in
+    ``requires``, and implement :meth:`select`, which receives a validated, batched input in
+    which every row has more than k pickable tokens.
 
-    Calling a selector (``sel(batch, k=64)``) returns a :class:`Selection` of ``k`` output
-    tokens per row whose ``indices`` are distinct and never excluded. Plain selections
-    (``weights is None``) have ``indices`` ``[B, k]`` (``[k]`` for unbatched input) sorted
-    ascending. Merging selections (``weights`` given) keep the selector's output order, which is
-    part of the method; one whose output begins with the encoder's CLS token
-    (``leading_cls=True``, VisionZip) counts it in k and so has ``k - 1`` indices. When ``n <= k``
-    every token is kept (``indices = 0..n-1``, no CLS token, no merging).
+    Calling a selector (``sel(batch, k=64)``) returns a :class:`Selection`. A row with more than
+    k pickable tokens (not excluded, not masked out) keeps k of them; a row with at most k
+    keeps every pickable token, so it keeps fewer than k and ``Selection.lengths`` says how many
+    (the rest of the row is padding, see :class:`Selection`; no CLS token, no merging there).
+    The real slots of a row are distinct, in range and never excluded: the base class checks
+    what ``select`` returns and raises a ``RuntimeError`` naming the selector otherwise. Plain
+    selections (``weights is None``) have ``indices`` ``[B, w]`` (``[length]`` for unbatched
+    input), ``w = max(lengths) <= k``, sorted ascending. Merging selections (``weights`` given)
+    keep the selector's output order, which is part of the method; one whose output begins with
+    the encoder's CLS token (``leading_cls=True``, VisionZip) counts it in k and so has
+    ``k - 1`` indices.
     """
 
-    name: ClassVar[str] = ""
     #: Where the selector runs: "vision" (before the language model) or "llm" (inside it).
     stage: ClassVar[str] = "vision"
     #: TokenBatch fields that must not be None.
@@ -90,6 +90,27 @@ class Selector(ABC):
     #: (unpadded grid with its newline tokens, as the model lays it out), k per image.
     anyres: str = "crops"
 
+    def __new__(cls, *args: object, **kwargs: object) -> "Selector":
+        if cls.__init__ is object.__init__:  # a selector without parameters
+            reject_params(f"selector {cls.__name__}", args, kwargs)
+        return super().__new__(cls)
+
+    @property
+    def name(self) -> str:
+        """The registered name: the one given to :func:`tokensel.create_selector`, else the
+        registration of this class whose defaults this instance matches most specifically
+        (``MMTok()`` is "mmtok", ``MMTok(variant="vision")`` "mmtok-vision"); "" if unregistered."""
+        given = self.__dict__.get("_name")
+        if given:
+            return given
+        from tokensel.selectors.registry import registered_name
+
+        return registered_name(self)
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = value
+
     def __call__(self, batch: TokenBatch, k: int) -> Selection:
         if not isinstance(batch, TokenBatch):
             raise TypeError(f"batch must be a tokensel.TokenBatch, got {type(batch).__name__}")
@@ -99,31 +120,69 @@ class Selector(ABC):
         for field_name in self.requires:
             if getattr(b, field_name) is None:
                 raise ValueError(f"selector {self.name!r} needs TokenBatch.{field_name}, which is None")
-        bs, n, _ = b.vision.shape
-        if n <= k:
-            idx = torch.arange(n, device=b.vision.device).expand(bs, n).clone()
-            out = Selection(indices=idx)
+        blocked = b.blocked()
+        available = (~blocked).sum(dim=1)
+        if not bool(available.all()):
+            rows = (available == 0).nonzero().flatten().tolist()
+            raise ValueError(f"exclude (with vision_mask) leaves no pickable token in row(s) {rows} of the batch")
+        keep_all = available <= k
+        if bool(keep_all.all()):
+            out = _keep_pickable(blocked, available)
         else:
-            available = (~b.blocked()).sum(dim=1)
-            if bool((available < k).any()):
-                worst = int(available.min())
-                raise ValueError(
-                    f"k={k} picks are impossible: exclude/vision_mask leave only {worst} pickable "
-                    f"tokens in some row of the batch"
-                )
-            out = self.select(b, k)
-            if out.weights is None:
-                out = Selection(indices=out.indices.sort(dim=-1).values, scores=out.scores)
+            out = self._select_rows(b, k, blocked, available, keep_all)
         return out if was_batched else out.unbatched()
+
+    def _select_rows(self, b: TokenBatch, k: int, blocked: Tensor, available: Tensor, keep_all: Tensor) -> Selection:
+        """Run :meth:`select` on the rows with more than k pickable tokens; the others keep
+        every pickable token. A row's selection does not depend on the other rows."""
+        if not bool(keep_all.any()):
+            return self._checked_select(b, k, blocked)
+        pick = (~keep_all).nonzero().squeeze(1)
+        part = self._checked_select(b.take_rows(pick), k, blocked.index_select(0, pick))
+        if part.leading_cls:
+            rows = keep_all.nonzero().flatten().tolist()
+            raise ValueError(
+                f"selector {self.name!r} begins its selections with the CLS token, but row(s) {rows} have "
+                f"at most k={k} pickable tokens and keep them all (no CLS token): select those rows apart"
+            )
+        bs, n = blocked.shape
+        rest = _keep_pickable(blocked, available, width=k)
+        indices = rest.indices.index_copy(0, pick, part.indices)
+        lengths = rest.lengths.index_copy(0, pick, part.lengths)
+        weights = scores = None
+        if part.weights is not None:
+            weights = torch.zeros(bs, k, n, dtype=part.weights.dtype, device=part.weights.device)
+            weights.scatter_(2, rest.indices.clamp_min(0)[..., None], rest.valid[..., None].to(weights.dtype))
+            weights.index_copy_(0, pick, part.weights)
+        if part.scores is not None:
+            scores = torch.full((bs, n), float("nan"), dtype=part.scores.dtype, device=part.scores.device)
+            scores.index_copy_(0, pick, part.scores)
+        return Selection(indices=indices, weights=weights, scores=scores, lengths=lengths)
+
+    def _checked_select(self, b: TokenBatch, k: int, blocked: Tensor) -> Selection:
+        """:meth:`select`, with plain selections' indices sorted and every result checked."""
+        out = self.select(b, k)
+        if not isinstance(out, Selection):
+            raise RuntimeError(f"selector {self.name!r} ({type(self).__name__}).select returned {type(out).__name__}, not a Selection")
+        idx = out.indices
+        if out.weights is None and idx.dim() == 2 and idx.dtype == torch.long and out.lengths.shape == idx.shape[:1]:
+            valid = out.valid
+            # padding slots (adaptive budgets: rows shorter than k) sort last and stay -1
+            ordered = idx.masked_fill(~valid, blocked.shape[1]).sort(dim=-1).values.masked_fill(~valid, -1)
+            out = Selection(indices=ordered, scores=out.scores, lengths=out.lengths)
+        _check_output(self, out, k, blocked)
+        return out
 
     @abstractmethod
     def select(self, batch: TokenBatch, k: int) -> Selection:
-        """Pick k tokens per row. ``batch`` is validated and batched; ``1 <= k < n``.
+        """Pick k tokens per row. ``batch`` is validated and batched; every row has more than
+        k pickable tokens.
 
         Returns a :class:`Selection` of k output tokens per row: ``indices`` long ``[B, k]`` in
         any order for plain selections (the caller sorts them); merging selections are returned
-        as they are, in the output order of the method, ``weights`` rows aligned with
-        ``indices`` (``k - 1`` of them when ``leading_cls`` is set).
+        as they are, in the output order of the method, ``weights`` rows ``[B, k, n]`` aligned
+        with ``indices`` (``k - 1`` of them when ``leading_cls`` is set). A selector that stops
+        early (an adaptive budget) sets ``lengths`` (each in ``[1, k]``) and pads its rows with -1.
         """
 
     def extra_repr(self) -> str:
@@ -131,3 +190,59 @@ class Selector(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
+
+
+def _keep_pickable(blocked: Tensor, available: Tensor, width: int | None = None) -> Selection:
+    """Every pickable token of each row, in ascending order, padded with -1 to ``width``
+    (default: the largest count)."""
+    bs, n = blocked.shape
+    w = int(available.max()) if width is None else width
+    order = torch.argsort(blocked.to(torch.int8), dim=1, stable=True)[:, :w]
+    slots = torch.arange(w, device=blocked.device)
+    indices = order.masked_fill(slots >= available[:, None], -1)
+    return Selection(indices=indices, lengths=available.clone())
+
+
+def _check_output(sel: Selector, out: Selection, k: int, blocked: Tensor) -> None:
+    """Raise a RuntimeError naming the selector unless ``out`` keeps, per row, between 1 and k
+    output tokens (the CLS token included when ``leading_cls``): distinct, in-range, pickable
+    indices (ascending for plain selections; padded with -1 beyond ``lengths``) and
+    ``weights``/``contextual``, if any, aligned with them."""
+    bs, n = blocked.shape
+    idx = out.indices
+    width = k - int(out.leading_cls)
+    who = f"selector {sel.name!r} ({type(sel).__name__})"
+    if idx.dtype != torch.long or tuple(idx.shape) != (bs, width):
+        raise RuntimeError(f"{who} returned indices {(tuple(idx.shape), idx.dtype)}; expected long [{bs}, {width}]")
+    if idx.device != blocked.device:
+        raise RuntimeError(f"{who} returned indices on {idx.device}; the batch is on {blocked.device}")
+    if out.weights is not None and tuple(out.weights.shape) != (bs, width, n):
+        raise RuntimeError(f"{who} returned weights of shape {tuple(out.weights.shape)}; expected {(bs, width, n)}")
+    if out.leading_cls and out.weights is None:
+        raise RuntimeError(f"{who} returned leading_cls=True without weights (only merging selections may)")
+    if out.contextual is not None and tuple(out.contextual.shape) != (bs, width):
+        raise RuntimeError(f"{who} returned contextual of shape {tuple(out.contextual.shape)}; expected {(bs, width)}")
+    lengths = out.lengths.to(idx.device)
+    if bool((lengths < 1 - int(out.leading_cls)).any() | (lengths > width).any()):
+        raise RuntimeError(f"{who} returned lengths {lengths.tolist()}; each must lie in [1, {width}]")
+    _check_indices(who, out, n, blocked)
+
+
+def _check_indices(who: str, out: Selection, n: int, blocked: Tensor) -> None:
+    """The range, padding, distinctness (order, for plain selections) and pickability checks."""
+    idx, valid = out.indices, out.valid
+    if not idx.numel():
+        return
+    real = idx.masked_fill(~valid, 0)
+    lo, hi = int(idx.masked_fill(~valid, n).min()), int(idx.masked_fill(~valid, -1).max())
+    if lo < 0 or hi >= n:
+        raise RuntimeError(f"{who} returned indices from {min(lo, hi)} to {max(lo, hi)}, outside [0, {n})")
+    if not bool((idx[~valid] == -1).all()):
+        raise RuntimeError(f"{who} returned padding slots (beyond lengths) that are not -1")
+    ordered = real if out.weights is None else idx.masked_fill(~valid, n).sort(dim=-1).values
+    ok = valid if out.weights is None else ordered < n
+    if idx.shape[-1] > 1 and not bool(((ordered[:, 1:] > ordered[:, :-1]) | ~ok[:, 1:]).all()):
+        what = "unsorted or duplicate" if out.weights is None else "duplicate"
+        raise RuntimeError(f"{who} returned {what} indices")
+    if bool((blocked.gather(1, real) & valid).any()):
+        raise RuntimeError(f"{who} returned excluded or masked-out (padding) tokens")

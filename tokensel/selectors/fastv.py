@@ -1,45 +1,52 @@
-"""FastV: keep the image tokens the language model attends to most at layer K.
+"""FastV: keep the image tokens the language model's last prompt token attends to most.
 
-Runs inside the language model (``stage = "llm"``): the model wrapper (``tokensel.prune``)
-fills ``TokenBatch.llm_attention`` with the head-averaged attention of layer ``K - 1`` from the
-last prompt token's query row over the image span, and drops the unkept image tokens before
-layer ``K`` for all later layers (kept tokens keep their original positions; with a KV cache
-this happens once, at prefill). Called directly on a ``TokenBatch``, it simply ranks by
-``llm_attention``.
+One stage (Chen et al., ECCV 2024; ``pkunlp-icler/FastV``): with ``layer = K``, the head-averaged
+attention of decoder layer ``K - 1`` from the last prompt token's query row over the image
+tokens scores them, and the top ones are kept from layer ``K`` on (kept tokens keep their
+original positions; with a KV cache this happens once, at prefill). Default ``K = 2``.
 
 FastV's keep count is ``round(N * (1 - R))`` for a drop rate ``R``; with ``tokensel.prune`` pass
-``ratio = 1 - R`` (or an absolute ``k``).
+``ratio = 1 - R`` (or an absolute ``k``). See :mod:`tokensel.selectors.llm` for the contract.
 """
 
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
-from tokensel.batch import Selection, TokenBatch
-from tokensel.selectors.base import Selector
+from tokensel.selectors.llm import DecoderLayerInputs, LLMSelector, attention_rows
 from tokensel.selectors.registry import register_selector
+from tokensel.validation import check_int
 
 __all__ = ["FastVSelector"]
 
 
 @register_selector("fastv", paper="FastV (Chen et al., ECCV 2024)")
-class FastVSelector(Selector):
+class FastVSelector(LLMSelector):
     """Top-k image tokens by the attention the language model's last token pays them at layer K-1."""
 
-    stage = "llm"
-    requires = ("llm_attention",)
+    positions = "original"
     ratio_rounding = "round"
 
     def __init__(self, layer: int = 2):
-        if isinstance(layer, bool) or not isinstance(layer, int) or layer < 1:
-            raise ValueError(f"fastv layer K must be an integer >= 1, got {layer!r}")
-        self.layer = layer
+        self.layer = check_int("layer (fastv layer K: prune from layer K, score at K - 1)", layer, 1)
+        self.layers = (layer - 1,)
 
-    def select(self, batch: TokenBatch, k: int) -> Selection:
-        scores = batch.llm_attention.float().masked_fill(batch.blocked(), float("-inf"))
-        # stable ranking: higher attention first, lower index first on ties
-        order = torch.sort(scores, dim=1, descending=True, stable=True).indices
-        return Selection(indices=order[:, :k], scores=batch.llm_attention)
+    def schedule(self, budget: int, num_image: int) -> tuple[int, ...]:
+        """One stage keeping ``min(budget, num_image)`` tokens."""
+        return (min(int(budget), int(num_image)),)
+
+    def score(self, inputs: DecoderLayerInputs) -> Tensor:
+        """The last valid token's head-averaged attention to every slot, float32 ``[B, L]``."""
+        length = inputs.key_valid.shape[1]
+        pos = torch.arange(length, device=inputs.key_valid.device)
+        last = torch.where(inputs.key_valid, pos, torch.full_like(pos, -1)).max(dim=1).values
+        return attention_rows(inputs, last[:, None])[:, 0]
+
+    def check_model(self, num_layers: int) -> None:
+        if self.layer > num_layers - 1:
+            raise ValueError(f"fastv layer K={self.layer} does not fit a model with {num_layers} decoder layers "
+                             f"(K prunes from layer K and scores at K - 1: 1 <= K <= {num_layers - 1})")
 
     def extra_repr(self) -> str:
         return f"layer={self.layer}"

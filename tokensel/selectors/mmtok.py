@@ -21,6 +21,7 @@ from tokensel.objectives.multimodal import VARIANTS, MultimodalCoverage, multimo
 from tokensel.selectors.objective import ObjectiveSelector
 from tokensel.selectors.registry import register_selector
 from tokensel.solvers.incremental import BACKENDS
+from tokensel.validation import check_bool, check_choice, check_number
 
 __all__ = ["MMTok"]
 
@@ -51,7 +52,11 @@ class MMTok(ObjectiveSelector):
     Uses ``TokenBatch.text`` (+ ``text_mask``), ``vision``, ``vision_raw`` (falls back to
     ``vision``), ``exclude`` and ``vision_mask``. Large buffers are kept in the selector's
     :class:`~tokensel.workspace.Workspace` between calls (``sel.workspace.clear()`` releases
-    them); one selector instance is not to be called from several threads at once.
+    them); the workspace keeps one set per thread, so one selector instance may be called from
+    several threads at once.
+
+    Picks do not change when all features are scaled (cosine similarities are computed from
+    power-of-two-rescaled vectors where float32 norms would overflow or underflow).
     """
 
     checks_finite = True
@@ -61,10 +66,12 @@ class MMTok(ObjectiveSelector):
         softmax: bool = True, backend: str = "auto", solver: str = "incremental",
         solver_options: dict | None = None,
     ) -> None:
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.alpha = check_number("alpha", alpha, 0.0)
+        self.tau_tv = check_number("tau_tv", tau_tv, 0.0, low_open=True)
+        self.tau_vv = check_number("tau_vv", tau_vv, 0.0, low_open=True)
+        self.variant = check_choice("variant", variant, VARIANTS)
+        self.softmax = check_bool("softmax", softmax)
+        self.backend = check_choice("backend", backend, BACKENDS)
         if solver_options is not None and not isinstance(solver_options, Mapping):
             raise TypeError(f"solver_options must be a dict of solver options, got {type(solver_options).__name__}")
         solver_options = dict(solver_options or {})
@@ -73,16 +80,11 @@ class MMTok(ObjectiveSelector):
         elif backend != "auto":
             raise ValueError(f"backend={backend!r} applies to solver='incremental' only, got solver={solver!r}")
         super().__init__(solver=solver, **solver_options)
-        self.backend = backend
-        self.alpha, self.tau_tv, self.tau_vv = float(alpha), float(tau_tv), float(tau_vv)
-        self.variant, self.softmax = variant, bool(softmax)
-        if self.alpha < 0 or self.tau_tv <= 0 or self.tau_vv <= 0:
-            raise ValueError(f"need alpha >= 0, tau_tv > 0, tau_vv > 0; got {alpha}, {tau_tv}, {tau_vv}")
         self.requires = ("text",) if variant != "vision" else ()
 
     def coverage(self, batch: TokenBatch) -> Tensor:
         """float32 ``[B, R, n]`` coverage matrix ``[P'; alpha Q']`` of a validated batch (a view
-        of the selector's workspace: valid until its next call)."""
+        of the selector's workspace: valid until its next call in the same thread)."""
         return multimodal_coverage_matrix(
             batch.text, batch.vision, batch.vision_raw,
             alpha=self.alpha, tau_tv=self.tau_tv, tau_vv=self.tau_vv,

@@ -56,7 +56,8 @@ class ObjectiveSelector(Selector):
             refused (a selector returns exactly k tokens).
 
     Excluded tokens are never picked, whether or not the objective excludes them itself.
-    One instance is not to be called from several threads at once (its workspace is shared).
+    Its :class:`~tokensel.workspace.Workspace` (for solvers with a batched form) keeps one set
+    of buffers per thread, so one instance may be called from several threads at once.
     """
 
     def __init__(

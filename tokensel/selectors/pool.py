@@ -54,22 +54,32 @@ def cell_pooling(batch: TokenBatch, k: int) -> Selection:
         assign = _runs(ok, k)
     else:
         assign = cells.expand(B, n).clone()
-        empty = torch.zeros(B, k, device=device).scatter_add_(1, assign, ok.float()) == 0
+        empty = torch.zeros(B, k, dtype=torch.long, device=device).scatter_add_(1, assign, ok.long()) == 0
         bad = empty.any(dim=1)
         if bool(bad.any()):
             assign[bad] = _runs(ok[bad], k)
-    member = torch.nn.functional.one_hot(assign, k).transpose(1, 2).float() * ok[:, None, :].float()  # [B, k, n]
-    weights = member / member.sum(dim=2, keepdim=True)
-    ys = torch.arange(n, device=device) // w
-    xs = torch.arange(n, device=device) % w
-    cy = weights @ ys.float()
-    cx = weights @ xs.float()
-    dist = (ys[None, None, :] - cy[..., None]) ** 2 + (xs[None, None, :] - cx[..., None]) ** 2
-    dist.masked_fill_(member == 0, float("inf"))
-    rep = dist.argmin(dim=2)  # [B, k]
+    member = torch.nn.functional.one_hot(assign, k).transpose(1, 2) * ok[:, None, :]  # long [B, k, n]
+    weights = member.float() / member.sum(dim=2, keepdim=True).float()
+    rep = _nearest_to_centroid(member, w)  # [B, k]
     rep, perm = rep.sort(dim=1)
     weights = weights.gather(1, perm[..., None].expand(B, k, n))
     return Selection(indices=rep, weights=weights)
+
+
+def _nearest_to_centroid(member: Tensor, w: int) -> Tensor:
+    """long ``[B, k]``: for each cell (``member`` 0/1 long ``[B, k, n]`` over a grid of width w)
+    its member patch nearest the cell's centroid, the lowest index on ties. Integer arithmetic
+    (squared distances times the squared member count), so exact: a centroid exactly between
+    two patches picks the same one in any batch, on any CPU."""
+    n = member.shape[2]
+    pos = torch.arange(n, device=member.device)
+    ys, xs = pos // w, pos % w
+    count = member.sum(dim=2, keepdim=True)  # [B, k, 1]
+    sy = (member * ys).sum(dim=2, keepdim=True)
+    sx = (member * xs).sum(dim=2, keepdim=True)
+    dist = (ys * count - sy) ** 2 + (xs * count - sx) ** 2  # [B, k, n]
+    dist.masked_fill_(member == 0, torch.iinfo(torch.long).max)
+    return dist.argmin(dim=2)
 
 
 def _runs(ok: Tensor, k: int) -> Tensor:

@@ -15,7 +15,7 @@ from tokensel.selectors.base import Selector
 
 __all__ = [
     "register_selector", "unregister_selector", "registered", "create_selector", "list_selectors", "selector_info",
-    "SelectorInfo",
+    "registered_name", "SelectorInfo",
 ]
 
 S = TypeVar("S", bound=type[Selector])
@@ -58,8 +58,6 @@ def register_selector(name: str, *, paper: str = "", **defaults) -> Callable[[S]
             paper=paper,
             defaults=dict(defaults),
         )
-        if not cls.name:
-            cls.name = name
         return cls
 
     return decorator
@@ -109,10 +107,10 @@ def create_selector(name: str, **params) -> Selector:
     """Instantiate the selector registered as ``name`` with ``params`` over its defaults."""
     info = _lookup(name)
     kwargs = {**info.defaults, **params}
-    sig = inspect.signature(info.cls.__init__)
-    accepts_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-    if not accepts_any:
-        allowed = [p for p in sig.parameters if p != "self"]
+    takes_none = info.cls.__init__ is object.__init__
+    sig = inspect.signature(info.cls.__init__) if not takes_none else None
+    if takes_none or not any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        allowed = [] if takes_none else [p for p in sig.parameters if p != "self"]
         unknown = sorted(set(kwargs) - set(allowed))
         if unknown:
             raise TypeError(
@@ -121,6 +119,24 @@ def create_selector(name: str, **params) -> Selector:
     sel = info.cls(**kwargs)
     sel.name = name
     return sel
+
+
+def registered_name(selector: Selector) -> str:
+    """The name of the registration that ``selector`` matches most specifically: among the
+    registrations of its class (else of its nearest registered base class), the one with the
+    most defaults, all equal to the instance's attributes. "" if none matches."""
+    _load_builtin_selectors()
+    missing = object()
+    for cls in type(selector).__mro__:
+        best, best_size = "", -1
+        for info in _REGISTRY.values():
+            if info.cls is not cls or len(info.defaults) <= best_size:
+                continue
+            if all(getattr(selector, key, missing) == value for key, value in info.defaults.items()):
+                best, best_size = info.name, len(info.defaults)
+        if best_size >= 0:
+            return best
+    return ""
 
 
 def list_selectors(stage: str | None = None) -> list[str]:

@@ -6,6 +6,7 @@ from tokensel.batch import Selection, TokenBatch
 from tokensel.objectives.multimodal import multimodal_coverage_matrix
 from tokensel.selectors.base import Selector
 from tokensel.selectors.registry import register_selector
+from tokensel.validation import check_number
 
 __all__ = ["TopKText"]
 
@@ -23,9 +24,7 @@ class TopKText(Selector):
     requires = ("text",)
 
     def __init__(self, tau_tv: float = 0.02) -> None:
-        if not tau_tv > 0:
-            raise ValueError(f"tau_tv must be > 0, got {tau_tv}")
-        self.tau_tv = float(tau_tv)
+        self.tau_tv = check_number("tau_tv", tau_tv, 0.0, low_open=True)
 
     def select(self, batch: TokenBatch, k: int) -> Selection:
         P = multimodal_coverage_matrix(

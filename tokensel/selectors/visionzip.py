@@ -11,6 +11,7 @@ from tokensel.objectives.multimodal import l2_normalize
 from tokensel.selectors.base import Selector
 from tokensel.selectors.registry import register_selector
 from tokensel.selectors.simple import available_in_order
+from tokensel.validation import check_number, check_optional_int
 
 __all__ = ["VisionZip", "visionzip_split"]
 
@@ -69,12 +70,8 @@ class VisionZip(Selector):
     requires = ("cls", "cls_attention", "keys")
 
     def __init__(self, dominant: int | None = None, dominant_ratio: float = DOMINANT_RATIO) -> None:
-        if dominant is not None and (isinstance(dominant, bool) or not isinstance(dominant, int) or dominant < 1):
-            raise ValueError(f"dominant must be an integer >= 1 (the CLS token included), got {dominant!r}")
-        if not 0 < dominant_ratio <= 1:
-            raise ValueError(f"dominant_ratio must lie in (0, 1], got {dominant_ratio}")
-        self.dominant = dominant
-        self.dominant_ratio = float(dominant_ratio)
+        self.dominant = check_optional_int("dominant (the CLS token included)", dominant, 1)
+        self.dominant_ratio = check_number("dominant_ratio", dominant_ratio, 0.0, 1.0, low_open=True)
 
     def select(self, batch: TokenBatch, k: int) -> Selection:
         n_dom, n_ctx = visionzip_split(k, self.dominant, self.dominant_ratio)

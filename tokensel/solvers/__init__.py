@@ -33,6 +33,7 @@ from tokensel.solvers.incremental import dense_greedy, incremental_greedy
 from tokensel.solvers.incremental_registered import incremental_batched, incremental_solver
 from tokensel.solvers.registry import SolverInfo, list_solvers, register_solver, solver_info, unregister_solver
 from tokensel.solvers.solution import Solution
+from tokensel.validation import check_int, check_number
 
 __all__ = [
     "Solution",
@@ -60,31 +61,54 @@ def _greedy(fn: Callable) -> Callable:
             if incremental:
                 raise ValueError(f"incremental=True needs a facility-location-type objective, got {type(objective).__name__}")
             picks = fn(objective, k, tol)
-        return (*picks, None, None, None)
+        return (*picks, None, None, None, None)
 
     return run
 
 
 def _stochastic(objective, k, tol, **opts):
-    return (*stochastic_greedy(objective, k, tol, **opts), None, None, None)
+    return (*stochastic_greedy(objective, k, tol, **opts), None, None, None, None)
+
+
+def _exact_report(objective, chosen, tol, proven: bool, bound: float, message: str | None):
+    """Trim an exact solver's set at ``tol`` and report honestly: ``bound`` stays an upper
+    bound on the k-set optimum, ``gap`` is the returned set's own relative gap to it, and
+    ``optimal`` holds only for the untrimmed set of a proven run."""
+    order, gains = trim_by_tolerance(objective, chosen, tol)
+    bound = max(float(bound), objective.value(chosen))
+    value = objective.value(order)
+    gap = (bound - value) / bound if bound > 0 else 0.0
+    trimmed = len(order) < len(chosen)
+    if trimmed:
+        message = f"{message or 'optimal set'}; trimmed at tol={tol} to {len(order)} of {len(chosen)} picks (not optimal for k)"
+    return order, gains, bool(proven) and not trimmed, max(gap, 0.0), bound, message
 
 
 def _ilp(objective, k, tol, time_limit: float = 60.0, mip_rel_gap: float = 1e-9):
-    chosen, proven, gap, bound = ilp(objective, k, time_limit=time_limit, mip_rel_gap=mip_rel_gap)
-    return (*trim_by_tolerance(objective, chosen, tol), proven, gap, bound)
+    time_limit = check_number("time_limit", time_limit, 0.0, low_open=True, allow_inf=True)
+    mip_rel_gap = check_number("mip_rel_gap", mip_rel_gap, 0.0)
+    chosen, proven, bound, message = ilp(objective, k, time_limit=time_limit, mip_rel_gap=mip_rel_gap)
+    greedy = fast_path(objective, k, None) or lazy_greedy(objective, k)
+    # a cross-check: the greedy set is feasible, so the optimum is at least its value
+    if objective.value(greedy[0]) > objective.value(chosen) * (1 + 1e-12):
+        chosen, proven = sorted(greedy[0]), False
+        message += "; HiGHS's set was worse than the greedy set, which is returned instead (not proven optimal)"
+    return _exact_report(objective, chosen, tol, proven, bound, message)
 
 
 def _brute(objective, k, tol, max_subsets: int = 2_000_000):
+    max_subsets = check_int("max_subsets", max_subsets, 1)
     chosen, _ = brute_force(objective, k, max_subsets=max_subsets)
-    return (*trim_by_tolerance(objective, chosen, tol), True, 0.0, objective.value(chosen))
+    return _exact_report(objective, chosen, tol, True, objective.value(chosen), "exhaustive search")
 
 
 def _builtin(name: str, fn: Callable, doc: str, guarantee: float | None, options: tuple[str, ...]) -> None:
     def solve(objective: CoverageObjective, k: int, *, tol: float | None = None, **opts) -> Solution:
-        picks, gains, optimal, gap, bound = fn(objective, k, tol, **opts)
+        picks, gains, optimal, gap, bound, message = fn(objective, k, tol, **opts)
         return Solution(
             indices=torch.tensor(picks, dtype=torch.long), value=float("nan"),
             gains=torch.tensor(gains, dtype=torch.float64), solver=name, optimal=optimal, gap=gap, bound=bound,
+            message=message,
         )
 
     solve.__doc__ = doc
@@ -145,8 +169,8 @@ def maximize(
     k = check_budget(k)
     info = solver_info(solver)
     info.check_options(opts)
-    if tol is not None and not tol >= 0:
-        raise ValueError(f"tol must be None or >= 0, got {tol}")
+    if tol is not None:
+        tol = check_number("tol", tol, 0.0, allow_inf=True)
     available = int((~objective.exclude).sum())
     if available < k:
         raise ValueError(f"k={k} picks are impossible: exclude leaves only {available} of {objective.n} candidates")

@@ -21,6 +21,7 @@ views): nothing is copied. Other devices use the eager torch path, which needs n
 from __future__ import annotations
 
 import functools
+import threading
 
 import numpy as np
 import torch
@@ -91,16 +92,25 @@ def _run(C, best, g, picks, t, low, forced, k, window, slack):
         t[b] = tb
 
 
+_COMPILE_LOCK = threading.Lock()
+
+
 @functools.cache
-def _kernels():
-    """The compiled ``(_column_sums, _run)``: compiled on first use, cached on disk next to this
-    module (or in numba's per-user cache directory), so later processes only load them."""
+def _compile():
     import numba
 
     try:
         return tuple(numba.njit(cache=True, nogil=True)(f) for f in (_column_sums, _run))
     except RuntimeError:  # no writable cache location: compile once per process instead
         return tuple(numba.njit(nogil=True)(f) for f in (_column_sums, _run))
+
+
+def _kernels():
+    """The compiled ``(_column_sums, _run)``: compiled on first use (once, even when several
+    threads ask at the same time), cached on disk next to this module (or in numba's per-user
+    cache directory), so later processes only load them."""
+    with _COMPILE_LOCK:
+        return _compile()
 
 
 def compiled_greedy(

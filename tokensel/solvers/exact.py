@@ -50,15 +50,31 @@ def brute_force(objective: CoverageObjective, k: int, max_subsets: int = 2_000_0
     return best_set, True
 
 
+_HIGHS_STATUS = {
+    0: "optimal",
+    1: "iteration or time limit reached",
+    2: "infeasible",
+    3: "unbounded",
+    4: "other (numerical trouble or an internal error)",
+}
+
+
 def ilp(
     objective: CoverageObjective, k: int, time_limit: float = 60.0, mip_rel_gap: float = 1e-9
-) -> tuple[list[int], bool, float, float]:
+) -> tuple[list[int], bool, float, str]:
     """Max-k facility location as a MILP solved by HiGHS: any objective whose ``coverage_blocks()``
     describe it (weighted facility-location blocks; modular terms are diagonal blocks).
 
     maximise sum_ij c_ij x_ij  s.t.  sum_j x_ij <= 1 (each row), x_ij <= y_j, sum_j y_j = k,
     y binary, 0 <= x <= 1; excluded candidates have y_j = 0. Only entries with c_ij > 0 get a
-    variable. Returns (chosen, proven_optimal, relative_gap, upper_bound).
+    variable. The solver's tolerances are absolute, so the matrix is first divided by a power
+    of two that brings its largest entry into (0.5, 1] (exact): the result does not depend on
+    the matrix's scale.
+
+    Returns:
+        (chosen, proven, upper_bound, message): the chosen set (sorted), whether HiGHS
+        reported it optimal (within ``mip_rel_gap``), HiGHS's proven upper bound on the optimum
+        in the objective's units, and HiGHS's status message.
     """
     from scipy.optimize import Bounds, LinearConstraint, milp
     from scipy.sparse import coo_matrix
@@ -70,6 +86,11 @@ def ilp(
     R, n = C.shape
     allowed = ~objective.exclude.numpy()
     k = min(k, int(allowed.sum()))
+    top = float((C * allowed[None, :]).max())
+    if top <= 0:  # every set covers nothing
+        return sorted(np.flatnonzero(allowed)[:k].tolist()), True, 0.0, "all coverage entries are 0"
+    scale = math.ldexp(1.0, math.frexp(top)[1])  # power of two >= top: C / scale is exact
+    C = C / scale
     rr, jj = np.nonzero(C * allowed[None, :] > 0)
     nx_ = rr.size
     # variables: x (nx_ entries) then y (n)
@@ -95,11 +116,14 @@ def ilp(
         integrality=integrality,
         options={"time_limit": float(time_limit), "mip_rel_gap": mip_rel_gap, "disp": False},
     )
+    status = f"HiGHS status {res.status} ({_HIGHS_STATUS.get(res.status, 'unknown')}): {res.message}"
     if res.x is None:
-        raise RuntimeError(f"HiGHS found no feasible solution: {res.message}")
+        raise RuntimeError(
+            f"solver 'ilp' found no feasible set: {status}. A time limit was hit before the first "
+            f"feasible set (time_limit={time_limit}); raise it, or use a greedy solver"
+        )
     y = res.x[nx_:]
     chosen = sorted(np.argsort(-y, kind="stable")[:k].tolist())
-    proven = res.status == 0
-    gap = float(getattr(res, "mip_gap", 0.0) or 0.0)
-    bound = -float(getattr(res, "mip_dual_bound", res.fun))
-    return chosen, proven, gap, bound
+    dual = getattr(res, "mip_dual_bound", None)
+    bound = -float(res.fun if dual is None or not np.isfinite(dual) else dual) * scale
+    return chosen, res.status == 0, bound, status

@@ -15,6 +15,7 @@ import torch
 from tokensel.objectives.base import CoverageObjective
 from tokensel.solvers.consistency import checked_blocks
 from tokensel.solvers.incremental import incremental_greedy
+from tokensel.validation import check_number, check_optional_int
 
 __all__ = ["naive_greedy", "lazy_greedy", "stochastic_greedy", "stochastic_sample_size", "fast_path"]
 
@@ -105,13 +106,16 @@ def stochastic_greedy(
     samples per step. The default ``eps = 0.01`` gives s = 4.6 n / k (never the degenerate s = 1).
     Randomness comes from ``generator`` or, if None, a generator seeded with ``seed``.
     """
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    seed = check_optional_int("seed", seed, 0)
+    eps = check_number("eps", eps, 0.0, 1.0, low_open=True, high_open=True)
     if generator is None:
         generator = torch.Generator()
         if seed is not None:
-            generator.manual_seed(int(seed))
-    s = sample_size if sample_size is not None else stochastic_sample_size(objective.n, k, eps)
-    if s < 1:
-        raise ValueError(f"sample_size must be >= 1, got {s}")
+            generator.manual_seed(seed)
+    s = check_optional_int("sample_size", sample_size, 1)
+    s = s if s is not None else stochastic_sample_size(objective.n, k, eps)
     state = objective.initial_state()
     remaining = torch.nonzero(~objective.exclude).flatten()
     picks: list[int] = []

@@ -77,6 +77,11 @@ def column_subsets_reproduce(device_type: str, dtype: torch.dtype) -> bool:
     return True
 
 
+def _widen(blocks: list[tuple[Tensor, float]]) -> list[tuple[Tensor, float]]:
+    """The blocks, detached, with 16-bit matrices in float32 (their column sums overflow float16)."""
+    return [(C.detach().float() if C.dtype in (torch.float16, torch.bfloat16) else C.detach(), w) for C, w in blocks]
+
+
 def _check_blocks(blocks: list[tuple[Tensor, float]]) -> tuple[int, int, torch.device, torch.dtype]:
     if not blocks:
         raise ValueError("blocks must hold at least one (C, weight) pair")
@@ -137,8 +142,11 @@ def incremental_greedy(
     Returns:
         ``(indices, gains)``: long ``[B, k]`` in pick order and float64 ``[B, k]`` marginal gains
         (the picks and gains of :func:`dense_greedy`); gains are None when ``with_gains=False``.
+        16-bit blocks are computed in float32.
     """
     B, n, device, dtype = _check_blocks(blocks)
+    blocks = _widen(blocks)
+    dtype = blocks[0][0].dtype
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     plain = len(blocks) == 1 and blocks[0][1] == 1.0 and tol is None
@@ -409,8 +417,11 @@ def dense_greedy(
 ) -> tuple[Tensor, Tensor]:
     """The plain greedy: every step recomputes all gains from the full matrices (in their dtype),
     takes the argmax (first index on ties). The reference :func:`incremental_greedy` reproduces.
+    16-bit blocks are computed in float32.
     """
     B, n, device, dtype = _check_blocks(blocks)
+    blocks = _widen(blocks)
+    dtype = blocks[0][0].dtype
     best = [torch.zeros(C.shape[:2], dtype=dtype, device=device) for C, _ in blocks]
     taken = torch.zeros(B, n, dtype=torch.bool, device=device)
     if blocked is not None:

@@ -140,7 +140,7 @@ def check_objective(
             shrinks it to (factory seed, S, T, j and the values involved are in the message).
     """
 
-    @settings(max_examples=max_examples, deadline=None, derandomize=True, database=None,
+    @settings(max_examples=max_examples, deadline=None, derandomize=True, database=None, report_multiple_bugs=False,
               suppress_health_check=list(HealthCheck))
     @given(seed=st.integers(0, 2**31 - 1), data=st.data())
     def run(seed: int, data) -> None:

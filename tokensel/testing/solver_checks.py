@@ -37,7 +37,7 @@ def check_solver(
     instances = facility_location_instances(max_n=max_n) if facility_location_only else st.one_of(
         facility_location_instances(max_n=max_n), objective_instances(max_n=max_n))
 
-    @settings(max_examples=max_examples, deadline=None, derandomize=True, database=None,
+    @settings(max_examples=max_examples, deadline=None, derandomize=True, database=None, report_multiple_bugs=False,
               suppress_health_check=list(HealthCheck))
     @given(obj=instances, k=st.integers(1, 5))
     def run(obj, k: int) -> None:
