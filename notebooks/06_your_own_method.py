@@ -175,7 +175,7 @@ except AssertionError as err:
 # ## 3. A selector
 #
 # `ObjectiveSelector` turns "the objective of one image" into a batched selector: it validates
-# the batch, keeps every token when n <= k, builds one objective per image (ragged images and
+# the batch, keeps every pickable token of an image that has at most k, builds one objective per image (ragged images and
 # questions arrive without their padding), never picks excluded tokens, solves with any
 # registered solver and maps the picks back. Here the similarity is the cosine similarity of
 # the encoder features, clipped at 0. Constructor arguments become selector parameters, which
@@ -199,7 +199,7 @@ tokensel.register_selector("saturated")(SaturatedSelector)
 
 # %% [markdown]
 # `check_selector` runs the selector contract on random batches: k distinct sorted indices,
-# nothing excluded or masked, the n <= k rule, every row of a batch equal to its image alone,
+# nothing excluded or masked, all pickable tokens kept in an image that has at most k, every row of a batch equal to its image alone,
 # the same answer twice.
 
 # %%

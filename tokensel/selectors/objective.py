@@ -1,7 +1,7 @@
 """:class:`ObjectiveSelector`: a batched selector from a coverage objective and a solver.
 
 Write the objective of one image, pick a solver; the selector does the rest (validation, the
-``n <= k`` rule, one objective per row of the batch, exclusions and masks, indices mapped
+rows with at most k pickable tokens (kept whole), one objective per row of the batch, exclusions and masks, indices mapped
 back into the row)::
 
     def cosine_fl(image):                 # image: unbatched TokenBatch of one image
