@@ -1,16 +1,27 @@
-"""MMTok: multimodal coverage maximisation (ICLR 2026), and its ablations."""
+"""MMTok: multimodal coverage maximisation (ICLR 2026), and its ablations.
+
+MMTok is an :class:`~tokensel.selectors.objective.ObjectiveSelector`: its objective is
+:class:`~tokensel.objectives.MultimodalCoverage`, its default solver ``incremental``, which
+runs the whole batch's coverage matrix through the batched incremental greedy in one call.
+Any registered solver can take its place (``create_selector("mmtok", solver="lazy")``); rows
+are then solved one by one on the same coverage matrix.
+"""
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Mapping
 
-from tokensel.batch import Selection, TokenBatch
-from tokensel.objectives.multimodal import VARIANTS, multimodal_coverage_matrix
-from tokensel.selectors.base import Selector
+import torch
+from torch import Tensor
+
+from tokensel.batch import TokenBatch
+from tokensel.objectives.base import CoverageObjective
+from tokensel.objectives.facility_location import FacilityLocation
+from tokensel.objectives.multimodal import VARIANTS, MultimodalCoverage, multimodal_coverage_matrix
+from tokensel.selectors.objective import ObjectiveSelector
 from tokensel.selectors.registry import register_selector
-from tokensel.solvers.incremental import BACKENDS, incremental_greedy
+from tokensel.solvers.incremental import BACKENDS
 from tokensel.validation import check_bool, check_choice, check_number
-from tokensel.workspace import Workspace
 
 __all__ = ["MMTok"]
 
@@ -20,7 +31,7 @@ PAPER = "MMTok: Multimodal Coverage Maximization for Efficient Inference of VLMs
 @register_selector("mmtok", paper=PAPER)
 @register_selector("mmtok-text", paper=PAPER, variant="text")
 @register_selector("mmtok-vision", paper=PAPER, variant="vision")
-class MMTok(Selector):
+class MMTok(ObjectiveSelector):
     """Greedy coverage of the question's tokens and of all vision tokens (facility location).
 
     Args:
@@ -30,24 +41,30 @@ class MMTok(Selector):
         variant: ``"both"`` (MMTok), ``"text"`` (text-vision only: ``mmtok-text``) or
             ``"vision"`` (vision-vision only, no question needed: ``mmtok-vision``).
         softmax: False for the paper's no-softmax ablation.
-        backend: the greedy's backend (see :func:`tokensel.solvers.incremental_greedy`):
-            ``"auto"`` (compiled loop on CPU, eager torch elsewhere), ``"compiled"`` or
-            ``"torch"``. All give the same picks.
+        backend: the ``incremental`` solver's backend (see
+            :func:`tokensel.solvers.incremental_greedy`): ``"auto"`` (compiled loop on CPU,
+            eager torch elsewhere), ``"compiled"`` or ``"torch"``. All give the same picks.
+        solver: any registered solver (default ``"incremental"``: the exact incremental greedy,
+            first index on ties; ``"lazy"`` and ``"naive"`` make the same picks).
+        solver_options: further options of the solver (see :func:`tokensel.maximize`), e.g.
+            ``{"time_limit": 10}`` for ``ilp`` (a dict, so that configs can set it).
 
     Uses ``TokenBatch.text`` (+ ``text_mask``), ``vision``, ``vision_raw`` (falls back to
-    ``vision``), ``exclude`` and ``vision_mask``. The greedy is exact (first index on ties) and
-    incremental: see :func:`tokensel.solvers.incremental_greedy`. Large buffers are kept in
-    the selector's :class:`~tokensel.workspace.Workspace` between calls (``sel.workspace.clear()``
-    releases them); the workspace keeps one set per thread, so one selector instance may be
-    called from several threads at once.
+    ``vision``), ``exclude`` and ``vision_mask``. Large buffers are kept in the selector's
+    :class:`~tokensel.workspace.Workspace` between calls (``sel.workspace.clear()`` releases
+    them); the workspace keeps one set per thread, so one selector instance may be called from
+    several threads at once.
 
     Picks do not change when all features are scaled (cosine similarities are computed from
     power-of-two-rescaled vectors where float32 norms would overflow or underflow).
     """
 
+    checks_finite = True
+
     def __init__(
         self, alpha: float = 0.5, tau_tv: float = 0.02, tau_vv: float = 0.2, variant: str = "both",
-        softmax: bool = True, backend: str = "auto",
+        softmax: bool = True, backend: str = "auto", solver: str = "incremental",
+        solver_options: dict | None = None,
     ) -> None:
         self.alpha = check_number("alpha", alpha, 0.0)
         self.tau_tv = check_number("tau_tv", tau_tv, 0.0, low_open=True)
@@ -55,10 +72,17 @@ class MMTok(Selector):
         self.variant = check_choice("variant", variant, VARIANTS)
         self.softmax = check_bool("softmax", softmax)
         self.backend = check_choice("backend", backend, BACKENDS)
+        if solver_options is not None and not isinstance(solver_options, Mapping):
+            raise TypeError(f"solver_options must be a dict of solver options, got {type(solver_options).__name__}")
+        solver_options = dict(solver_options or {})
+        if solver == "incremental":
+            solver_options = {"backend": backend, **solver_options}
+        elif backend != "auto":
+            raise ValueError(f"backend={backend!r} applies to solver='incremental' only, got solver={solver!r}")
+        super().__init__(solver=solver, **solver_options)
         self.requires = ("text",) if variant != "vision" else ()
-        self.workspace = Workspace()
 
-    def coverage(self, batch: TokenBatch):
+    def coverage(self, batch: TokenBatch) -> Tensor:
         """float32 ``[B, R, n]`` coverage matrix ``[P'; alpha Q']`` of a validated batch (a view
         of the selector's workspace: valid until its next call in the same thread)."""
         return multimodal_coverage_matrix(
@@ -68,17 +92,32 @@ class MMTok(Selector):
             text_mask=batch.text_mask, vision_mask=batch.vision_mask, workspace=self.workspace,
         )
 
-    checks_finite = True
+    def objective(self, image: TokenBatch) -> CoverageObjective:
+        """MMTok's :class:`~tokensel.objectives.MultimodalCoverage` of one image."""
+        return MultimodalCoverage(
+            image.text, image.vision, image.vision_raw, alpha=self.alpha, tau_tv=self.tau_tv, tau_vv=self.tau_vv,
+            variant=self.variant, softmax=self.softmax, exclude=image.exclude, text_mask=image.text_mask,
+        )
 
-    def select(self, batch: TokenBatch, k: int) -> Selection:
+    def _checked_coverage(self, batch: TokenBatch) -> Tensor:
         C = self.coverage(batch)
         if not bool(torch.isfinite(C.sum())):
             batch.validate()  # names the input holding NaN or inf
             raise ValueError("the coverage matrix is not finite (features too large for float32?)")
-        indices, _ = incremental_greedy(
-            [(C, 1.0)], k, batch.blocked(), workspace=self.workspace, with_gains=False, backend=self.backend
-        )
-        return Selection(indices=indices)
+        return C
+
+    def batch_blocks(self, batch: TokenBatch) -> list[tuple[Tensor, float]]:
+        return [(self._checked_coverage(batch), 1.0)]
+
+    def row_objectives(self, batch: TokenBatch) -> list[tuple[CoverageObjective, Tensor]]:
+        """Each row's facility location over its rows of the batch's coverage matrix (masked
+        tokens: zero rows and columns, blocked), so every solver sees the matrix the default
+        solver runs on."""
+        C = self._checked_coverage(batch)
+        index = torch.arange(C.shape[2], device=C.device)
+        return [(FacilityLocation(C[b].clone(), exclude=batch.blocked()[b].cpu()), index) for b in range(C.shape[0])]
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, tau_tv={self.tau_tv}, tau_vv={self.tau_vv}, variant={self.variant!r}, softmax={self.softmax}, backend={self.backend!r}"
+        opts = "".join(f", {k}={v!r}" for k, v in self.solver_options.items() if k != "backend")
+        return (f"alpha={self.alpha}, tau_tv={self.tau_tv}, tau_vv={self.tau_vv}, variant={self.variant!r}, "
+                f"softmax={self.softmax}, backend={self.backend!r}, solver={self.solver!r}{opts}")

@@ -14,6 +14,7 @@ import numbers
 import torch
 
 from tokensel.objectives.base import CoverageObjective
+from tokensel.solvers.consistency import checked_blocks
 from tokensel.solvers.incremental import incremental_greedy
 
 __all__ = ["naive_greedy", "lazy_greedy", "stochastic_greedy", "stochastic_sample_size", "fast_path"]
@@ -21,7 +22,7 @@ __all__ = ["naive_greedy", "lazy_greedy", "stochastic_greedy", "stochastic_sampl
 
 def fast_path(objective: CoverageObjective, k: int, tol: float | None) -> tuple[list[int], list[float]] | None:
     """Run the incremental greedy if ``objective`` is of facility-location type, else None."""
-    blocks = objective.coverage_blocks()
+    blocks = checked_blocks(objective)
     if blocks is None:
         return None
     device = blocks[0][0].device
