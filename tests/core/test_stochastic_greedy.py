@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tokensel
-from tests.core.strategies import coverage_matrices, multimodal_instances
+from tokensel.testing.strategies import coverage_matrices, multimodal_instances
 from tokensel.objectives import FacilityLocation, MultimodalCoverage, WeightedSum
 from tokensel.objectives.base import CoverageObjective
 from tokensel.solvers.greedy import stochastic_greedy
