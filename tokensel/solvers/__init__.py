@@ -119,7 +119,7 @@ def _builtin(name: str, fn: Callable, doc: str, guarantee: float | None, options
 _builtin("naive", _greedy(naive_greedy), "Plain greedy: every gain at every step.", GREEDY, ("incremental",))
 _builtin("lazy", _greedy(lazy_greedy), "Minoux's lazy greedy (same picks as naive).", GREEDY, ("incremental",))
 _builtin("stochastic", _stochastic, "Stochastic greedy (1 - 1/e - eps in expectation), seeded.", None,
-         ("eps", "sample_size", "seed", "generator"))
+         ("eps", "sample_size", "seed", "generator", "incremental"))
 _builtin("ilp", _ilp, "Exact MILP (HiGHS) for facility-location blocks and modular terms.", 1.0,
          ("time_limit", "mip_rel_gap"))
 _builtin("brute", _brute, "Exhaustive search over every k-subset (tiny n).", 1.0, ("max_subsets",))
@@ -158,7 +158,7 @@ def maximize(
         tol: adaptive budget: stop once the best marginal gain is below ``tol`` (exact solvers:
             drop the optimal set's picks whose marginal gain, in greedy order, is below ``tol``).
         **opts: solver options: ``incremental`` (naive/lazy: None = auto, False = generic code),
-            ``backend`` (incremental), ``eps``, ``sample_size``, ``seed``, ``generator``
+            ``backend`` (incremental), ``eps``, ``sample_size``, ``seed``, ``generator``, ``incremental`` (stochastic)
             (stochastic), ``time_limit``, ``mip_rel_gap`` (ilp), ``max_subsets`` (brute).
 
     Returns:

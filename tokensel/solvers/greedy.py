@@ -180,7 +180,7 @@ def stochastic_greedy(
     """
     rng = _generator(seed, generator)
     s = _sample_size(objective, k, eps, sample_size)
-    blocks = objective.coverage_blocks() if incremental is not False else None
+    blocks = checked_blocks(objective) if incremental is not False else None
     if incremental and blocks is None:
         raise ValueError(f"incremental=True needs a facility-location-type objective, got {type(objective).__name__}")
     oracle = _BlockGains(blocks) if blocks is not None else _ObjectiveGains(objective)
