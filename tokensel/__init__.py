@@ -10,6 +10,7 @@ import importlib
 from typing import Any
 
 from tokensel.batch import Selection, TokenBatch
+from tokensel.budget import AdaptiveBudget
 from tokensel.selectors import (
     Selector,
     create_selector,
@@ -31,6 +32,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "AdaptiveBudget",
     "Selection",
     "Selector",
     "Solution",

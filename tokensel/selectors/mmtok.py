@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from tokensel.batch import Selection, TokenBatch
+from tokensel.budget import Ranking
 from tokensel.objectives.multimodal import VARIANTS, multimodal_coverage_matrix
 from tokensel.selectors.base import Selector
 from tokensel.selectors.registry import register_selector
@@ -41,6 +42,10 @@ class MMTok(Selector):
     releases them); the workspace keeps one set per thread, so one selector instance may be
     called from several threads at once.
 
+    Adaptive budgets (:class:`tokensel.AdaptiveBudget`): both rules come from this coverage
+    objective f (``tol``: its marginal gains; ``coverage``: ``f(S) / f(all pickable tokens)``),
+    evaluated in float64 from the float32 coverage matrix.
+
     Picks do not change when all features are scaled (cosine similarities are computed from
     power-of-two-rescaled vectors where float32 norms would overflow or underflow).
     """
@@ -70,7 +75,9 @@ class MMTok(Selector):
 
     checks_finite = True
 
-    def select(self, batch: TokenBatch, k: int) -> Selection:
+    adaptive_rules = ("tol", "coverage")
+
+    def _greedy(self, batch: TokenBatch, k: int):
         C = self.coverage(batch)
         if not bool(torch.isfinite(C.sum())):
             batch.validate()  # names the input holding NaN or inf
@@ -78,7 +85,21 @@ class MMTok(Selector):
         indices, _ = incremental_greedy(
             [(C, 1.0)], k, batch.blocked(), workspace=self.workspace, with_gains=False, backend=self.backend
         )
-        return Selection(indices=indices)
+        return C, indices
+
+    def select(self, batch: TokenBatch, k: int) -> Selection:
+        return Selection(indices=self._greedy(batch, k)[1])
+
+    def ranking(self, batch: TokenBatch, k: int) -> Ranking:
+        """The greedy's first k picks, their gains and the coverage shortfall after each, from the
+        per-row best coverage ``[B, R, k]`` of the picked prefixes (float64 sums)."""
+        C, indices = self._greedy(batch, k)
+        R = C.shape[1]
+        best = C.gather(2, indices[:, None, :].expand(-1, R, -1)).cummax(dim=2).values.double()
+        full = C.masked_fill(batch.blocked()[:, None, :], 0.0).amax(dim=2).double()
+        gains = torch.diff(best, dim=2, prepend=torch.zeros_like(best[:, :, :1])).sum(dim=1)
+        shortfall = (full[:, :, None] - best).sum(dim=1)
+        return Ranking(indices=indices, gains=gains, shortfall=shortfall, total=full.sum(dim=1))
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, tau_tv={self.tau_tv}, tau_vv={self.tau_vv}, variant={self.variant!r}, softmax={self.softmax}, backend={self.backend!r}"
