@@ -33,7 +33,12 @@ contextual = 64 tokens). ``ratio`` keeps ``budget_from_ratio(ratio, n, selector.
 tokens of each image/crop/packed sequence of ``n`` tokens: ``max(1, int(ratio * n))`` for most
 selectors, ``round(ratio * n)`` for DivPrune (``int`` on Qwen2.5-VL, as MMTok's Qwen port of it)
 and the in-LLM selectors (of all the sample's image tokens N). When the budget is at least the
-number of tokens, every token is kept and the model's output is unchanged.
+number of tokens, every token is kept and the model's output is unchanged. ``k`` may also be a
+:class:`tokensel.AdaptiveBudget` (vision-stage selectors with a stopping rule, e.g. ``mmtok``):
+each image (LLaVA-NeXT: each crop) keeps its own number of tokens, between ``k_min`` and
+``k_max`` (capped at its token count); the batch's sequences are padded to the longest and
+masked, Qwen2.5-VL's kept tokens keep their original M-RoPE positions, and each sample's result
+equals the sample run alone.
 
 Extra keyword arguments accepted by the wrapper call (besides what the processor returns):
 
