@@ -1,5 +1,7 @@
-"""``python -m experiments.evaluate CONFIG [key=value ...]`` (also ``python experiments/evaluate.py``
-and ``torchrun --nproc_per_node=N -m experiments.evaluate ...``): same as ``tokensel eval``."""
+"""``python -m experiments.evaluate CONFIG [key=value ...]`` (also ``python experiments/evaluate.py``):
+same as ``tokensel eval``, inside a repository checkout only. From an installed package use
+``tokensel eval`` or ``python -m tokensel.experiments.evaluate`` (and
+``torchrun --nproc_per_node=N -m tokensel.experiments.evaluate ...``)."""
 
 import os
 import sys

@@ -98,7 +98,7 @@ exit_code = sweep_cli(["ablation.yaml", "--dry-run"])
 #
 # `run_sweep` runs every point in this process (the model is loaded once) and returns one
 # summary row per run; `tokensel sweep ablation.yaml` does the same from a shell. Each run
-# writes its resolved `config.yaml`, per-question `results.jsonl`, `metrics.json` and a W&B
+# writes its effective `config.yaml`, per-question `results.jsonl`, `metrics.json` and a W&B
 # offline run under `runs/<sweep name>/<run name>/`.
 
 # %%
@@ -190,10 +190,12 @@ for r in summary:
 # %% [markdown]
 # ## Scaling out
 #
-# The same grid can run on many machines as a W&B sweep: `--export-wandb` writes a sweep
-# definition (`method: grid`) whose command calls the same evaluation entry point with
-# `key=value` overrides; `wandb sweep sweep.yaml` then `wandb agent ...` on each machine (with
-# an API key, from the repository root, where the `program` path points) runs the points.
+# Rerunning the sweep skips every finished point (found by a hash of its effective
+# configuration) and rebuilds the summary; an interrupted point resumes where it stopped, and
+# `--force` reruns. Without W&B, `tokensel sweep ablation.yaml --shard i/N` runs one machine's
+# share and `--summarize` merges the finished runs. With W&B, `--export-wandb` writes a sweep
+# definition whose one parameter `point` enumerates the same deduplicated points; each
+# `wandb agent ...` runs `tokensel sweep ablation.yaml point=<j>` from the installed package.
 
 # %%
 exit_code = sweep_cli(["ablation.yaml", "--export-wandb", "sweep.yaml"])

@@ -1,31 +1,71 @@
-"""``tokensel`` command line: ``tokensel SUBCOMMAND [args]``.
+"""``tokensel SUBCOMMAND [args]``: the command line.
 
 Each subcommand lives in its own module, imported only when it runs, and exposes
-``main(argv: list[str] | None) -> int``.
+``main(argv: list[str] | None) -> int``. Errors print one line (``tokensel eval: config error:
+...``) and exit non-zero: 2 for configuration and input errors, 1 for anything else, 130 when
+interrupted. ``tokensel --debug SUBCOMMAND ...`` (or ``TOKENSEL_DEBUG=1``) shows the traceback.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import traceback
+from typing import Any, Callable
+
+__all__ = ["SUBCOMMANDS", "main", "guarded"]
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("tokensel.demo", "evaluate every selector on the embedded default model (the main job)"),
     "bench": ("tokensel.bench.selection", "time MMTok selection against a dense reference greedy"),
     "eval": ("tokensel.experiments.evaluate", "run an evaluation from a config: tokensel eval CONFIG [key=value ...]"),
     "sweep": ("tokensel.experiments.sweep", "run an ablation sweep from a sweep config"),
+    "compare": ("tokensel.experiments.compare", "paired comparison of two runs: tokensel compare RUN_A RUN_B"),
     "selectors": ("tokensel.selectors.listing", "list registered selectors"),
 }
 
 
 def _usage() -> str:
-    lines = ["usage: tokensel SUBCOMMAND [args]", "", "subcommands:"]
+    lines = ["usage: tokensel [--debug] SUBCOMMAND [args]", "", "subcommands:"]
     lines += [f"  {name:<10} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
     return "\n".join(lines)
 
 
+def _debug() -> bool:
+    return os.environ.get("TOKENSEL_DEBUG", "").lower() not in ("", "0", "false", "no")
+
+
+def _input_errors() -> tuple[type, ...]:
+    from tokensel.experiments.config import ConfigError
+    from tokensel.experiments.data import DatasetError
+
+    return (ConfigError, DatasetError)
+
+
+def guarded(name: str, fn: Callable[[list[str]], Any], argv: list[str]) -> int:
+    """``fn(argv)`` as subcommand ``name``: any exception becomes one line on stderr and an
+    exit code (the traceback too with ``TOKENSEL_DEBUG=1``)."""
+    try:
+        return int(fn(argv) or 0)
+    except KeyboardInterrupt:
+        print(f"tokensel {name}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the command line's one error boundary
+        if _debug():
+            traceback.print_exc()
+        kind = "config error" if isinstance(exc, _input_errors()) else f"error ({type(exc).__name__})"
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        hint = "" if _debug() else "  [traceback: tokensel --debug ...]"
+        print(f"tokensel {name}: {kind}: {message}{hint}", file=sys.stderr)
+        return 2 if isinstance(exc, _input_errors()) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "--debug":
+        os.environ["TOKENSEL_DEBUG"] = "1"
+        argv = argv[1:]
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
@@ -34,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tokensel: unknown subcommand {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(SUBCOMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    return guarded(name, module.main, rest)
 
 
 if __name__ == "__main__":

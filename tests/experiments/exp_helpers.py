@@ -42,3 +42,21 @@ def make_dataset(root: Path, n: int = 8, seed: int = 0) -> Path:
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = str(REPO / "experiments" / "configs" / "tiny.yaml")
+
+
+def installed_copy(tmp_path: Path) -> dict:
+    """An environment with the package alone (no repository around it: no experiments/ folder,
+    no git checkout) on PYTHONPATH and a ``tokensel`` command on PATH, as an installation
+    gives them. Returns the environment for subprocesses."""
+    import os
+    import shutil
+    import sys
+
+    site = tmp_path / "site"
+    shutil.copytree(REPO / "tokensel", site / "tokensel", ignore=shutil.ignore_patterns("__pycache__"))
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    script = bindir / "tokensel"
+    script.write_text(f"#!/bin/sh\nexec {sys.executable} -m tokensel.cli \"$@\"\n")
+    script.chmod(0o755)
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(site), PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}")

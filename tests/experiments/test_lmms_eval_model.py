@@ -84,7 +84,7 @@ def test_generate_until_multi_round_runs_the_rounds_doc_to_text_asks_for():
     assert model.kept_tokens == [32, 32, 32]
     expected = model.generate_until([request(questions[0], 0, "mr"), request(follow[0], 0, "mr"),
                                      request(follow[1], 1, "mr")])
-    assert result == tuple(a.upper() for a in expected)
+    assert result == [a.upper() for a in expected]  # a list: lmms-eval stringifies tuples
     assert [s[0] for s in seen] == [1, 2, 3]
     assert [s[1] for s in seen] == [expected[:1], expected[:2], expected]
     assert [s[2] for s in seen] == [None, {"round": 1}, {"round": 2}]
@@ -107,7 +107,7 @@ def test_loglikelihood_unpruned_equals_a_plain_forward():
     (lp, greedy), (lp_fn, _) = model.loglikelihood(
         [_ll_request("<image>\nwhat color?", "red square", 0), _ll_request("what color?", lambda d: d["answer"] + " square", 0)]
     )
-    assert lp == pytest.approx(lp_fn) and lp < 0
+    assert lp == pytest.approx(lp_fn) and lp > 0  # a loss: mean negative log-likelihood per token
     # independent: the HF model on prompt + continuation, summed log-softmax of the continuation
     inputs = _encode(model.loaded, image, "what color?")
     cont = tok("red square", add_special_tokens=False, return_tensors="pt")["input_ids"]
@@ -115,8 +115,8 @@ def test_loglikelihood_unpruned_equals_a_plain_forward():
     with torch.no_grad():
         logits = model.model(input_ids=ids, pixel_values=inputs["pixel_values"],
                              attention_mask=torch.ones_like(ids)).logits[0, -cont.shape[1] - 1 : -1]
-    expected = torch.log_softmax(logits.float(), -1).gather(1, cont[0][:, None]).sum()
-    assert lp == pytest.approx(float(expected), abs=1e-4)
+    expected = -torch.log_softmax(logits.float(), -1).gather(1, cont[0][:, None]).mean()
+    assert lp == pytest.approx(float(expected), abs=1e-5)
     assert greedy == bool((logits.argmax(-1) == cont[0]).all())
     # the model's own greedy next token is reported greedy and scores at least as high as any other
     best = int(logits[0].argmax())
@@ -125,7 +125,7 @@ def test_loglikelihood_unpruned_equals_a_plain_forward():
         other = tok.decode([(best + 1) % len(tok)])
         (lp_best, g_best), (lp_other, _) = model.loglikelihood(
             [_ll_request("what color?", word, 0), _ll_request("what color?", other, 0)])
-        assert g_best and lp_best >= lp_other
+        assert g_best and lp_best <= lp_other
 
 
 def test_loglikelihood_pruned_keeps_the_generation_selection():
@@ -136,7 +136,54 @@ def test_loglikelihood_pruned_keeps_the_generation_selection():
     model.generate_until([request("is there a blue circle?", 0, task="mc", max_new_tokens=1)])
     gen_sel = [[t.clone() for t in per_image] for per_image in model.wrapper.last_selection]
     [(lp, _)] = model.loglikelihood([_ll_request("is there a blue circle?", "yes", 0)])
-    assert model.kept_tokens == [4, 4] and lp < 0
+    assert model.kept_tokens == [4, 4] and lp > 0
     # the continuation does not steer the selection
     now = model.wrapper.last_selection
     assert len(now) == len(gen_sel) and all(torch.equal(a, b) for x, y in zip(now, gen_sel) for a, b in zip(x, y))
+
+
+def test_multiple_choice_argmin_picks_the_likeliest_choice():
+    """lmms-eval scores multiple choice with argmin over the first elements: it must pick the
+    choice of highest log-likelihood (computed here independently, as a sum of log-softmax)."""
+    import torch
+
+    from tokensel.experiments.modeling import _encode
+
+    model = TokenselLlava(pretrained="tiny-random-llava", selector="none", k="None")
+    image = Image.new("RGB", (56, 56), (30, 160, 60))
+    model.task_dict = {"mc": {"test": [{"image": image}]}}
+    choices = ["red", "green", "blue", "yellow", "yes", "no"]
+    losses = [x for x, _ in model.loglikelihood([_ll_request("what color?", c, 0) for c in choices])]
+    inputs = _encode(model.loaded, image, "what color?")
+    with torch.no_grad():
+        logits = model.model(**inputs).logits[0, -1].float()
+    ids = [model.tokenizer(c, add_special_tokens=False)["input_ids"][0] for c in choices]
+    logprobs = torch.log_softmax(logits, -1)[ids]
+    assert choices[min(range(len(choices)), key=losses.__getitem__)] == choices[int(logprobs.argmax())]
+    assert losses == pytest.approx([-float(x) for x in logprobs], abs=1e-5)
+
+
+def test_what_lmms_eval_reads_and_batches():
+    import torch
+
+    one = TokenselLlava(pretrained="tiny-random-llava", selector="mmtok", k="4", max_new_tokens=3)
+    two = TokenselLlava(pretrained="tiny-random-llava", selector="mmtok", k="4", max_new_tokens=3, batch_size="2")
+    assert one.device == torch.device("cpu") and two.batch_size == 2 and one.rank == 0 and one.world_size == 1
+    import importlib.util
+
+    has_accelerate = importlib.util.find_spec("accelerate") is not None
+    assert hasattr(one, "accelerator") == has_accelerate  # built on first use when installed
+    marker = object()
+    one.accelerator = marker  # lmms-eval may set its own
+    assert one.accelerator is marker
+    colors = [(220, 30, 30), (30, 60, 220), (30, 160, 60), (235, 200, 20), (200, 200, 200)]
+    docs = [{"image": Image.new("RGB", (56, 56), c)} for c in colors]
+    qs = ["is there a red circle?", "what color is the square?", "is there a blue circle?", "how many circles?", "is there a square?"]
+    for m in (one, two):
+        m.task_dict = {"pope": {"test": docs}}
+    reqs = [request(q, i, max_new_tokens=3, until=["\n\n"]) for i, q in enumerate(qs)]
+    reqs.insert(2, request(qs[0], 4, max_new_tokens=1))  # other settings: its own group, order kept
+    assert two.generate_until(reqs) == one.generate_until(reqs)
+    assert two.kept_tokens == [4] * 6
+    with pytest.raises(ValueError, match="batch_size"):
+        TokenselLlava(pretrained="tiny-random-llava", selector="mmtok", k="4", batch_size="0")

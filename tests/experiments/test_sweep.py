@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from exp_helpers import TINY
+from exp_helpers import TINY, installed_copy
 
-from tokensel.experiments.config import ConfigError, load_config
-from tokensel.experiments.sweep import expand_points, export_wandb_sweep, load_sweep, main as sweep_main, run_sweep
+from tokensel.experiments.config import ConfigError
+from tokensel.experiments.sweep import expand_points, load_sweep, main as sweep_main, run_sweep
 from tokensel.experiments.tracking import find_offline_runs, read_offline_run
 
 
@@ -39,7 +37,7 @@ def test_sweep_runs_and_logs_what_it_prints(dataset, tmp_path, capsys):
     assert [(r["selector"], r["k"], r.get("alpha")) for r in rows] == [
         ("mmtok", 4, 0.5), ("mmtok", 8, 0.5), ("divprune", 4, None), ("divprune", 8, None)
     ]
-    assert "sweep tiny-grid: 4 runs" in printed
+    assert "sweep tiny-grid: 4 finished runs" in printed
     for r in rows:
         run_dir = Path(r["run_dir"])
         metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -85,31 +83,33 @@ def test_none_and_seeds_dedupe(dataset, tmp_path):
     assert {p.selector_params["seed"] for p in rand} == {0, 1}
 
 
-def test_export_wandb_sweep_runs_same_runner(dataset, tmp_path, monkeypatch):
-    grid = {"selector.name": ["mmtok", "divprune"], "budget.k": [4, None], "selector.params.alpha": [0.5]}
+def test_export_wandb_sweep_runs_the_same_points_from_an_installed_package(dataset, tmp_path, monkeypatch):
+    grid = {"selector.name": ["mmtok", "divprune"], "budget.k": [4, None], "selector.params.alpha": [0.5, 0.3]}
     path = write_sweep(tmp_path, dataset, grid)
+    local = expand_points(*load_sweep(path))
+    # 8 grid combinations; k=null makes both selectors the one unpruned run; divprune drops alpha
+    assert [p.label for p, _ in local] == [
+        "mmtok k=4 alpha=0.5 seed=0", "mmtok k=4 alpha=0.3 seed=0", "none (unpruned) seed=0", "divprune k=4 seed=0"
+    ]
     out = tmp_path / "wandb-sweep.yaml"
-    repo = Path(TINY).parents[2]
-    monkeypatch.chdir(repo)
+    monkeypatch.chdir(tmp_path)
     assert sweep_main([str(path), "--export-wandb", str(out)]) == 0
     d = yaml.safe_load(out.read_text())
-    assert d["method"] == "grid" and d["program"] == "experiments/evaluate.py"
-    assert d["command"] == ["${env}", "${interpreter}", "${program}", "experiments/configs/tiny.yaml", "${args_no_hyphens}"]
-    assert d["parameters"]["selector.name"] == {"values": ["mmtok", "divprune"]}
-    assert d["parameters"]["budget.k"] == {"values": [4, None]}
-    assert d["parameters"]["eval.seed"] == {"values": [0]}
-    assert d["parameters"]["selector.strict_params"] == {"value": False}
-    assert d["parameters"]["dataset.path"] == {"value": str(dataset)}
-    # what `wandb agent` would run for one point: key=value args as W&B formats them (None -> "None")
-    args = [f"{k}={v['values'][-1] if 'values' in v else v['value']}" for k, v in d["parameters"].items()]
-    assert "budget.k=None" in args and "selector.name=divprune" in args
-    cfg = load_config(d["command"][3], args)
-    assert cfg.budget.k is None and cfg.selector.name == "divprune" and cfg.logging.group == "tiny-grid"
-    # run the command line the agent would build: ${env} ${interpreter} ${program} CONFIG ${args_no_hyphens}
-    cmd = [sys.executable, d["program"], d["command"][3], *args, "logging.wandb_mode=disabled", "dataset.limit=2", "logging.run_name=agent"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env.pop("PYTHONPATH", None)  # the script must find tokensel by itself
-    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert d["method"] == "grid" and d["parameters"] == {"point": {"values": [0, 1, 2, 3]}}
+    assert d["command"] == ["${env}", "tokensel", "sweep", "sweep.yaml", "${args_no_hyphens}"]
+    assert "experiments/" not in out.read_text()
+    # what `wandb agent` runs for point 3: /usr/bin/env tokensel sweep sweep.yaml point=3
+    cmd = [{"${env}": "/usr/bin/env", "${args_no_hyphens}": "point=3"}.get(c, c) for c in d["command"]]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=installed_copy(tmp_path), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads((tmp_path / "runs" / "tiny-grid" / "agent" / "metrics.json").read_text())
-    assert metrics["num_samples"] == 2 and metrics["mean_kept_tokens"] == 16
+    (run_dir,) = [p for p in (tmp_path / "runs" / "tiny-grid").iterdir() if p.is_dir()]
+    doc = json.loads((run_dir / "metrics.json").read_text())
+    assert doc["config"]["selector"]["name"] == "divprune" and doc["config"]["selector"]["params"] == {"alpha": None}
+    assert doc["environment"]["tokensel_path"] == str(tmp_path / "site" / "tokensel")
+    assert doc["environment"]["tokensel_git_commit"] is None  # not a checkout
+    # the local sweep recognises the agent's point as finished: the same run key
+    rows = run_sweep(*load_sweep(path), print_results=False)
+    assert len(rows) == 4 and rows[3]["run_dir"] == str(run_dir)
+    assert json.loads((run_dir / "metrics.json").read_text()) == doc  # not rerun
+    with pytest.raises(ConfigError, match="point"):
+        run_sweep(*load_sweep(path, ["point=4"]), print_results=False)

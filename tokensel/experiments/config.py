@@ -38,6 +38,7 @@ __all__ = [
     "save_config",
     "to_flat_dict",
     "NO_SELECTOR",
+    "check_output_dir",
 ]
 
 #: Selector names that mean "run the unpruned model".
@@ -113,7 +114,7 @@ class EvalConfig:
     #: Samples per model call (left-padded). With 1, ``prefill_ms`` is measured per sample;
     #: larger batches report batch times divided by the batch size.
     batch_size: int = 1
-    #: Check that every image file exists before loading the model.
+    #: Check that every image file exists and decodes before loading the model.
     check_images: bool = True
     progress: bool = True
     #: ``auto`` | ``gloo`` | ``nccl``: backend when launched with torchrun.
@@ -161,6 +162,36 @@ def _omegaconf_error(exc: OmegaConfBaseException, where: str) -> ConfigError:
     if key:
         return ConfigError(f"{where}: invalid value for key '{key}': {msg}")
     return ConfigError(f"{where}: {msg}")
+
+
+def _mismatch(schema: Any, layer: Any, prefix: str = "") -> Optional[tuple[str, str]]:
+    """The first key where ``layer`` holds a list or scalar and ``schema`` a mapping (or the
+    reverse), with what was expected."""
+    if not isinstance(layer, DictConfig) or not isinstance(schema, DictConfig):
+        return None
+    for key in layer.keys():
+        if key not in schema:
+            continue
+        full = f"{prefix}{key}"
+        want, got = schema._get_node(key), layer._get_node(key)
+        if isinstance(want, DictConfig) and not isinstance(got, DictConfig) and not got._is_none():
+            return full, "a mapping (key: value pairs)"
+        if isinstance(want, ListConfig) and isinstance(got, DictConfig):
+            return full, "a list"
+        deeper = _mismatch(want, got, full + ".")
+        if deeper:
+            return deeper
+    return None
+
+
+def _shape_error(schema: Any, layer: Any, where: str, exc: Exception) -> ConfigError:
+    found = _mismatch(schema, layer)
+    if found is None:
+        return ConfigError(f"{where}: {exc}")
+    key, expected = found
+    got = OmegaConf.select(layer, key)
+    shown = OmegaConf.to_container(got) if isinstance(got, (DictConfig, ListConfig)) else got
+    return ConfigError(f"{where}: invalid value for key '{key}': expected {expected}, got {shown!r}")
 
 
 def parse_overrides(overrides: Sequence[str]) -> DictConfig:
@@ -215,6 +246,8 @@ def load_config(
             cfg = OmegaConf.merge(cfg, layer)
         except OmegaConfBaseException as exc:
             raise _omegaconf_error(exc, where) from None
+        except (TypeError, ValueError) as exc:  # e.g. a list where the schema has a mapping
+            raise _shape_error(cfg, layer, where, exc) from None
     try:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as exc:
@@ -244,11 +277,17 @@ def selector_accepted_params(name: str) -> Optional[set]:
 
 def effective_selector_params(cfg: DictConfig, with_seed: bool = False) -> dict:
     """The selector parameters that will be passed on, after ``strict_params`` filtering;
-    with ``with_seed``, ``eval.seed`` is added as ``seed`` for selectors that take one."""
+    with ``with_seed``, ``eval.seed`` is added as ``seed`` for selectors that take one.
+    A ``null`` parameter the selector does not take is dropped (effective configs record
+    parameters that do not apply as ``null``)."""
     params = dict(OmegaConf.to_container(cfg.selector.params, resolve=True) or {})
     if cfg.selector.name in NO_SELECTOR:
+        params = {k: v for k, v in params.items() if v is not None}
         return params if cfg.selector.strict_params else {}
     accepted = selector_accepted_params(cfg.selector.name)
+    if accepted is not None:
+        # null = "does not apply" (how effective configs record it): dropped unless accepted
+        params = {k: v for k, v in params.items() if v is not None or k in accepted}
     if not cfg.selector.strict_params and accepted is not None:
         params = {k: v for k, v in params.items() if k in accepted}
     if with_seed and "seed" not in params and accepted is not None and "seed" in accepted:
@@ -256,39 +295,142 @@ def effective_selector_params(cfg: DictConfig, with_seed: bool = False) -> dict:
     return params
 
 
+def _check_finite_params(params: dict, prefix: str = "selector.params") -> None:
+    """NaN / inf parameter values are config errors, whatever the selector would do with them."""
+    import math
+
+    for key, value in params.items():
+        if isinstance(value, dict):
+            _check_finite_params(value, f"{prefix}.{key}")
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                if isinstance(item, float) and not math.isfinite(item):
+                    _fail(f"{prefix}.{key}[{i}]", f"must be a finite number, got {item}")
+        elif isinstance(value, float) and not math.isfinite(value):
+            _fail(f"{prefix}.{key}", f"must be a finite number, got {value}")
+        elif isinstance(value, str) and value.strip().lower().lstrip("+-") in ("nan", "inf", "infinity"):
+            _fail(f"{prefix}.{key}", f"must be a finite number, got {value!r}")
+
+
+def _dry_batch():
+    """A small synthetic input with every field a vision-stage selector may need."""
+    import torch
+
+    from tokensel.batch import TokenBatch
+
+    g = torch.Generator().manual_seed(0)
+    n = 16
+    return TokenBatch(
+        vision=torch.randn(1, n, 8, generator=g), vision_raw=torch.randn(1, n, 8, generator=g),
+        text=torch.randn(1, 3, 8, generator=g), cls_attention=torch.rand(1, n, generator=g),
+        keys=torch.randn(1, n, 4, generator=g), llm_attention=torch.rand(1, n, generator=g), grid=(4, 4),
+    )
+
+
+def _try_selector(name: str, params: dict) -> None:
+    """Build the selector from the config's parameters and, for a vision-stage selector, run
+    it once on a tiny synthetic input: a parameter error surfaces here, before any model
+    loads, instead of at the first sample. A failure of the dry run that names none of the
+    given parameters is left to the real run (the synthetic input may lack what it needs)."""
+    from tokensel.selectors import create_selector
+
+    try:
+        selector = create_selector(name, **params)
+    except (TypeError, ValueError) as exc:
+        _fail("selector.params", f"selector {name!r} rejects its parameters: {exc}")
+    if getattr(selector, "stage", "vision") != "vision" or not params:
+        return
+    try:
+        selector(_dry_batch(), k=4)
+    except Exception as exc:  # noqa: BLE001 - only errors naming a parameter are config errors
+        named = [key for key in params if key in str(exc)]
+        if named:
+            _fail(f"selector.params.{named[0]}", f"selector {name!r} fails with its parameters: {exc}")
+
+
+def _check_device(spec: Any) -> None:
+    import torch
+
+    if not isinstance(spec, str) or not spec:
+        _fail("model.device", f"must be 'auto' or a torch device such as 'cpu' or 'cuda:0', got {spec!r}")
+    if spec == "auto":
+        return
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        _fail("model.device", f"must be 'auto' or a torch device such as 'cpu' or 'cuda:0', got {spec!r}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            _fail("model.device", f"{spec!r} was asked for but no CUDA device is available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            _fail("model.device", f"{spec!r}: only {torch.cuda.device_count()} CUDA device(s) are present")
+    elif device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        _fail("model.device", f"{spec!r} was asked for but MPS is not available")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        _fail("model.device", f"device type {device.type!r} is not supported here; use 'auto', 'cpu' or 'cuda[:N]'")
+
+
+def check_output_dir(path: Any) -> None:
+    """Raise ConfigError unless ``logging.output_dir`` is (or can be created as) a writable
+    folder. Creates nothing: a probe file is written in the nearest existing ancestor."""
+    import tempfile
+
+    target = Path(str(path)).expanduser()
+    probe = target
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        _fail("logging.output_dir", f"{str(target)!r} cannot be created: {str(probe)!r} is a file, not a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".tokensel-write-probe-"):
+            pass
+    except OSError as exc:
+        _fail("logging.output_dir", f"{str(target)!r} is not writable ({exc.strerror or exc})")
+
+
 def validate_config(cfg: DictConfig, config_dir: Path | None = None) -> None:
-    """Check everything that can be checked without loading a model. Raises ConfigError."""
+    """Check everything that can be checked without loading a model. Raises ConfigError.
+
+    Order: required keys, the output folder (first: a run must never fail at its end because
+    of it), the selector (built, and dry-run on a tiny synthetic input), budget, dataset, model,
+    eval and logging settings."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         _fail(missing[0], "is required (given as ??? / not set); set it in the config or as key=value")
-    # --- selector
-    name = cfg.selector.name
-    if name is None or not isinstance(name, str) or not name:
-        _fail("selector.name", "must be a selector name (see `tokensel selectors`) or 'none'")
-    if name not in NO_SELECTOR:
-        try:
-            from tokensel.selectors import list_selectors
-
-            available = list_selectors()
-        except ImportError as exc:  # pragma: no cover - only while selectors are missing
-            _fail("selector.name", f"cannot list selectors ({exc}); only 'none' is usable")
-        if name not in available:
-            _fail("selector.name", f"unknown selector {name!r}; available: none, {', '.join(available)}")
-        params = effective_selector_params(cfg)
-        try:
-            from tokensel.selectors import create_selector
-
-            create_selector(name, **params)
-        except (TypeError, ValueError) as exc:
-            _fail("selector.params", f"selector {name!r} rejects its parameters: {exc}")
-    elif len(cfg.selector.params) and cfg.selector.strict_params:
-        _fail("selector.params", f"selector 'none' takes no parameters, got {list(cfg.selector.params)}")
-    # --- budget
+    check_output_dir(cfg.logging.output_dir)
+    _validate_selector(cfg)
     k = cfg.budget.k
     if k is not None and k <= 0:
         _fail("budget.k", f"must be a positive integer or null (keep all tokens), got {k}")
-    # --- dataset
-    ds = cfg.dataset
+    _validate_dataset(cfg.dataset)
+    _validate_model(cfg.model)
+    _validate_eval_logging(cfg)
+
+
+def _validate_selector(cfg: DictConfig) -> None:
+    name = cfg.selector.name
+    if name is None or not isinstance(name, str) or not name:
+        _fail("selector.name", "must be a selector name (see `tokensel selectors`) or 'none'")
+    if name in NO_SELECTOR:
+        if effective_selector_params(cfg) and cfg.selector.strict_params:
+            _fail("selector.params", f"selector 'none' takes no parameters, got {list(effective_selector_params(cfg))}")
+        return
+    try:
+        from tokensel.selectors import list_selectors
+
+        available = list_selectors()
+    except ImportError as exc:  # pragma: no cover - only while selectors are missing
+        _fail("selector.name", f"cannot list selectors ({exc}); only 'none' is usable")
+    if name not in available:
+        _fail("selector.name", f"unknown selector {name!r}; available: none, {', '.join(available)}")
+    params = effective_selector_params(cfg)
+    _check_finite_params(params)
+    _try_selector(name, params)
+
+
+def _validate_dataset(ds: DictConfig) -> None:
     if ds.format not in _DATASET_FORMATS:
         _fail("dataset.format", f"must be one of {_DATASET_FORMATS}, got {ds.format!r}")
     path = Path(ds.path)
@@ -308,26 +450,23 @@ def validate_config(cfg: DictConfig, config_dir: Path | None = None) -> None:
         _fail("dataset.offset", f"must be >= 0, got {ds.offset}")
     if ds.generate_images <= 0:
         _fail("dataset.generate_images", f"must be positive, got {ds.generate_images}")
-    # --- model
-    if not cfg.model.name:
-        _fail("model.name", "is required")
-    if str(cfg.model.device).startswith("cuda"):
-        import torch
 
-        if not torch.cuda.is_available():
-            _fail("model.device", f"{cfg.model.device!r} was asked for but no CUDA device is available")
-    if cfg.model.dtype not in _DTYPES:
-        _fail("model.dtype", f"must be one of {_DTYPES}, got {cfg.model.dtype!r}")
+
+def _validate_model(model: DictConfig) -> None:
+    if not model.name:
+        _fail("model.name", "is required")
+    _check_device(model.device)
+    if model.dtype not in _DTYPES:
+        _fail("model.dtype", f"must be one of {_DTYPES}, got {model.dtype!r}")
     from tokensel.experiments.modeling import is_known_model
 
-    if not is_known_model(cfg.model.name):
-        _fail(
-            "model.name",
-            f"{cfg.model.name!r} is neither a registered model name nor an existing checkpoint directory",
-        )
-    if cfg.model.prompt is not None and "{question}" not in cfg.model.prompt:
+    if not is_known_model(model.name):
+        _fail("model.name", f"{model.name!r} is neither a registered model name nor an existing checkpoint directory")
+    if model.prompt is not None and "{question}" not in model.prompt:
         _fail("model.prompt", "must contain the placeholder {question}")
-    # --- eval / logging
+
+
+def _validate_eval_logging(cfg: DictConfig) -> None:
     if cfg.eval.max_new_tokens < 1:
         _fail("eval.max_new_tokens", f"must be >= 1, got {cfg.eval.max_new_tokens}")
     if cfg.eval.batch_size < 1:

@@ -33,6 +33,7 @@ __all__ = [
     "convert_mme",
     "load_dataset",
     "DatasetError",
+    "verify_images",
 ]
 
 _CORE_FIELDS = ("id", "image", "question", "answer", "category")
@@ -266,6 +267,19 @@ def candidates_for(sample: Sample, table: dict) -> list[str]:
     return table.get(sample.category) or [sample.answer]
 
 
+def verify_images(paths: Iterable[str]) -> None:
+    """Decode every distinct image file once; raise DatasetError naming the first one that
+    cannot be read (missing, truncated, not an image)."""
+    from PIL import Image, UnidentifiedImageError
+
+    for path in dict.fromkeys(paths):
+        try:
+            with Image.open(path) as im:
+                im.load()
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+            raise DatasetError(f"image file {path!r} cannot be read: {exc}") from None
+
+
 def load_dataset(ds_cfg, check_images: bool = True, with_all: bool = False):
     """Samples described by a ``dataset`` config group, after ``offset`` / ``limit``
     (with ``with_all``: also every sample before slicing)."""
@@ -294,6 +308,8 @@ def load_dataset(ds_cfg, check_images: bool = True, with_all: bool = False):
         missing = [s.image for s in samples if not Path(s.image).is_file()]
         if missing:
             raise DatasetError(f"{len(missing)} image file(s) not found, e.g. {missing[0]!r}")
+    if check_images:
+        verify_images(s.image for s in samples)
     return (samples, everything) if with_all else samples
 
 

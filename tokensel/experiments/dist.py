@@ -45,6 +45,16 @@ class DistContext:
         dist.all_gather_object(parts, records)
         return sorted((r for part in parts for r in part), key=lambda r: r["_pos"])
 
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        if not self.enabled:
+            return obj
+        import torch.distributed as dist
+
+        box = [obj if self.is_main else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def barrier(self) -> None:
         if self.enabled:
             import torch.distributed as dist

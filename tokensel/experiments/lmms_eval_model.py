@@ -17,11 +17,30 @@ its packaging metadata) is :func:`lmms_eval_manifest`::
 - ``device`` (``auto``), ``dtype`` (``float16`` on GPU by default), ``prompt`` (with
   ``{question}``), ``max_new_tokens`` (default when the task gives none).
 
-``generate_until`` (POPE, MME, GQA, ...), ``loglikelihood`` (multiple-choice tasks) and
+``generate_until`` (POPE, MME, GQA, ...; ``batch_size`` > 1 runs left-padded batches of
+requests that share their generation settings), ``loglikelihood`` (multiple-choice tasks) and
 ``generate_until_multi_round`` (tasks whose ``doc_to_text`` drives several rounds) are
-implemented. The class is
-importable without lmms-eval installed (it then derives from ``object``), so its logic is
-tested on the tiny model here; with lmms-eval installed it derives from ``lmms``.
+implemented. The class is importable without lmms-eval installed (it then derives from
+``object``), so its logic is tested on the tiny model here; with lmms-eval installed it derives
+from ``lmms``.
+
+The contract, as lmms-eval 0.7 uses it:
+
+- ``loglikelihood`` returns ``(loss, is_greedy)`` per request, where ``loss`` is the mean
+  negative log-likelihood per continuation token (what lmms-eval's own LLaVA returns: the
+  cross-entropy of the continuation). lmms-eval's multiple-choice scoring takes the **argmin**
+  of it; a log-probability there would score 1 - accuracy.
+- ``generate_until_multi_round`` returns a list of round answers per request (lmms-eval
+  passes lists through and stringifies tuples).
+- The model exposes ``device``, ``rank``, ``world_size``, ``batch_size`` and ``accelerator``
+  (an ``accelerate.Accelerator``, built on first use, for ``accelerate launch`` runs).
+- lmms-eval 0.7's evaluator passes every response through
+  ``lmms_eval.api.instance.unwrap_generation_output``, which turns anything but a string, a list
+  of strings or a ``GenerationResult`` into ``str(...)``: a loglikelihood pair ``(loss, greedy)``
+  reaches the multiple-choice scorer as a string and the scores are wrong, for lmms-eval's own
+  models too. Workaround (``lmms_eval_fix=auto``, the default): when that function is found to
+  stringify a pair, each pair is returned inside a ``GenerationResult``, which it unwraps
+  unchanged; ``lmms_eval_fix=off`` returns plain pairs.
 """
 
 from __future__ import annotations
@@ -69,6 +88,7 @@ class TokenselLlava(_LmmsBase):
         prompt: Optional[str] = None,
         max_new_tokens: int = 16,
         batch_size: int = 1,
+        lmms_eval_fix: str = "auto",
         **selector_params: Any,
     ) -> None:
         if HAVE_LMMS_EVAL:
@@ -78,8 +98,15 @@ class TokenselLlava(_LmmsBase):
         from tokensel.experiments.config import load_config
         from tokensel.experiments.modeling import load_model, wrap_model
 
-        if int(batch_size) != 1:
-            raise ValueError("tokensel_llava evaluates one request at a time: use batch_size=1")
+        try:
+            self._batch_size = int(batch_size)
+        except (TypeError, ValueError):
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}") from None
+        if self._batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if lmms_eval_fix not in ("auto", "off"):
+            raise ValueError(f"lmms_eval_fix must be 'auto' or 'off', got {lmms_eval_fix!r}")
+        self._wrap_pairs = lmms_eval_fix == "auto" and _stringifies_pairs()
         k = _none(k)
         if dtype is None:
             dtype = "float16" if torch.cuda.is_available() else "float32"
@@ -117,6 +144,31 @@ class TokenselLlava(_LmmsBase):
         return self._rank
 
     @property
+    def device(self):
+        """The torch device the model's weights are on."""
+        return next(self.loaded.model.parameters()).device
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    @property
+    def accelerator(self):
+        """An ``accelerate.Accelerator`` (lmms-eval's ``accelerate launch`` path gathers and
+        waits through it), built on first use; lmms-eval may also set one."""
+        if getattr(self, "_accelerator", None) is None:
+            try:
+                from accelerate import Accelerator
+            except ImportError:  # AttributeError: hasattr() is False, lmms-eval sets its own
+                raise AttributeError("accelerator: the accelerate package is not installed") from None
+            self._accelerator = Accelerator()
+        return self._accelerator
+
+    @accelerator.setter
+    def accelerator(self, value) -> None:
+        self._accelerator = value
+
+    @property
     def world_size(self) -> int:
         return self._world_size
 
@@ -145,16 +197,11 @@ class TokenselLlava(_LmmsBase):
         from tokensel.experiments.modeling import infer_sample
 
         kwargs = dict(gen_kwargs or {})
-        until = kwargs.get("until") or []
-        until = [until] if isinstance(until, str) else list(until)
+        until = kwargs.get("until")
         max_new = int(kwargs.get("max_new_tokens") or self.max_new_tokens)
         res = infer_sample(self.loaded, self.wrapper, image, self._question(context), max_new)
-        text = res["prediction"]
-        for stop in until:
-            if stop and stop in text:
-                text = text.split(stop)[0]
         self.kept_tokens.append(res["kept_tokens"])
-        return text.strip()
+        return _cut(res["prediction"], until)
 
     def _cache(self, kind: str, key: tuple, value: Any) -> None:
         hook = getattr(self, "cache_hook", None)
@@ -162,21 +209,50 @@ class TokenselLlava(_LmmsBase):
             hook.add_partial(kind, key, value)
 
     def generate_until(self, requests) -> list[str]:
+        """One answer per request, in request order; requests with the same generation
+        settings run ``batch_size`` at a time."""
         from tqdm.auto import tqdm
 
-        out = []
-        for req in tqdm(requests, desc="tokensel_llava", disable=self.rank != 0, dynamic_ncols=True):
-            context, gen_kwargs, doc_to_visual, doc_id, task, split = req.args
-            image = self._image(doc_to_visual(self.task_dict[task][split][doc_id]), task, split, doc_id)
-            text = self._answer(context, gen_kwargs, image)
-            out.append(text)
-            self._cache("generate_until", (context, gen_kwargs), text)
+        out: list[Optional[str]] = [None] * len(requests)
+        groups: dict[str, list[int]] = {}
+        for i, req in enumerate(requests):
+            groups.setdefault(repr(sorted((req.args[1] or {}).items())), []).append(i)
+        with tqdm(total=len(requests), desc="tokensel_llava", disable=self.rank != 0, dynamic_ncols=True) as bar:
+            for members in groups.values():
+                for start in range(0, len(members), self.batch_size):
+                    chunk = members[start : start + self.batch_size]
+                    for i, text in zip(chunk, self._answer_batch([requests[i] for i in chunk])):
+                        out[i] = text
+                        self._cache("generate_until", (requests[i].args[0], requests[i].args[1]), text)
+                    bar.update(len(chunk))
         return out
 
-    def loglikelihood(self, requests) -> list[tuple[float, bool]]:
-        """``(log P(continuation | image, context), continuation is the greedy answer)`` per request
-        (multiple-choice tasks); ``args`` = (context, target or doc_to_target, doc_to_visual,
-        doc_id, task, split)."""
+    def _answer_batch(self, reqs: list) -> list[str]:
+        """Answers of requests sharing their generation settings, in one padded call."""
+        if len(reqs) == 1:
+            context, gen_kwargs, doc_to_visual, doc_id, task, split = reqs[0].args
+            image = self._image(doc_to_visual(self.task_dict[task][split][doc_id]), task, split, doc_id)
+            return [self._answer(context, gen_kwargs, image)]
+        from tokensel.experiments.modeling import infer_batch
+
+        images, questions = [], []
+        for req in reqs:
+            context, gen_kwargs, doc_to_visual, doc_id, task, split = req.args
+            images.append(self._image(doc_to_visual(self.task_dict[task][split][doc_id]), task, split, doc_id))
+            questions.append(self._question(context))
+        kwargs = dict(reqs[0].args[1] or {})
+        max_new = int(kwargs.get("max_new_tokens") or self.max_new_tokens)
+        results = infer_batch(self.loaded, self.wrapper, images, questions, max_new_tokens=max_new)
+        self.kept_tokens.extend(r["kept_tokens"] for r in results)
+        return [_cut(r["prediction"], kwargs.get("until")) for r in results]
+
+    def loglikelihood(self, requests) -> list:
+        """``(loss, is_greedy)`` per request: ``loss`` is the mean negative log-likelihood per
+        token of the continuation given the image and context (lower = more likely; lmms-eval's
+        multiple-choice scoring takes its argmin, as for its own LLaVA), ``is_greedy`` whether
+        greedy decoding would produce the continuation. ``args`` = (context, target or
+        doc_to_target, doc_to_visual, doc_id, task, split). Pairs are wrapped for lmms-eval 0.7
+        when needed (see the module docstring)."""
         from tokensel.experiments.modeling import continuation_logprob
 
         out = []
@@ -187,10 +263,11 @@ class TokenselLlava(_LmmsBase):
             image = self._image(doc_to_visual(doc), task, split, doc_id)
             res = continuation_logprob(self.loaded, self.wrapper, image, self._question(context), continuation)
             self.kept_tokens.append(res["kept_tokens"])
-            out.append((res["logprob"], res["is_greedy"]))
+            pair = (-res["logprob"] / res["num_tokens"], res["is_greedy"])
+            out.append(_wrapped(pair) if self._wrap_pairs else pair)
         return out
 
-    def generate_until_multi_round(self, requests) -> list[tuple[str, ...]]:
+    def generate_until_multi_round(self, requests) -> list[list[str]]:
         """Multi-round tasks; ``args`` = (context, gen_kwargs, doc_to_visual, doc_to_text, doc_id,
         task, split). Round 0 answers ``context`` on ``doc_to_visual(doc)``. Each later round
         calls ``doc_to_text(doc, previous_output=[answers so far], round_idx=r,
@@ -198,7 +275,7 @@ class TokenselLlava(_LmmsBase):
         info)``: on ``terminal`` the request ends, otherwise ``context`` is answered on
         ``visuals`` (the previous round's image when it gives none) and appended to
         ``round_results``. Each round is a fresh single-turn prompt, selected anew for its own
-        question. Returns per request the tuple of round results."""
+        question. Returns per request the list of round results."""
         from tqdm.auto import tqdm
 
         out = []
@@ -219,9 +296,34 @@ class TokenselLlava(_LmmsBase):
                     image = self._image(visuals, task, split, doc_id)
                 answers.append(self._answer(context, gen_kwargs, image))
                 round_idx += 1
-            out.append(tuple(answers))
+            out.append(list(answers))
             self._cache("generate_until_multi_round", (req.args[0], gen_kwargs), out[-1])
         return out
+
+
+def _cut(text: str, until: Any) -> str:
+    """``text`` up to the first of the task's ``until`` strings, stripped."""
+    stops = [until] if isinstance(until, str) else list(until or [])
+    for stop in stops:
+        if stop and stop in text:
+            text = text.split(stop)[0]
+    return text.strip()
+
+
+def _stringifies_pairs() -> bool:
+    """True when the installed lmms-eval turns a ``(float, bool)`` response into a string."""
+    try:
+        from lmms_eval.api.instance import unwrap_generation_output
+    except ImportError:
+        return False
+    return not isinstance(unwrap_generation_output((0.5, True))[0], tuple)
+
+
+def _wrapped(pair: tuple):
+    """``pair`` inside lmms-eval's ``GenerationResult``, which its evaluator unwraps as is."""
+    from lmms_eval.api.instance import GenerationResult
+
+    return GenerationResult(text=pair)
 
 
 def _request(context: str, doc_id: int, task: str = "task", split: str = "test", doc_to_visual=None, **gen_kwargs):

@@ -389,8 +389,9 @@ def _first_token_ids(tokenizer: Any, words: list[str]) -> list[int]:
 def continuation_logprob(loaded: LoadedModel, wrapper: Any, image: Any, question: str, continuation: str) -> dict:
     """Log-likelihood of ``continuation`` after the prompt (one prefill over prompt + continuation).
 
-    Returns ``logprob`` (sum over the continuation's tokens, float), ``is_greedy`` (every token is
-    the argmax at its position) and ``kept_tokens``. The continuation follows the prompt's last
+    Returns ``logprob`` (sum over the continuation's tokens, float), ``num_tokens`` (the
+    continuation's token count), ``is_greedy`` (every token is the argmax at its position) and
+    ``kept_tokens``. The continuation follows the prompt's last
     token, so the selection sees the same question as in generation; pruning shortens the
     sequence before the text, so the last positions still line up with the continuation."""
     inputs = _encode(loaded, image, question)
@@ -407,6 +408,7 @@ def continuation_logprob(loaded: LoadedModel, wrapper: Any, image: Any, question
     target = cont[0]
     return {
         "logprob": float(logprobs.gather(1, target[:, None]).sum()),
+        "num_tokens": int(target.numel()),
         "is_greedy": bool((logits.argmax(-1) == target).all()),
         "kept_tokens": _kept_tokens(getattr(wrapper, "last_selection", None)),
     }

@@ -7,7 +7,6 @@ file, types) is checked in :func:`prepare` before any model is loaded.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -20,16 +19,25 @@ from tokensel.experiments.config import (
     ConfigError,
     effective_selector_params,
     load_config,
-    save_config,
-    to_flat_dict,
 )
 from tokensel.experiments.data import DatasetError, Sample, candidate_answers, candidates_for, load_dataset
 from tokensel.experiments.dist import DistContext, init_distributed
 from tokensel.experiments.metrics import compute_metrics, is_correct
-from tokensel.experiments.tables import format_table, metrics_table
+from tokensel.experiments.tables import results_tables
 from tokensel.experiments.tracking import WandbRun
 
-__all__ = ["Prepared", "prepare", "run_eval", "EvalResult", "default_run_name", "HEADLINE_METRICS"]
+__all__ = [
+    "Prepared",
+    "prepare",
+    "run_eval",
+    "EvalResult",
+    "default_run_name",
+    "find_run",
+    "load_finished",
+    "image_token_count",
+    "HEADLINE_METRICS",
+    "RUN_MODES",
+]
 
 HEADLINE_METRICS = (
     "accuracy",
@@ -41,6 +49,8 @@ HEADLINE_METRICS = (
     "mean_kept_tokens",
     "prefill_ms",
     "selection_ms",
+    "first_call_prefill_ms",
+    "first_call_selection_ms",
 )
 
 TABLE_COLUMNS = ["id", "category", "question", "answer", "prediction", "correct", "kept_tokens", "prefill_ms", "selection_ms"]
@@ -95,7 +105,8 @@ def default_run_name(cfg: DictConfig) -> str:
     else:
         sel = f"{cfg.selector.name}-k{cfg.budget.k}"
         for key, value in sorted(effective_selector_params(cfg).items()):
-            sel += f"-{key}{value}"
+            if value is not None:
+                sel += f"-{key}{value}"
     if cfg.eval.seed:
         sel += f"-s{cfg.eval.seed}"
     return _slug(f"{ds}-{sel}")
@@ -132,26 +143,189 @@ def _overlay(image, indices: list[int], num_tokens: int):
     return Image.alpha_composite(img, shade).convert("RGB")
 
 
+#: ``mode`` of :func:`run_eval`: where a run goes when a run of the same key exists.
+RUN_MODES = ("new", "reuse", "force")
+
+
+def _run_parent(cfg: DictConfig) -> Path:
+    parent = Path(cfg.logging.output_dir)
+    return parent / _slug(cfg.logging.group) if cfg.logging.group else parent
+
+
+def find_run(cfg: DictConfig) -> tuple[str, Path]:
+    """``(status, folder)`` of this config's run under its output folder, by run key:
+    ``finished``, ``partial`` (interrupted) or ``new``. Reads only; loads no model."""
+    from tokensel.experiments.records import run_key
+    from tokensel.experiments.rundir import locate_run
+
+    return locate_run(_run_parent(cfg), cfg.logging.run_name or default_run_name(cfg), run_key(cfg))
+
+
+def load_finished(cfg: DictConfig, path: Path) -> EvalResult:
+    """The :class:`EvalResult` of a finished run folder (metrics, records, config) without running."""
+    from tokensel.experiments.rundir import RunDir
+
+    doc = RunDir(path).metrics()
+    metrics = {k: v for k, v in doc.items() if k not in ("config", "environment")}
+    records = [json.loads(x) for x in (path / "results.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
+    return EvalResult(metrics=metrics, records=records, run_dir=path, config=cfg, extra={"skipped": True, "doc": doc})
+
+
+def _choose_dir(cfg: DictConfig, mode: str) -> tuple[Path, bool]:
+    """Main rank: the run folder and whether it is started afresh (else: resumed)."""
+    status, path = find_run(cfg)
+    if mode == "new":
+        return (_unique_dir(_run_parent(cfg), cfg.logging.run_name or default_run_name(cfg)), True)
+    if mode == "force":
+        return path, True
+    return path, status != "partial"
+
+
+def selector_received(wrapper: Any, cfg: DictConfig, params: dict) -> Optional[dict]:
+    """The keyword arguments the selector was built with: the model family's defaults (e.g.
+    MMTok's ``tau_tv`` for LLaVA) overridden by the config's; None for the unpruned model."""
+    if getattr(wrapper, "selector", None) is None:
+        return None
+    adapter = getattr(wrapper, "adapter", None)
+    family: dict = {}
+    if adapter is not None:
+        from tokensel.models.wrapper import _family_defaults
+
+        family = _family_defaults(adapter, cfg.selector.name)
+    return {**family, **params}
+
+
+def image_token_count(loaded: Any, sample: Sample) -> Optional[int]:
+    """Image tokens in the prompt of ``sample`` (all crops of an any-res image), counted from
+    the processor's output alone (no forward pass); None when the model has no image token id."""
+    from tokensel.experiments.modeling import _encode, load_image
+
+    if loaded.image_token_id is None:
+        return None
+    inputs = _encode(loaded, load_image(sample.image), sample.question)
+    return int((inputs["input_ids"] == loaded.image_token_id).sum())
+
+
+def _warm_up(loaded, wrapper, prepared: Prepared, timer) -> dict:
+    """One untimed-in-the-metrics call on the first batch (it pays the one-off costs: the
+    compiled greedy's kernel load, allocator warm-up); returns its times as ``first_call_*``
+    and fails when the budget keeps every token (the run would silently be unpruned)."""
+    from tokensel.experiments.modeling import infer_batch, load_image
+
+    cfg = prepared.cfg
+    chunk = prepared.samples[: int(cfg.eval.batch_size)]
+    cands = [candidates_for(s, prepared.candidates) for s in chunk] if cfg.eval.scoring == "choice" else None
+    outs = infer_batch(
+        loaded, wrapper, [load_image(s.image) for s in chunk], [s.question for s in chunk],
+        scoring=cfg.eval.scoring, max_new_tokens=cfg.eval.max_new_tokens, candidates=cands, timer=timer,
+    )
+    if getattr(wrapper, "selector", None) is not None:
+        full = [o for o in outs if o.get("kept_tokens") is not None and o.get("image_tokens")]
+        if full and all(o["kept_tokens"] >= o["image_tokens"] for o in full):
+            n = full[0]["image_tokens"]
+            raise ConfigError(
+                f"budget.k: k={cfg.budget.k} keeps all {n} vision tokens of an image of model "
+                f"{cfg.model.name!r}, so the run would be unpruned under a pruned run name; choose k < {n}, "
+                "or selector.name=none / budget.k=null for the unpruned model"
+            )
+    out: dict = {}
+    for key in ("prefill_ms", "selection_ms", "generate_ms"):
+        vals = [o[key] for o in outs if o.get(key) is not None]
+        if vals:
+            out[f"first_call_{key}"] = sum(vals) / len(vals)
+    return out
+
+
+def _overlay_positions(samples: list[Sample], n: int) -> set[int]:
+    """Positions of the first question of each of the first ``n`` distinct images (the same
+    samples in every run on the dataset, so overlays compare side by side)."""
+    seen: dict[str, int] = {}
+    for pos, s in enumerate(samples):
+        if len(seen) >= n:
+            break
+        seen.setdefault(s.image, pos)
+    return set(seen.values())
+
+
+def _record(pos: int, sample: Sample, out: dict, kept: Optional[list]) -> dict:
+    rec = {
+        "_pos": pos,
+        "id": sample.id,
+        "image": sample.image,
+        "category": sample.category,
+        "question": sample.question,
+        "answer": sample.answer,
+        **out,
+        "correct": is_correct(out["prediction"], sample.answer),
+    }
+    for key, value in sample.extra.items():
+        rec.setdefault(key, value)
+    if kept is not None:
+        rec["kept_indices"] = kept
+    return rec
+
+
+def _evaluate(prepared: Prepared, loaded, wrapper, timer, todo: list, dist: DistContext, rd) -> list[dict]:
+    """Evaluate this rank's share of ``todo`` ((position, sample) pairs), appending each
+    record to the run folder as it is produced."""
+    from tqdm.auto import tqdm
+
+    from tokensel.experiments.modeling import infer_batch, load_image, selection_indices
+
+    cfg = prepared.cfg
+    overlays = _overlay_positions(prepared.samples, int(cfg.logging.num_overlays))
+    shard = [todo[i] for i in range(dist.rank, len(todo), dist.world_size)]
+    bs = int(cfg.eval.batch_size)
+    local: list[dict] = []
+    with tqdm(
+        total=len(shard),
+        desc=f"eval {cfg.selector.name} k={cfg.budget.k}" + (f" [rank {dist.rank}]" if dist.enabled else ""),
+        disable=not cfg.eval.progress,
+        position=dist.rank if dist.enabled else None,
+        leave=dist.is_main,
+        dynamic_ncols=True,
+    ) as bar:
+        for start in range(0, len(shard), bs):
+            chunk = shard[start : start + bs]
+            cands = [candidates_for(s, prepared.candidates) for _, s in chunk] if cfg.eval.scoring == "choice" else None
+            outs = infer_batch(
+                loaded, wrapper, [load_image(s.image) for _, s in chunk], [s.question for _, s in chunk],
+                scoring=cfg.eval.scoring, max_new_tokens=cfg.eval.max_new_tokens, candidates=cands, timer=timer,
+            )
+            sel = getattr(wrapper, "last_selection", None)
+            for b, ((pos, sample), out) in enumerate(zip(chunk, outs)):
+                kept = None
+                if pos in overlays:
+                    one = sel[b] if isinstance(sel, (list, tuple)) and len(sel) == len(chunk) else sel
+                    kept = selection_indices(one)
+                rec = _record(pos, sample, out, kept)
+                rd.append(rec)
+                local.append(rec)
+            bar.update(len(chunk))
+    rd.close()
+    return local
+
+
 def run_eval(
     prepared: Prepared,
     *,
     loaded: Any = None,
     dist: Optional[DistContext] = None,
     print_results: bool = True,
+    mode: str = "new",
 ) -> EvalResult:
     """Evaluate ``prepared.samples``; ``loaded`` (a :class:`LoadedModel`) skips model loading.
-    Under torchrun the samples are sharded and every rank returns the gathered result."""
-    from tqdm.auto import tqdm
 
-    from tokensel.experiments.modeling import (
-        _SelectionTimer,
-        infer_batch,
-        load_image,
-        load_model,
-        selection_indices,
-        wrap_model,
-    )
+    ``mode``: ``new`` writes a fresh run folder (``name``, else ``name-1``, ...); ``reuse``
+    resumes the interrupted run of the same run key (its recorded samples are kept) or
+    starts it; ``force`` reruns it from scratch in its folder. Under torchrun the samples are
+    sharded and every rank returns the gathered result."""
+    from tokensel.experiments.modeling import _SelectionTimer, load_model, wrap_model
+    from tokensel.experiments.records import effective_config, environment, run_key
+    from tokensel.experiments.rundir import RunDir
 
+    if mode not in RUN_MODES:
+        raise ValueError(f"mode must be one of {RUN_MODES}, got {mode!r}")
     cfg = prepared.cfg
     own_dist = dist is None
     if dist is None:
@@ -161,59 +335,46 @@ def run_eval(
         if loaded is None:
             loaded = load_model(cfg.model)
         wrapper = wrap_model(loaded, cfg.selector.name, cfg.budget.k, prepared.selector_params)
+        effective = effective_config(cfg, selector_received(wrapper, cfg, prepared.selector_params))
         timer = _SelectionTimer(wrapper)
-        n_overlay = cfg.logging.num_overlays
-        local: list[dict] = []
-        shard = dist.shard(prepared.samples)
+        first_call = _warm_up(loaded, wrapper, prepared, timer)
+        _seed_everything(int(cfg.eval.seed))  # the warm-up leaves no trace in the results
+        env = environment(seed=int(cfg.eval.seed))
+        info = {"key": run_key(cfg), "name": cfg.logging.run_name or default_run_name(cfg), "environment": env}
+        choice = _choose_dir(cfg, mode) if dist.is_main else None
+        path, fresh = dist.broadcast(None if choice is None else (str(choice[0]), choice[1]))
+        rd = RunDir(Path(path), rank=dist.rank, world=dist.world_size)
+        if dist.is_main:
+            rd.start(info, _yaml(effective), fresh=fresh)
+        dist.barrier()
+        position = {s.id: i for i, s in enumerate(prepared.samples)}
+        done = [] if fresh else [{**r, "_pos": position[r["id"]]} for r in rd.recorded().values() if r["id"] in position]
+        recorded = {r["id"] for r in done}
+        todo = [(i, s) for i, s in enumerate(prepared.samples) if s.id not in recorded]
         t_start = time.perf_counter()
-        bs = int(cfg.eval.batch_size)
-        chunks = [shard[i : i + bs] for i in range(0, len(shard), bs)]
-        with tqdm(
-            total=len(shard),
-            desc=f"eval {cfg.selector.name} k={cfg.budget.k}" + (f" [rank {dist.rank}]" if dist.enabled else ""),
-            disable=not cfg.eval.progress,
-            position=dist.rank if dist.enabled else None,
-            leave=dist.is_main,
-            dynamic_ncols=True,
-        ) as bar:
-            for chunk in chunks:
-                images = [load_image(s.image) for _, s in chunk]
-                questions = [s.question for _, s in chunk]
-                cands = [candidates_for(s, prepared.candidates) for _, s in chunk] if cfg.eval.scoring == "choice" else None
-                outs = infer_batch(
-                    loaded, wrapper, images, questions, scoring=cfg.eval.scoring,
-                    max_new_tokens=cfg.eval.max_new_tokens, candidates=cands, timer=timer,
-                )
-                sel = getattr(wrapper, "last_selection", None)
-                for b, ((pos, sample), out) in enumerate(zip(chunk, outs)):
-                    rec = {
-                        "_pos": pos,
-                        "id": sample.id,
-                        "image": sample.image,
-                        "category": sample.category,
-                        "question": sample.question,
-                        "answer": sample.answer,
-                        **out,
-                        "correct": is_correct(out["prediction"], sample.answer),
-                    }
-                    for key, value in sample.extra.items():
-                        rec.setdefault(key, value)
-                    if pos < n_overlay:
-                        rec["kept_indices"] = selection_indices(sel[b] if isinstance(sel, (list, tuple)) and len(sel) == len(chunk) else sel)
-                    local.append(rec)
-                bar.update(len(chunk))
+        local = _evaluate(prepared, loaded, wrapper, timer, todo, dist, rd)
         wall = time.perf_counter() - t_start
-        records = dist.gather(local)
+        records = sorted(dist.gather(local) + done, key=lambda r: r["_pos"])
         metrics = compute_metrics(records, dataset_format=cfg.dataset.format)
-        result = EvalResult(metrics=metrics, records=records, run_dir=None, config=cfg)
+        metrics.update(first_call)
+        result = EvalResult(metrics=metrics, records=records, run_dir=rd.path, config=cfg)
+        result.extra.update(effective=effective, environment=env, resumed_samples=len(done))
         if dist.is_main:
             metrics["wall_s_rank0"] = wall
+            doc = {**metrics, "config": effective, "environment": env}
+            rd.finish([{k: v for k, v in r.items() if k != "_pos"} for r in records], doc, info)
             _write_outputs(cfg, result, print_results=print_results, num_tokens=_num_tokens(records))
         dist.barrier()
         return result
     finally:
         if own_dist:
             dist.close()
+
+
+def _yaml(data: dict) -> str:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(OmegaConf.create(data))
 
 
 def _seed_everything(seed: int) -> None:
@@ -236,21 +397,28 @@ def _num_tokens(records: list[dict]) -> Optional[int]:
     return vals[0] if vals else None
 
 
+def _wandb_config(result: EvalResult) -> dict:
+    """The W&B run config: the flat effective configuration and ``env.*`` entries."""
+    from tokensel.experiments.records import flat_effective_config
+
+    flat = flat_effective_config(result.extra["effective"])
+    flat.update({f"env.{k}": v for k, v in result.extra["environment"].items() if k != "argv"})
+    return flat
+
+
+def _wandb_metrics(metrics: dict) -> dict:
+    """The metrics, and each ``<metric>_ci`` also as the scalars ``_ci_low`` / ``_ci_high``
+    (W&B charts plot scalars)."""
+    out = dict(metrics)
+    for key, value in metrics.items():
+        if key.endswith("_ci") and isinstance(value, (list, tuple)) and len(value) == 2:
+            out[f"{key}_low"], out[f"{key}_high"] = value
+    return out
+
+
 def _write_outputs(cfg: DictConfig, result: EvalResult, *, print_results: bool, num_tokens: Optional[int]) -> None:
     name = cfg.logging.run_name or default_run_name(cfg)
-    parent = Path(cfg.logging.output_dir)
-    if cfg.logging.group:
-        parent = parent / _slug(cfg.logging.group)
-    parent.mkdir(parents=True, exist_ok=True)
-    run_dir = _unique_dir(parent, name)
-    run_dir.mkdir(parents=True)
-    result.run_dir = run_dir
-    save_config(cfg, run_dir / "config.yaml")
-    with open(run_dir / "results.jsonl", "w", encoding="utf-8") as f:
-        for r in result.records:
-            f.write(json.dumps({k: v for k, v in r.items() if k != "_pos"}) + "\n")
-    (run_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=2, sort_keys=True))
-
+    run_dir = result.run_dir
     run = WandbRun(
         mode=cfg.logging.wandb_mode,
         project=cfg.logging.project,
@@ -258,11 +426,11 @@ def _write_outputs(cfg: DictConfig, result: EvalResult, *, print_results: bool, 
         group=cfg.logging.group,
         tags=list(cfg.logging.tags),
         name=name,
-        config=to_flat_dict(cfg),
+        config=_wandb_config(result),
         directory=run_dir,
     )
     try:
-        run.log_metrics(result.metrics)
+        run.log_metrics(_wandb_metrics(result.metrics))
         if run.active and cfg.logging.log_table:
             rows = [[r.get(c) for c in TABLE_COLUMNS] for r in result.records]
             run.log_table("results", TABLE_COLUMNS, rows)
@@ -277,7 +445,7 @@ def _write_outputs(cfg: DictConfig, result: EvalResult, *, print_results: bool, 
                 ov = _overlay(load_image(r["image"]), idx, num_tokens)
                 if ov is not None:
                     images.append(ov)
-                    captions.append(f"{r['question']} -> {r['prediction']} (gold {r['answer']}, kept {len(idx)})")
+                    captions.append(f"{r['id']}: {r['question']} -> {r['prediction']} (gold {r['answer']}, kept {len(idx)})")
             run.log_images("selection_overlays", images, captions)
         if run.active:
             result.wandb_dir = run.run_dir
@@ -285,31 +453,8 @@ def _write_outputs(cfg: DictConfig, result: EvalResult, *, print_results: bool, 
         run.finish()
 
     if print_results:
-        head = {k: result.metrics[k] for k in ("num_samples",) + HEADLINE_METRICS if k in result.metrics}
-        print(metrics_table(head, title=f"\n{name}  (selector={cfg.selector.name}, k={cfg.budget.k})"))
-        cats = sorted(k for k in result.metrics if k.startswith("acc/"))
-        if cats:
-            print()
-            print(format_table([{"category": k[4:], "accuracy": result.metrics[k]} for k in cats], ["category", "accuracy"]))
-        modes = sorted({k.split("/")[1] for k in result.metrics if k.startswith("pope/")})
-        if modes:
-            rows = [
-                {"pope mode": m, **{f: result.metrics[f"pope/{m}/{f}"] for f in ("f1", "precision", "recall", "yes_ratio")}}
-                for m in modes
-            ]
-            print()
-            print(format_table(rows, ["pope mode", "f1", "precision", "recall", "yes_ratio"]))
-        if "mme_score" in result.metrics:
-            mme = sorted(k[4:-6] for k in result.metrics if k.startswith("mme/") and k.endswith("/score"))
-            rows = [
-                {
-                    "category": c,
-                    "acc": result.metrics[f"mme/{c}/acc"],
-                    "acc+": result.metrics[f"mme/{c}/acc_plus"],
-                    "score": result.metrics[f"mme/{c}/score"],
-                }
-                for c in mme
-            ]
-            print()
-            print(format_table(rows, ["category", "acc", "acc+", "score"], title="MME"))
+        eff = result.extra.get("effective") or {}
+        sel, k = eff.get("selector", {}).get("name", cfg.selector.name), eff.get("budget", {}).get("k", cfg.budget.k)
+        title = f"\n{name}  (selector={sel}, k={k})"
+        print(results_tables(result.metrics, HEADLINE_METRICS, title=title))
         print(f"\nrun directory: {run_dir}" + (f"\nW&B ({run.mode}): {result.wandb_dir}" if result.wandb_dir else ""))

@@ -12,14 +12,20 @@ A sweep config (YAML)::
     seeds: [0]                     # eval.seed values (one run per seed per point)
 
 Parameters a selector does not take (``alpha`` for DivPrune) are dropped for that selector, and
-points that become identical run once; ``selector.name: none`` ignores ``budget.k``.
+points whose effective configuration is the same run once; ``selector.name: none`` ignores
+``budget.k``. Every point is validated (and its dataset loaded) before anything runs.
 
-Locally (default) every point runs in this process, one W&B run each, grouped under ``name``,
-then a summary table is printed and logged (with an accuracy-vs-k plot) in a summary run.
+Locally every point runs in this process, one run folder and W&B run each, under
+``<output_dir>/<name>/``. A rerun skips the points already finished (found by their run key, a
+hash of the effective configuration), resumes an interrupted one where it stopped, and rebuilds
+the summary (table, ``summary.json``, plots with error bars, a W&B summary run) from every
+finished run of the folder; ``--force`` reruns the points from scratch.
 
-``--export-wandb FILE`` writes a W&B sweep definition instead (``method: grid``, ``parameters``,
-``command`` with ``${args_no_hyphens}``) so that ``wandb sweep FILE`` + ``wandb agent ID`` on any
-number of machines runs the same runner with ``key=value`` overrides: the scale-out path.
+Scale-out without W&B: ``--shard i/N`` (``0 <= i < N``) runs the points ``j`` with
+``j % N == i`` (no summary), and ``--summarize`` runs nothing and builds the summary from every
+finished run (naming the points not finished yet). With W&B: ``--export-wandb FILE`` writes a
+sweep definition whose one parameter ``point`` enumerates the same deduplicated points; each
+agent runs ``tokensel sweep SWEEP_CONFIG point=<j>`` from the installed package.
 """
 
 from __future__ import annotations
@@ -37,7 +43,23 @@ from omegaconf.errors import OmegaConfBaseException
 
 from tokensel.experiments.config import ConfigError, _omegaconf_error, parse_overrides
 
-__all__ = ["SweepSpec", "SweepPoint", "load_sweep", "expand_points", "run_sweep", "export_wandb_sweep", "main"]
+__all__ = [
+    "SweepSpec",
+    "SweepPoint",
+    "load_sweep",
+    "expand_points",
+    "select_shard",
+    "parse_shard",
+    "run_sweep",
+    "summarize_sweep",
+    "summary_rows",
+    "export_wandb_sweep",
+    "accuracy_vs_k_figure",
+    "main",
+]
+
+#: Metrics of the summary table by default; each is shown with its ``_stderr`` when recorded.
+DEFAULT_SUMMARY_METRICS = ["accuracy", "pope_f1", "mean_kept_tokens", "prefill_ms", "selection_ms"]
 
 
 @dataclass
@@ -49,17 +71,18 @@ class SweepSpec:
     grid: Dict[str, List[Any]] = field(default_factory=dict)
     seeds: List[int] = field(default_factory=lambda: [0])
     #: Keys shown in the summary table besides the grid keys.
-    summary_metrics: List[str] = field(
-        default_factory=lambda: ["accuracy", "pope_f1", "mean_kept_tokens", "prefill_ms", "selection_ms"]
-    )
-    #: For ``--export-wandb``: the script ``wandb agent`` runs.
-    program: str = "experiments/evaluate.py"
+    summary_metrics: List[str] = field(default_factory=lambda: list(DEFAULT_SUMMARY_METRICS))
+    #: Run only this point (its index among the deduplicated points, as ``--dry-run`` lists
+    #: them): how the agents of an exported W&B sweep run their point.
+    point: Optional[int] = None
 
 
 @dataclass
 class SweepPoint:
     overrides: Dict[str, Any]
     label: str
+    #: Run key of the point's effective configuration.
+    key: str = ""
 
     def as_dotlist(self) -> list[str]:
         return [f"{k}={_yaml_value(v)}" for k, v in self.overrides.items()]
@@ -84,6 +107,8 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> tuple[Dict
             spec = OmegaConf.merge(spec, parse_overrides(list(overrides)))
     except OmegaConfBaseException as exc:
         raise _omegaconf_error(exc, str(path)) from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     if OmegaConf.is_missing(spec, "base"):
         raise ConfigError(f"{path}: base: the experiment config to sweep over is required")
     base = Path(spec.base)
@@ -101,10 +126,28 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> tuple[Dict
     return spec, base
 
 
+def _label(cfg: DictConfig, values: dict) -> str:
+    from tokensel.experiments.config import effective_selector_params
+    from tokensel.experiments.records import is_unpruned
+
+    if is_unpruned(cfg):
+        label = "none (unpruned)"
+    else:
+        label = f"{cfg.selector.name} k={cfg.budget.k}"
+        label += "".join(f" {k}={v}" for k, v in sorted(effective_selector_params(cfg).items()) if v is not None)
+    label += "".join(f" {k}={v}" for k, v in values.items() if not _is_selector_key(k))
+    return label + f" seed={cfg.eval.seed}"
+
+
+def _is_selector_key(key: str) -> bool:
+    return key.startswith("selector.") or key in ("budget.k", "eval.seed")
+
+
 def expand_points(spec: DictConfig, base: Path) -> list[tuple[SweepPoint, Any]]:
-    """Every distinct point of the grid x seeds as (point, Prepared); all are validated (and
+    """Every distinct point of the grid x seeds as (point, Prepared), in grid order; points
+    with the same effective configuration (run key) appear once. All are validated (and
     their datasets loaded) before anything runs."""
-    from tokensel.experiments.config import NO_SELECTOR, effective_selector_params
+    from tokensel.experiments.records import run_key
     from tokensel.experiments.runner import prepare
 
     keys = list(spec.grid.keys())
@@ -115,57 +158,117 @@ def expand_points(spec: DictConfig, base: Path) -> list[tuple[SweepPoint, Any]]:
     for combo in itertools.product(*value_lists, list(spec.seeds)):
         values = dict(zip(keys, combo[:-1]))
         values["eval.seed"] = combo[-1]
-        point = dict(values)
         # lenient params: grid values a selector does not take are dropped for it
-        point_list = fixed + [f"{k}={_yaml_value(v)}" for k, v in point.items()] + ["selector.strict_params=false"]
+        point_list = fixed + [f"{k}={_yaml_value(v)}" for k, v in values.items()] + ["selector.strict_params=false"]
         try:
             prepared = prepare(str(base), point_list)
         except ConfigError as exc:
             raise ConfigError(f"sweep point {values}: {exc}") from None
-        cfg = prepared.cfg
-        params = effective_selector_params(cfg)
-        full = cfg.selector.name in NO_SELECTOR or cfg.budget.k is None
-        ident = (
-            cfg.selector.name if not full else "none",
-            None if full else cfg.budget.k,
-            tuple(sorted(params.items())) if not full else (),
-            cfg.eval.seed,
-            tuple((k, str(v)) for k, v in values.items() if not (k.startswith("selector.") or k in ("budget.k", "eval.seed"))),
-        )
-        if ident in seen:
+        key = run_key(prepared.cfg)
+        if key in seen:
             continue
-        seen.add(ident)
-        label = "none (unpruned)" if full else f"{cfg.selector.name} k={cfg.budget.k}"
-        label += "".join(f" {k}={v}" for k, v in sorted(params.items())) if not full else ""
-        label += "".join(f" {k}={v}" for k, v in ident[4]) + f" seed={cfg.eval.seed}"
-        out.append((SweepPoint(overrides=values, label=label), prepared))
+        seen.add(key)
+        out.append((SweepPoint(overrides=values, label=_label(prepared.cfg, values), key=key), prepared))
     return out
 
 
-def _summary_row(spec: DictConfig, point: SweepPoint, result, cfg: DictConfig) -> dict:
-    from tokensel.experiments.config import effective_selector_params
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/N"`` -> ``(i, N)`` with ``0 <= i < N``."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard: expected i/N with integers (e.g. 0/4), got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise ConfigError(f"--shard: expected i/N with 0 <= i < N, got {text!r}")
+    return i, n
 
-    full = cfg.selector.name == "none" or cfg.budget.k is None
-    row: dict = {"selector": cfg.selector.name, "k": None if full else cfg.budget.k}
-    for key, value in effective_selector_params(cfg).items():
-        row[key] = value
-    row["seed"] = cfg.eval.seed
-    for key in point.overrides:
-        if not (key.startswith("selector.") or key in ("budget.k", "eval.seed")):
-            row[key] = point.overrides[key]
+
+def select_shard(points: list, shard: Optional[tuple[int, int]]) -> list:
+    """The points of shard ``(i, N)``: those at positions ``j % N == i`` (all without a shard)."""
+    if shard is None:
+        return list(points)
+    i, n = shard
+    return [p for j, p in enumerate(points) if j % n == i]
+
+
+def _point_only(spec: DictConfig, points: list) -> list:
+    if spec.point is None:
+        return points
+    if not 0 <= int(spec.point) < len(points):
+        raise ConfigError(f"point: must be in 0..{len(points) - 1} (the sweep has {len(points)} points), got {spec.point}")
+    return [points[int(spec.point)]]
+
+
+def _dotted(data: dict, key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return None
+        data = data[part]
+    return data
+
+
+def _row(spec: DictConfig, doc: dict, run_dir: Path) -> dict:
+    """A summary row from a finished run's metrics.json (its effective config and metrics)."""
+    cfg = doc.get("config") or {}
+    row: dict = {"selector": _dotted(cfg, "selector.name"), "k": _dotted(cfg, "budget.k")}
+    for key, value in (_dotted(cfg, "selector.params") or {}).items():
+        if value is not None:
+            row[key] = value
+    row["seed"] = _dotted(cfg, "eval.seed")
+    for key in spec.grid:
+        if not _is_selector_key(key):
+            row[key] = _dotted(cfg, key)
     for m in spec.summary_metrics:
-        row[m] = result.metrics.get(m)
-    row["run_dir"] = str(result.run_dir) if result.run_dir else None
+        row[m] = doc.get(m)
+        if f"{m}_stderr" in doc:
+            row[f"{m}_stderr"] = doc[f"{m}_stderr"]
+    row["run_dir"] = str(run_dir)
     return row
 
 
+def _finished_runs(folder: Path) -> list[tuple[dict, dict, Path]]:
+    """(run.json, metrics.json, folder) of every finished run directly under ``folder``."""
+    import json
+
+    from tokensel.experiments.rundir import read_run_info
+
+    out = []
+    for run_dir in sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []:
+        info = read_run_info(run_dir)
+        metrics = run_dir / "metrics.json"
+        if info is None or not metrics.is_file():
+            continue
+        try:
+            out.append((info, json.loads(metrics.read_text()), run_dir))
+        except ValueError:
+            continue
+    return out
+
+
+def summary_rows(spec: DictConfig, folder: Path, points: list) -> tuple[list[dict], list[SweepPoint]]:
+    """Rows of every finished run in the sweep folder (the points of ``points`` first, in
+    grid order, then any other finished run) and the points not finished yet."""
+    runs = _finished_runs(folder)
+    by_key = {info.get("key"): (doc, path) for info, doc, path in runs}
+    rows, missing, used = [], [], set()
+    for point, _ in points:
+        if point.key in by_key:
+            doc, path = by_key[point.key]
+            rows.append(_row(spec, doc, path))
+            used.add(point.key)
+        else:
+            missing.append(point)
+    rows += [_row(spec, doc, path) for info, doc, path in runs if info.get("key") not in used]
+    return rows, missing
+
+
 def accuracy_vs_k_figure(rows: list[dict], metric: str = "accuracy", metric_keys=()):
-    """Matplotlib figure: ``metric`` against k, one line per selector configuration (the
-    row's other config columns; ``metric_keys`` names columns that are metrics)."""
+    """Matplotlib figure: ``metric`` against k with +/- one standard error (the rows'
+    ``<metric>_stderr``), one line per selector configuration (the row's other config columns;
+    ``metric_keys`` names columns that are metrics)."""
     from tokensel.experiments.runner import HEADLINE_METRICS
 
-    skip = {"selector", "k", "run_dir", "seed", metric, *HEADLINE_METRICS, *metric_keys, *_METRIC_KEYS}
-    skip |= set(SweepSpec().summary_metrics)
+    skip = {"selector", "k", "run_dir", "seed", metric, *HEADLINE_METRICS, *metric_keys, *DEFAULT_SUMMARY_METRICS}
     from matplotlib.figure import Figure  # no pyplot: the caller's backend stays as it is
 
     fig = Figure(figsize=(5, 3.5))
@@ -175,71 +278,103 @@ def accuracy_vs_k_figure(rows: list[dict], metric: str = "accuracy", metric_keys
     for r in rows:
         if r in full or r.get(metric) is None:
             continue
-        extra = ",".join(f"{k}={v}" for k, v in r.items() if k not in skip)
-        lines.setdefault(r["selector"] + (f" ({extra})" if extra else ""), []).append((r["k"], r[metric]))
+        extra = ",".join(f"{k}={v}" for k, v in r.items() if k not in skip and not k.endswith("_stderr"))
+        lines.setdefault(r["selector"] + (f" ({extra})" if extra else ""), []).append(
+            (r["k"], r[metric], r.get(f"{metric}_stderr"))
+        )
     for label, pts in sorted(lines.items()):
         by_k: dict = {}
-        for kk, v in pts:  # mean over seeds
-            by_k.setdefault(kk, []).append(v)
+        for kk, v, se in pts:  # mean over seeds
+            by_k.setdefault(kk, []).append((v, se))
         ks = sorted(by_k)
-        ax.plot(ks, [sum(by_k[kk]) / len(by_k[kk]) for kk in ks], marker="o", label=label)
+        ys = [sum(v for v, _ in by_k[kk]) / len(by_k[kk]) for kk in ks]
+        ses = [sum(se or 0.0 for _, se in by_k[kk]) / len(by_k[kk]) for kk in ks]
+        ax.errorbar(ks, ys, yerr=ses, marker="o", capsize=3, label=label)
     for r in full:
         if r.get(metric) is not None:
             ax.axhline(r[metric], color="grey", linestyle="--", label="unpruned")
+            se = r.get(f"{metric}_stderr")
+            if se:
+                ax.axhspan(r[metric] - se, r[metric] + se, color="grey", alpha=0.15)
             break
     ax.set_xscale("log", base=2)
     ax.set_xlabel("k (vision tokens kept)")
-    ax.set_ylabel(metric)
+    ax.set_ylabel(f"{metric} (+/- stderr)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
 
-_METRIC_KEYS: set = set()
+def _check_budgets(points: list, loaded: Any) -> None:
+    """Before any point of this model runs: no point's k may keep every vision token."""
+    from tokensel.experiments.records import is_unpruned
+    from tokensel.experiments.runner import image_token_count
+
+    for point, prepared in points:
+        if is_unpruned(prepared.cfg):
+            continue
+        n = image_token_count(loaded, prepared.samples[0])
+        if n is not None and prepared.cfg.budget.k >= n:
+            raise ConfigError(
+                f"sweep point {point.overrides}: budget.k: k={prepared.cfg.budget.k} keeps all {n} vision tokens "
+                f"of an image of model {prepared.cfg.model.name!r}; choose k < {n}"
+            )
 
 
-def run_sweep(spec: DictConfig, base: Path, print_results: bool = True) -> list[dict]:
-    """Run every point locally (the model is loaded once per distinct model config); returns
-    the summary rows (config + metrics + run directory) in grid order."""
+def _run_points(points: list, force: bool, dist) -> dict[str, str]:
+    """Run (or skip) each point; returns what happened per run key."""
     from tqdm.auto import tqdm
 
-    from tokensel.experiments.dist import init_distributed
     from tokensel.experiments.modeling import load_model
-    from tokensel.experiments.runner import run_eval
+    from tokensel.experiments.runner import find_run, run_eval
+
+    status: dict[str, str] = {}
+    todo = []
+    for point, prepared in points:
+        found, _ = find_run(prepared.cfg)
+        if found == "finished" and not force:
+            status[point.key] = "skipped (finished)"
+        else:
+            todo.append((point, prepared))
+            status[point.key] = "resumed" if found == "partial" and not force else "ran"
+    models: dict[str, Any] = {}
+    for point, prepared in tqdm(todo, desc="sweep", disable=not dist.is_main or not todo, dynamic_ncols=True):
+        key = OmegaConf.to_yaml(prepared.cfg.model)
+        if key not in models:
+            models.clear()
+            models[key] = load_model(prepared.cfg.model)
+            _check_budgets([p for p in todo if OmegaConf.to_yaml(p[1].cfg.model) == key], models[key])
+        run_eval(prepared, loaded=models[key], dist=dist, print_results=False, mode="force" if force else "reuse")
+    return status
+
+
+def summarize_sweep(spec: DictConfig, points: list, print_results: bool = True) -> list[dict]:
+    """Build the summary from every finished run of the sweep folder: table (printed and in
+    ``summary.txt``), ``summary.json``, metric-vs-k plots with error bars and a W&B summary run."""
+    import json
+
     from tokensel.experiments.tables import format_table
     from tokensel.experiments.tracking import WandbRun
 
-    points = expand_points(spec, base)  # validates everything first
-    _METRIC_KEYS.update(spec.summary_metrics)
-    dist = init_distributed(points[0][1].cfg.eval.dist_backend)
-    models: dict[str, Any] = {}
-    rows: list[dict] = []
-    try:
-        for point, prepared in tqdm(points, desc=f"sweep {spec.name}", disable=not dist.is_main, dynamic_ncols=True):
-            key = OmegaConf.to_yaml(prepared.cfg.model)
-            if key not in models:
-                models.clear()
-                models[key] = load_model(prepared.cfg.model)
-            result = run_eval(prepared, loaded=models[key], dist=dist, print_results=False)
-            rows.append(_summary_row(spec, point, result, prepared.cfg))
-    finally:
-        dist.close()
-    if not dist.is_main:
-        return rows
-    metric_cols = list(spec.summary_metrics)
+    from tokensel.experiments.runner import _run_parent
+
+    cfg0 = points[0][1].cfg
+    out_dir = _run_parent(cfg0)
+    rows, missing = summary_rows(spec, out_dir, points)
+    metric_cols = [c for m in spec.summary_metrics for c in (m, f"{m}_stderr")]
     cols = [k for k in dict.fromkeys(k for r in rows for k in r) if k != "run_dir" and k not in metric_cols]
-    cols += metric_cols
-    table = format_table(rows, cols, title=f"\nsweep {spec.name}: {len(rows)} runs")
+    cols += [c for c in metric_cols if any(c in r for r in rows)]
+    table = format_table(rows, cols, title=f"\nsweep {spec.name}: {len(rows)} finished runs")
+    if missing:
+        table += f"\n\n{len(missing)} point(s) not finished yet:\n" + "\n".join(f"  {p.label}" for p in missing)
     if print_results:
         print(table)
-    cfg0 = points[0][1].cfg
-    out_dir = Path(cfg0.logging.output_dir) / spec.name
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "summary.txt").write_text(table + "\n")
-    import json
-
     (out_dir / "summary.json").write_text(json.dumps(rows, indent=2, default=str))
+    if not rows:
+        return rows
     run = WandbRun(
         mode=cfg0.logging.wandb_mode,
         project=cfg0.logging.project,
@@ -253,73 +388,117 @@ def run_sweep(spec: DictConfig, base: Path, print_results: bool = True) -> list[
     try:
         if run.active:
             run.log_table("summary", cols, [[r.get(c) for c in cols] for r in rows])
-            for metric in ("accuracy", "pope_f1"):
-                if any(r.get(metric) is not None for r in rows):
-                    fig = accuracy_vs_k_figure(rows, metric, spec.summary_metrics)
-                    fig.savefig(out_dir / f"{metric}_vs_k.png", dpi=120)
-                    run.log_image(f"{metric}_vs_k", out_dir / f"{metric}_vs_k.png")
+        for metric in ("accuracy", "pope_f1"):
+            if any(r.get(metric) is not None for r in rows):
+                fig = accuracy_vs_k_figure(rows, metric, spec.summary_metrics)
+                fig.savefig(out_dir / f"{metric}_vs_k.png", dpi=120)
+                run.log_image(f"{metric}_vs_k", out_dir / f"{metric}_vs_k.png")
     finally:
         run.finish()
     return rows
 
 
-def export_wandb_sweep(spec: DictConfig, base: Path, out: str | os.PathLike, cwd: Path | None = None) -> dict:
-    """Write a W&B sweep definition (YAML) equivalent to the local grid; returns it as a dict."""
+def run_sweep(
+    spec: DictConfig,
+    base: Path,
+    print_results: bool = True,
+    *,
+    force: bool = False,
+    shard: Optional[tuple[int, int]] = None,
+) -> list[dict]:
+    """Run the sweep's points locally (the model is loaded once per distinct model config),
+    skipping finished points unless ``force``; with ``shard`` only that share and no summary.
+    Returns the summary rows of every finished run (grid order first); with a shard or a
+    single ``point``: the rows of the points it ran."""
+    from tokensel.experiments.dist import init_distributed
+
+    points = expand_points(spec, base)  # validates everything first
+    mine = select_shard(_point_only(spec, points), shard)
+    dist = init_distributed(points[0][1].cfg.eval.dist_backend)
+    try:
+        status = _run_points(mine, force, dist)
+    finally:
+        dist.close()
+    if not dist.is_main:
+        return []
+    if print_results:
+        for point, _ in mine:
+            print(f"{status[point.key]:<20} {point.label}")
+    if shard is not None or spec.point is not None:
+        from tokensel.experiments.runner import _run_parent
+
+        out_dir = _run_parent(points[0][1].cfg)
+        keys = {p.key for p, _ in mine}
+        rows, _ = summary_rows(spec, out_dir, [(p, x) for p, x in points if p.key in keys])
+        return rows[: len(mine)]
+    return summarize_sweep(spec, points, print_results=print_results)
+
+
+def export_wandb_sweep(spec: DictConfig, base: Path, out: str | os.PathLike, sweep_file: str | os.PathLike,
+                       cwd: Path | None = None) -> dict:
+    """Write a W&B sweep definition (YAML) that runs the same deduplicated points as the local
+    sweep: one grid parameter ``point`` (0..P-1); each agent runs
+    ``tokensel sweep SWEEP_FILE point=<j>``, a command of the installed package. Returns it."""
     import yaml
 
+    points = expand_points(spec, base)
     cwd = Path.cwd() if cwd is None else cwd
     try:
-        base_arg = os.path.relpath(base.resolve(), cwd.resolve())
+        sweep_arg = os.path.relpath(Path(sweep_file).resolve(), cwd.resolve())
     except ValueError:  # another drive
-        base_arg = str(base.resolve())
-    if base_arg.startswith(".."):
-        base_arg = str(base.resolve())
-    params: dict = {}
-    for key, values in spec.grid.items():
-        params[key] = {"values": list(OmegaConf.to_container(values, resolve=True))}
-    params["eval.seed"] = {"values": list(spec.seeds)}
-    for item in spec.overrides:
-        k, v = item.split("=", 1)
-        params[k] = {"value": yaml.safe_load(v)}
-    params["selector.strict_params"] = {"value": False}
-    params["logging.group"] = {"value": spec.name}
+        sweep_arg = str(Path(sweep_file).resolve())
+    if sweep_arg.startswith(".."):
+        sweep_arg = str(Path(sweep_file).resolve())
     definition = {
         "name": spec.name,
-        "program": spec.program,
+        "description": "points: " + "; ".join(f"{j}: {p.label}" for j, (p, _) in enumerate(points)),
+        "program": "tokensel",
         "method": "grid",
         "metric": {"name": "accuracy", "goal": "maximize"},
-        "parameters": params,
-        "command": ["${env}", "${interpreter}", "${program}", base_arg, "${args_no_hyphens}"],
+        "parameters": {"point": {"values": list(range(len(points)))}},
+        "command": ["${env}", "tokensel", "sweep", sweep_arg, "${args_no_hyphens}"],
     }
     Path(out).write_text(yaml.safe_dump(definition, sort_keys=False))
     return definition
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``tokensel sweep``; errors become one line on stderr and a non-zero exit code."""
+    from tokensel.cli import guarded
+
+    return guarded("sweep", _main, list(sys.argv[1:] if argv is None else argv))
+
+
+def _main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(
         prog="tokensel sweep",
         description="Run a grid of evaluations locally, or export it as a W&B sweep definition.",
     )
     ap.add_argument("sweep_config", help="sweep YAML (see experiments/configs/sweeps/)")
-    ap.add_argument("overrides", nargs="*", help="key=value overrides of the sweep spec (e.g. seeds=[0,1])")
+    ap.add_argument("overrides", nargs="*", help="key=value overrides of the sweep spec (e.g. seeds=[0,1], point=3)")
     ap.add_argument("--export-wandb", metavar="FILE", help="write a W&B sweep YAML instead of running")
-    ap.add_argument("--dry-run", action="store_true", help="validate and list the points, run nothing")
-    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        spec, base = load_sweep(args.sweep_config, args.overrides)
-        if args.export_wandb:
-            expand_points(spec, base)  # validate every point
-            export_wandb_sweep(spec, base, args.export_wandb)
-            print(f"wrote {args.export_wandb}; start it with:\n  wandb sweep {args.export_wandb}\n  wandb agent <entity/project/sweep_id>")
+    ap.add_argument("--dry-run", action="store_true", help="validate and list the points (with their status), run nothing")
+    ap.add_argument("--force", action="store_true", help="rerun finished points from scratch")
+    ap.add_argument("--shard", metavar="i/N", help="run only the points j with j %% N == i (0 <= i < N); no summary")
+    ap.add_argument("--summarize", action="store_true", help="run nothing: build the summary from every finished run")
+    args = ap.parse_args(argv)
+    spec, base = load_sweep(args.sweep_config, args.overrides)
+    shard = parse_shard(args.shard) if args.shard else None
+    if args.export_wandb:
+        export_wandb_sweep(spec, base, args.export_wandb, args.sweep_config)
+        print(f"wrote {args.export_wandb}; start it with:\n  wandb sweep {args.export_wandb}\n  wandb agent <entity/project/sweep_id>")
+        return 0
+    if args.dry_run or args.summarize:
+        from tokensel.experiments.runner import find_run
+
+        points = expand_points(spec, base)
+        if args.summarize:
+            summarize_sweep(spec, points)
             return 0
-        if args.dry_run:
-            for point, prepared in expand_points(spec, base):
-                print(point.label)
-            return 0
-        run_sweep(spec, base)
-    except ConfigError as exc:
-        print(f"tokensel sweep: config error: {exc}", file=sys.stderr)
-        return 2
+        for j, (point, prepared) in enumerate(points):
+            print(f"{j:>3}  {find_run(prepared.cfg)[0]:<9} {point.label}")
+        return 0
+    run_sweep(spec, base, force=args.force, shard=shard)
     return 0
 
 

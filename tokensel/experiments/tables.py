@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-__all__ = ["format_table", "format_value", "metrics_table"]
+__all__ = ["format_table", "format_value", "metrics_table", "format_ci", "results_tables", "is_error_bar_key"]
 
 
 def format_value(value: Any, digits: int = 4) -> str:
@@ -40,6 +40,57 @@ def format_table(rows: Sequence[dict], columns: Sequence[str] | None = None, tit
     return "\n".join(out)
 
 
-def metrics_table(metrics: dict, title: str | None = None) -> str:
-    """A two-column metric / value table."""
-    return format_table([{"metric": k, "value": v} for k, v in metrics.items()], ["metric", "value"], title=title)
+def is_error_bar_key(key: str) -> bool:
+    return key.endswith(("_stderr", "_ci", "_ci_low", "_ci_high")) or key in ("ci_level", "bootstrap_samples")
+
+
+def format_ci(ci: Any, digits: int = 4) -> str:
+    """``[lo, hi]`` as text; ``-`` when missing."""
+    if not isinstance(ci, (list, tuple)) or len(ci) != 2:
+        return "-"
+    return f"[{format_value(float(ci[0]), digits)}, {format_value(float(ci[1]), digits)}]"
+
+
+def _with_bars(row: dict, metrics: dict, key: str, label: str = "") -> dict:
+    label = label or key
+    row[f"{label}"] = metrics.get(key)
+    if f"{key}_stderr" in metrics or f"{key}_ci" in metrics:
+        row["+/- stderr"] = metrics.get(f"{key}_stderr")
+        row["95% CI"] = format_ci(metrics.get(f"{key}_ci"))
+    return row
+
+
+def metrics_table(metrics: dict, title: str | None = None, keys: Sequence[str] | None = None) -> str:
+    """A metric / value table; with the metrics' ``<key>_stderr`` and ``<key>_ci`` entries
+    (see :func:`tokensel.experiments.metrics.error_bars`), also ``+/- stderr`` and ``95% CI``."""
+    keys = [k for k in metrics if not is_error_bar_key(k)] if keys is None else [k for k in keys if k in metrics]
+    rows = [_with_bars({"metric": k}, metrics, k, "value") for k in keys]
+    cols = ["metric", "value"] + (["+/- stderr", "95% CI"] if any("95% CI" in r for r in rows) else [])
+    return format_table(rows, cols, title=title)
+
+
+def results_tables(metrics: dict, headline: Sequence[str], title: str | None = None) -> str:
+    """The console report of one run: headline metrics, accuracy per category, POPE per
+    negative-sampling mode and the MME table, each with error bars where computed."""
+    parts = [metrics_table(metrics, title=title, keys=["num_samples", *headline])]
+    cats = sorted(k for k in metrics if k.startswith("acc/") and not is_error_bar_key(k))
+    if cats:
+        rows = [_with_bars({"category": k[4:]}, metrics, k, "accuracy") for k in cats]
+        parts.append(format_table(rows, ["category", "accuracy", "+/- stderr", "95% CI"]))
+    modes = sorted({k.split("/")[1] for k in metrics if k.startswith("pope/")})
+    if modes:
+        rows = []
+        for m in modes:
+            row = _with_bars({"pope mode": m}, metrics, f"pope/{m}/f1", "f1")
+            row.update({f: metrics.get(f"pope/{m}/{f}") for f in ("precision", "recall", "yes_ratio")})
+            rows.append(row)
+        parts.append(format_table(rows, ["pope mode", "f1", "+/- stderr", "95% CI", "precision", "recall", "yes_ratio"]))
+    if "mme_score" in metrics:
+        mme = sorted(k[4:-6] for k in metrics if k.startswith("mme/") and k.endswith("/score"))
+        rows = [
+            {"category": c, "acc": metrics[f"mme/{c}/acc"], "acc+": metrics[f"mme/{c}/acc_plus"],
+             "score": metrics[f"mme/{c}/score"]}
+            for c in mme
+        ]
+        parts.append(format_table(rows, ["category", "acc", "acc+", "score"], title="MME"))
+    return "\n\n".join(parts)
