@@ -23,6 +23,7 @@ def test_all_tutorials_present():
         "03_custom_selector",
         "04_pruning_a_vlm",
         "05_ablation_sweep",
+        "06_adaptive_budgets",
     ]
 
 
