@@ -73,6 +73,11 @@ class Selector(ABC):
     keep the selector's output order, which is part of the method; one whose output begins with
     the encoder's CLS token (``leading_cls=True``, VisionZip) counts it in k and so has
     ``k - 1`` indices.
+
+    ``k`` may be a :class:`~tokensel.AdaptiveBudget`: a selector listing the budget's rules in
+    ``adaptive_rules`` ranks ``min(k_max, pickable)`` tokens of each row with :meth:`ranking`
+    and each row keeps the prefix its rule allows (``lengths`` in ``[k_min, k_max]``, capped at
+    the row's pickable count); the others raise a ``ValueError`` naming the selector.
     """
 
     #: Where the selector runs: "vision" (before the language model) or "llm" (inside it).
