@@ -133,6 +133,7 @@ from tokensel.data.shapes import (  # noqa: E402
     scene_seed,
     generate_split,
 )
+from tokensel.zoo.integrity import write_manifest  # noqa: E402
 from tokensel.zoo.shapes_llava import (  # noqa: E402
     CLIP_MEAN,
     CLIP_STD,
@@ -807,6 +808,7 @@ def save(model, processor, args, log, seconds, vision_log=()):
         info["total_train_seconds"] = round(seconds + info["previous_stage"].get("total_train_seconds", info[
             "previous_stage"]["train_seconds"]), 1)
     (out / "training_info.json").write_text(json.dumps(info, indent=2))
+    write_manifest(out)  # SHA256SUMS of every file: tokensel.zoo.load verifies it (last: it covers the rest)
 
 
 if __name__ == "__main__":

@@ -155,8 +155,10 @@ plt.show()
 # `tokensel.load_vlm(name_or_path)` loads a supported checkpoint (LLaVA-1.5, LLaVA-NeXT or
 # Qwen2.5-VL) with its processor and tells you its family. It never downloads unless asked
 # (`download=True`): the path must be a local directory or a model already in the Hugging Face
-# cache. Here we save `shapes-llava` to a folder and load it back the way you would load
-# `llava-hf/llava-1.5-7b-hf`.
+# cache, resolved without any network access. A checkpoint that would not load as saved
+# (a missing, unexpected or NaN tensor, a truncated file, an unreadable config.json) is refused
+# with a `CheckpointError` naming the file and the tensors. Here we save `shapes-llava` to a
+# folder and load it back the way you would load `llava-hf/llava-1.5-7b-hf`.
 
 # %%
 print(tokensel.models.loading.SUPPORTED_FAMILIES)

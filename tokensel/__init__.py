@@ -12,13 +12,16 @@ from typing import Any
 from tokensel.batch import Selection, TokenBatch
 from tokensel.budget import AdaptiveBudget
 from tokensel.selectors import (
+    ObjectiveSelector,
     Selector,
     create_selector,
     list_selectors,
     register_selector,
+    registered,
     selector_info,
+    unregister_selector,
 )
-from tokensel.solvers import Solution, list_solvers, maximize
+from tokensel.solvers import Solution, list_solvers, maximize, register_solver
 
 __version__ = "0.1.0"
 
@@ -27,11 +30,13 @@ _LAZY = {
     "load_vlm": "tokensel.models",
     "zoo": None,
     "models": None,
+    "testing": None,
     "objectives": None,
     "solvers": None,
 }
 
 __all__ = [
+    "ObjectiveSelector",
     "AdaptiveBudget",
     "Selection",
     "Selector",
@@ -44,7 +49,10 @@ __all__ = [
     "maximize",
     "prune",
     "register_selector",
+    "register_solver",
+    "registered",
     "selector_info",
+    "unregister_selector",
     "zoo",
 ]
 

@@ -29,7 +29,7 @@ import pytest
 import torch
 
 import tokensel
-from tests.models.tiny_vlms import build_tokenizer, rand_image
+from tokensel.testing.tiny_vlms import build_tokenizer, rand_image
 from tokensel.models.llava import LlavaAdapter
 from tokensel.models.qwen2_5_vl import Qwen2_5_VLAdapter
 

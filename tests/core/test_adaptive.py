@@ -156,3 +156,14 @@ def test_kept_token_stats():
     assert s["p10"] == pytest.approx(5.2) and s["p90"] == pytest.approx(14.8)
     with pytest.raises(ValueError, match="counts"):
         kept_token_stats([])
+
+
+def test_other_greedy_solvers_give_the_same_adaptive_selection_and_exact_ones_are_refused():
+    g = torch.Generator().manual_seed(3)
+    batch = TokenBatch(vision=torch.randn(3, 16, 6, generator=g), text=torch.randn(3, 2, 6, generator=g))
+    budget = AdaptiveBudget(10, coverage=0.9)
+    ref = create_selector("mmtok")(batch, k=budget)
+    lazy = create_selector("mmtok", solver="lazy")(batch, k=budget)
+    assert torch.equal(ref.indices, lazy.indices) and torch.equal(ref.lengths, lazy.lengths)
+    with pytest.raises(ValueError, match="solver='ilp' is not greedy"):
+        create_selector("mmtok", solver="ilp")(batch, k=budget)

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.core.strategies import coverage_matrices, multimodal_instances
+from tokensel.testing.strategies import coverage_matrices, multimodal_instances
 from tokensel.objectives import FacilityLocation, MaxKCoverage, MultimodalCoverage, WeightedSum
 from tokensel.objectives.multimodal import gram_
 

@@ -23,7 +23,7 @@ from tokensel.selectors.mmtok import MMTok
 from tokensel.selectors.pool import grid_cells
 from tokensel.selectors.registry import register_selector
 
-from .strategies import coverage_matrices
+from tokensel.testing.strategies import coverage_matrices
 
 VISION = tokensel.list_selectors(stage="vision")
 ALL = tokensel.list_selectors()  # the in-LLM ones, called directly, rank by llm_attention

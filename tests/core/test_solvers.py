@@ -8,10 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tokensel
-from tests.core.strategies import coverage_matrices, multimodal_instances
+from tokensel.testing.strategies import coverage_matrices, multimodal_instances
 from tokensel.objectives import FacilityLocation, MaxKCoverage, MultimodalCoverage
 from tokensel.solvers import dense_greedy, incremental_greedy, stochastic_sample_size
-from tokensel.solvers.incremental import column_subsets_reproduce
+from tokensel.solvers.incremental import column_subsets_reproduce, decision_columns
 
 E = 1 - 1 / math.e
 
@@ -216,17 +216,20 @@ def test_backend_argument_is_checked():
 
 
 def test_column_subset_check_predicts_real_sizes():
-    """The run-time check that enables subset decisions agrees with what it stands for at the
-    benchmark's real sizes: every column's plain gain computed in a random 32-column gather
-    equals its gain in the full pass."""
+    """The run-time check that enables near-tie decisions on column blocks agrees with what it
+    stands for at real sizes, with and without trailing columns: every candidate's plain gain
+    computed on its gathered decision columns equals its gain in the full pass."""
     g = torch.Generator().manual_seed(1)
     agree = True
-    for R, n in [(588, 576), (2892, 2880)]:
+    for R, n in [(588, 576), (589, 577), (1123, 1111), (2892, 2880)]:
         C = torch.rand(R, n, generator=g).pow(4)
         best = torch.rand(R, generator=g) * 0.2
         full = (C - best[:, None]).clamp(min=0).sum(dim=0)
-        for cols in torch.randperm(n, generator=g).view(-1, 32):
-            agree &= torch.equal((C[:, cols] - best[:, None]).clamp(min=0).sum(dim=0), full[cols])
+        for _ in range(12):
+            cand = torch.cat([torch.randperm(n, generator=g)[:2], torch.tensor([n - 1])]).unique()
+            cols = decision_columns(cand, n)
+            exact = (C[:, cols] - best[:, None]).clamp(min=0).sum(dim=0)
+            agree &= torch.equal(exact[torch.searchsorted(cols, cand)], full[cand])
     assert column_subsets_reproduce("cpu", torch.float32) == agree
 
 

@@ -23,7 +23,8 @@ def test_all_tutorials_present():
         "03_custom_selector",
         "04_pruning_a_vlm",
         "05_ablation_sweep",
-        "06_adaptive_budgets",
+        "06_your_own_method",
+        "07_adaptive_budgets",
     ]
 
 

@@ -1,9 +1,9 @@
-"""Session fixtures: tiny random VLMs of the three supported families (see tiny_vlms.py)."""
+"""Session fixtures: tiny random VLMs of the three supported families (tokensel.testing.tiny_vlm)."""
 
 import pytest
+from tiny_vlms import register_test_selectors, unregister_test_selectors
 
-from tiny_vlms import (build_llava, build_llava_next, build_qwen, register_test_selectors,
-                       unregister_test_selectors)
+from tokensel.testing import tiny_vlm
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -16,17 +16,17 @@ def test_selectors():
 
 @pytest.fixture(scope="session")
 def llava():
-    return build_llava()
+    return tiny_vlm("llava")
 
 
 @pytest.fixture(scope="session")
 def llava_next():
-    return build_llava_next()
+    return tiny_vlm("llava_next")
 
 
 @pytest.fixture(scope="session")
 def qwen():
-    return build_qwen()
+    return tiny_vlm("qwen2_5_vl")
 
 
 @pytest.fixture(scope="session", params=["llava", "llava_next", "qwen2_5_vl"])

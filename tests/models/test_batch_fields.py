@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import torch
+from tiny_vlms import SEEN
 
-from tiny_vlms import SEEN, rand_image
 from tokensel.models import prune
+from tokensel.testing import rand_image
 
 
 @torch.no_grad()

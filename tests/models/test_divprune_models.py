@@ -19,7 +19,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tiny_vlms import rand_image
+from tokensel.testing import rand_image
 
 from tokensel.models import prune
 from tokensel.selectors import budget_from_ratio

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tiny_vlms import rand_image
+from tokensel.testing import rand_image
 from tokensel.models import prune
 from tokensel.selectors.llm import DecoderLayerInputs, LLMSelector, attention_rows
 

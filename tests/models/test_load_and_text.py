@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import tokensel
-from tiny_vlms import rand_image
+from tokensel.testing import rand_image
 from tokensel.models._text import extract_last_user_turn, filter_question
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import tokensel
-from tiny_vlms import rand_image
+from tokensel.testing import rand_image
 from tokensel.models import prune
 from tokensel.selectors.sparsevlm import density_peak_merge, select_raters
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from test_prune_wrapper import LMInputs
-from tiny_vlms import rand_image
+from tokensel.testing import rand_image
 
 import tokensel
 from tokensel.models import prune

@@ -27,6 +27,7 @@ import argparse
 import json
 import math
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -39,6 +40,12 @@ from tokensel.solvers.incremental import BACKENDS, incremental_greedy
 from tokensel.workspace import Workspace
 
 GRID = [(1, 576, 16), (1, 576, 32), (1, 576, 64), (1, 1728, 48), (1, 1728, 96), (1, 2880, 80), (1, 2880, 160), (5, 576, 32)]
+# the MMTok paper's Table 13 sizes (LLaVA-NeXT: 576 tokens per crop, 1, 3 or 5 crops' worth)
+TABLE13 = [(1, 576, 16), (1, 576, 32), (1, 1728, 48), (1, 1728, 96), (1, 2880, 80), (1, 2880, 160)]
+# the paper's A6000 selection times (ms) for the sizes whose figure is documented in the project
+# (docs: METHODS.md); the other rows of its Table 13 (0.77 to 6.42 ms) were not at hand, so they
+# print as "n/a" rather than as a guessed number
+PAPER_A6000_MS = {(576, 32): 1.27, (2880, 160): 6.4}
 D, d, M = 4096, 1024, 12
 ALPHA, TAU_TV, TAU_VV = 0.5, 0.02, 0.2
 
@@ -56,8 +63,8 @@ def reference_coverage(z, x, v, alpha=ALPHA, tau_tv=TAU_TV, tau_vv=TAU_VV):
 def reference_greedy(C, k):
     """The original's greedy: all gains recomputed from the full matrix at every step."""
     n = C.shape[1]
-    best = torch.zeros(C.shape[0])
-    taken = torch.zeros(n, dtype=torch.bool)
+    best = torch.zeros(C.shape[0], device=C.device)
+    taken = torch.zeros(n, dtype=torch.bool, device=C.device)
     picks = []
     for _ in range(k):
         gains = (C - best[:, None]).clamp(min=0).sum(dim=0)
@@ -77,6 +84,7 @@ def reference_mmtok(z, x, v, k, phases: dict | None = None):
     for b in range(x.shape[0]):
         t0 = time.perf_counter()
         C = reference_coverage(z[b], x[b], v[b])
+        _sync(x.device)
         t1 = time.perf_counter()
         out.append(sorted(reference_greedy(C, k)))
         build, greedy = build + t1 - t0, greedy + time.perf_counter() - t1
@@ -88,8 +96,8 @@ def reference_mmtok(z, x, v, k, phases: dict | None = None):
 def check_picks(C, picks, rtol=1e-5):
     """Each pick's float64 gain is within ``rtol`` of the step's best float64 gain."""
     C = C.double()
-    best = torch.zeros(C.shape[0], dtype=torch.float64)
-    taken = torch.zeros(C.shape[1], dtype=torch.bool)
+    best = torch.zeros(C.shape[0], dtype=torch.float64, device=C.device)
+    taken = torch.zeros(C.shape[1], dtype=torch.bool, device=C.device)
     for j in picks:
         gains = (C - best[:, None]).clamp(min=0).sum(dim=0)
         gains[taken] = -math.inf
@@ -105,17 +113,24 @@ def value(C, picks):
     return float(C.double()[:, list(picks)].amax(dim=1).sum())
 
 
-def _time(fn):
-    """``(seconds, fn())``, timed like ``tokensel eval`` times (``tokensel.experiments.timing``)."""
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time(fn, device: torch.device | None = None):
+    """``(seconds, fn())``, timed like ``tokensel eval`` times (``tokensel.experiments.timing``:
+    device work included, CUDA synchronised on both ends); ``device`` is accepted for clarity."""
     out, ms = time_call(fn)
     return ms / 1000.0, out
 
 
-def bench_one(B, n, k, reps, seed=0, backend="auto"):
+def bench_one(B, n, k, reps, seed=0, backend="auto", device="cpu"):
+    device = torch.device(device)
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(B, n, D, generator=g)
-    v = torch.randn(B, n, d, generator=g)
-    z = torch.randn(B, M, D, generator=g)
+    x = torch.randn(B, n, D, generator=g).to(device)
+    v = torch.randn(B, n, d, generator=g).to(device)
+    z = torch.randn(B, M, D, generator=g).to(device)
     sel = tokensel.create_selector("mmtok", alpha=ALPHA, tau_tv=TAU_TV, tau_vv=TAU_VV, backend=backend)
     batch = tokensel.TokenBatch(vision=x, vision_raw=v, text=z)
     C = multimodal_coverage_matrix(z, x, v, alpha=ALPHA, tau_tv=TAU_TV, tau_vv=TAU_VV)
@@ -128,22 +143,24 @@ def bench_one(B, n, k, reps, seed=0, backend="auto"):
     reference_mmtok(z, x, v, k, {})
     incremental_greedy([(C, 1.0)], k, workspace=workspace, with_gains=False, backend=backend)
     for _ in range(reps):
-        dt, ours = _time(lambda: sel(batch, k=k).indices)
+        dt, ours = _time(lambda: sel(batch, k=k).indices, device)
         times["tokensel"].append(dt)
         phases: dict = {}
-        dt, ref = _time(lambda: reference_mmtok(z, x, v, k, phases))
+        dt, ref = _time(lambda: reference_mmtok(z, x, v, k, phases), device)
         times["reference"].append(dt)
         times["reference_greedy"].append(phases["greedy"])
-        times["matmul"].append(_time(lambda: [v[b] @ v[b].T for b in range(B)])[0])
+        times["matmul"].append(_time(lambda: [v[b] @ v[b].T for b in range(B)], device)[0])
         times["tokensel_greedy"].append(
-            _time(lambda: incremental_greedy([(C, 1.0)], k, workspace=workspace, with_gains=False, backend=backend))[0]
+            _time(lambda: incremental_greedy([(C, 1.0)], k, workspace=workspace, with_gains=False, backend=backend), device)[0]
         )
     valid = all(
         check_picks(C[b], incremental_greedy([(C[b : b + 1], 1.0)], k, backend=backend)[0][0].tolist()) for b in range(B)
     )
     ratio = min(value(C[b], ours[b].tolist()) / value(C[b], ref[b].tolist()) for b in range(B))
+    ours, ref = ours.cpu(), ref.cpu()
     return {
-        "B": B, "n": n, "k": k,
+        "B": B, "n": n, "k": k, "device": str(device),
+        "paper_a6000_ms": PAPER_A6000_MS.get((n, k)) if B == 1 else None,
         "median": {key: statistics.median(ts) for key, ts in times.items()},
         "min": {key: min(ts) for key, ts in times.items()},
         "max": {key: max(ts) for key, ts in times.items()},
@@ -169,11 +186,12 @@ def _fmt_ms(s):
     return f"{1e3 * s:8.1f}"
 
 
-def print_table(rows, threads, backend="auto"):
-    print(f"\nthreads = {threads} (torch.get_num_threads() = {torch.get_num_threads()}), greedy backend {backend!r}; "
-          "times in ms, median [min-max]")
+def print_table(rows, threads, backend="auto", device="cpu"):
+    print(f"\ndevice {device}, threads = {threads} (torch.get_num_threads() = {torch.get_num_threads()}), "
+          f"greedy backend {backend!r}; times in ms, median [min-max]; paper: the MMTok paper's A6000 figure "
+          "(n/a: not documented here)")
     head = (f"{'size':>14} {'tokensel':>20} {'reference':>22} {'matmul':>8} {'speedup':>8} {'ts/mm':>6} "
-            f"{'greedy ts':>9} {'greedy ref':>10} {'g-speedup':>9} {'same':>5} {'valid':>5}")
+            f"{'greedy ts':>9} {'greedy ref':>10} {'g-speedup':>9} {'same':>5} {'valid':>5} {'paper':>6}")
     print(head)
     for r in rows:
         med, lo, hi = r["median"], r["min"], r["max"]
@@ -184,7 +202,13 @@ def print_table(rows, threads, backend="auto"):
             f" {_fmt_ms(med['matmul'])} {med['reference'] / med['tokensel']:7.1f}x {med['tokensel'] / med['matmul']:6.2f}"
             f" {_fmt_ms(med['tokensel_greedy'])} {_fmt_ms(med['reference_greedy'])}"
             f" {med['reference_greedy'] / med['tokensel_greedy']:8.1f}x {str(r['identical_to_reference']):>5} {str(r['valid_greedy_picks']):>5}"
+            f" {_paper(r):>6}"
         )
+
+
+def _paper(row) -> str:
+    ms = row.get("paper_a6000_ms")
+    return "n/a" if ms is None else f"{ms:.2f}"
 
 
 def plot(results, path):
@@ -209,37 +233,88 @@ def plot(results, path):
     plt.close(fig)
 
 
+def parse_sizes(text: str) -> list[tuple[int, int, int]]:
+    """``"576/64,5x576/32"`` -> ``[(1, 576, 64), (5, 576, 32)]``."""
+    grid = []
+    for item in text.split(","):
+        try:
+            size, k = item.split("/")
+            B, n = size.split("x") if "x" in size else ("1", size)
+            grid.append((int(B), int(n), int(k)))
+        except ValueError:
+            raise ValueError(f"--sizes: expected items like 576/64 or 5x576/32, got {item!r}") from None
+    return grid
+
+
+def parse_peer_sizes(text: str) -> list[int]:
+    """``"1000,5000"`` -> ``[1000, 5000]`` (token counts for ``--peers``)."""
+    try:
+        sizes = [int(item) for item in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--sizes with --peers: expected token counts like 1000,5000, got {text!r}") from None
+    if any(n < 2 for n in sizes):
+        raise ValueError(f"--sizes with --peers: token counts must be >= 2, got {text!r}")
+    return sizes
+
+
+def check_device(device: str, backend: str) -> str | None:
+    """The error message for an unusable ``--device``/``--backend`` pair, or None."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return (f"--device {device}: CUDA is not available here (torch {torch.__version__}, "
+                f"torch.cuda.is_available() is False); run on a machine with a GPU, or use --device cpu")
+    if device != "cpu" and backend == "compiled":
+        return f"--backend compiled runs on CPU only; use --backend torch (or auto) with --device {device}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tokensel bench", description=__doc__.splitlines()[0])
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
     parser.add_argument("--reps", type=int, default=5, help="repetitions per size (default 5)")
-    parser.add_argument("--sizes", default=None, help="e.g. 576/64,5x576/32 (default: the full grid)")
+    parser.add_argument("--sizes", default=None,
+                        help="e.g. 576/64,5x576/32 (default: the full grid; with --device: the paper's Table 13); "
+                             "with --peers: token counts, e.g. 1000,5000,20000 (default 1000,2000)")
     parser.add_argument("--out", default="outputs/bench_selection", help="output folder for JSON and plot")
     parser.add_argument("--backend", default="auto", choices=BACKENDS,
-                        help="tokensel's greedy backend (default auto: compiled on CPU)")
+                        help="tokensel's greedy backend (default auto: compiled on CPU, eager torch elsewhere)")
+    parser.add_argument("--device", default=None,
+                        help="cpu or cuda: time on this device the paper's Table 13 sizes, beside its A6000 figures")
+    parser.add_argument("--peers", action="store_true",
+                        help="facility location against apricot and submodlib (naive, lazy, stochastic)")
+    parser.add_argument("--k", type=int, default=None, help="with --peers: budget (default ceil(n / 25))")
     args = parser.parse_args(argv)
-    grid = GRID
-    if args.sizes:
-        grid = []
-        for item in args.sizes.split(","):
-            size, k = item.split("/")
-            B, n = (size.split("x") if "x" in size else ("1", size))
-            grid.append((int(B), int(n), int(k)))
+    threads = [int(t) for t in args.threads.split(",")]
     out = Path(args.out)
+    try:
+        if args.peers:
+            from tokensel.bench.peers import DEFAULT_SIZES, run_peers
+
+            sizes = parse_peer_sizes(args.sizes) if args.sizes else list(DEFAULT_SIZES)
+            rows = run_peers(sizes, args.k, threads)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "bench_peers.json").write_text(json.dumps(rows, indent=1))
+            print(f"\nwrote {out / 'bench_peers.json'}")
+            return 0
+        grid = parse_sizes(args.sizes) if args.sizes else (TABLE13 if args.device else GRID)
+    except ValueError as err:
+        parser.error(str(err))
+    device = args.device or "cpu"
+    problem = check_device(device, args.backend)
+    if problem:
+        print(f"tokensel bench: error: {problem}", file=sys.stderr)
+        return 2
     out.mkdir(parents=True, exist_ok=True)
     first_call = first_call_seconds(args.backend)
     print(f"first mmtok call in this process (loads a compiled greedy): {first_call:.2f} s; not in the tables")
     results = {}
-    for threads in [int(t) for t in args.threads.split(",")]:
-        torch.set_num_threads(threads)
-        rows = []
-        for B, n, k in grid:
-            rows.append(bench_one(B, n, k, args.reps, backend=args.backend))
-        results[threads] = rows
-        print_table(rows, threads, args.backend)
+    for th in threads:
+        torch.set_num_threads(th)
+        rows = [bench_one(B, n, k, args.reps, backend=args.backend, device=device) for B, n, k in grid]
+        results[th] = rows
+        print_table(rows, th, args.backend, device)
     (out / "bench_selection.json").write_text(
-        json.dumps({"backend": args.backend, "first_call_seconds": first_call, **{str(t): r for t, r in results.items()}},
-                   indent=1)
+        json.dumps({"backend": args.backend, "device": device, "first_call_seconds": first_call,
+                    **{str(t): r for t, r in results.items()}}, indent=1)
     )
     plot(results, out / "bench_selection.png")
     print(f"\nwrote {out / 'bench_selection.json'} and {out / 'bench_selection.png'}")

@@ -485,12 +485,18 @@ def _validate_selector(cfg: DictConfig) -> None:
             _fail("selector.params", f"selector 'none' takes no parameters, got {list(effective_selector_params(cfg))}")
         return
     try:
-        from tokensel.selectors import list_selectors
+        from tokensel.selectors import list_selectors, selector_info
 
         available = list_selectors()
     except ImportError as exc:  # pragma: no cover - only while selectors are missing
         _fail("selector.name", f"cannot list selectors ({exc}); only 'none' is usable")
     if name not in available:
+        try:
+            selector_info(name)  # a plug-in that fails to import: its error names the distribution
+        except ImportError as exc:
+            _fail("selector.name", str(exc))
+        except ValueError:
+            pass
         _fail("selector.name", f"unknown selector {name!r}; available: none, {', '.join(available)}")
     params = effective_selector_params(cfg)
     _check_finite_params(params)

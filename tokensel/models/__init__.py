@@ -4,10 +4,11 @@
   ``LlavaNextForConditionalGeneration`` (LLaVA-NeXT) or ``Qwen2_5_VLForConditionalGeneration``
   so that its prefill keeps only the selected vision tokens.
 - :func:`load_vlm` loads one of those models (and its processor) from a local path or the
-  Hugging Face cache.
+  Hugging Face cache, and refuses (:class:`CheckpointError`) a checkpoint that does not load as saved.
 """
 
+from tokensel.models.checkpoint import CheckpointError
 from tokensel.models.loading import LoadedVLM, load_vlm
 from tokensel.models.wrapper import PrunedVLM, adapter_for, prune
 
-__all__ = ["LoadedVLM", "PrunedVLM", "adapter_for", "load_vlm", "prune"]
+__all__ = ["CheckpointError", "LoadedVLM", "PrunedVLM", "adapter_for", "load_vlm", "prune"]

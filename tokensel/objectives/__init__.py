@@ -3,6 +3,7 @@
 from tokensel.objectives.base import CoverageObjective
 from tokensel.objectives.facility_location import FacilityLocation
 from tokensel.objectives.max_coverage import MaxKCoverage, similarity_graph
+from tokensel.objectives.modular import Modular
 from tokensel.objectives.multimodal import MultimodalCoverage, l2_normalize, multimodal_coverage_matrix
 from tokensel.objectives.weighted_sum import WeightedSum
 
@@ -10,6 +11,7 @@ __all__ = [
     "CoverageObjective",
     "FacilityLocation",
     "MaxKCoverage",
+    "Modular",
     "MultimodalCoverage",
     "WeightedSum",
     "l2_normalize",

@@ -2,14 +2,28 @@
 
 Solvers only talk to objectives through this contract:
 
-* ``value(S)``: f(S) for a set of candidate indices;
-* ``initial_state()`` / ``gains(state)`` / ``update(state, j)``: the marginal gains of all
-  candidates given what has been picked, and the state after picking ``j``;
+* ``value(S)``: f(S) for a set of candidate indices (order, duplicates of the call's list
+  aside, and device do not matter); f(empty) = 0;
+* ``initial_state()``: the state of the empty set;
+* ``gains(state)``: float64 ``[n]``, the marginal gains f(S + j) - f(S) of *every* candidate
+  given the state of S. For a candidate already in S this is 0 (f(S + j) = f(S)): solvers
+  mask picked candidates themselves, but checks and custom solvers rely on it;
+  ``gains(state, candidates)`` returns the same values for the long ``[c]`` ``candidates``
+  only (lazy and stochastic greedy evaluate a few columns at a time, so it should cost in
+  proportion to c);
+* ``update(state, j)``: the state after adding ``j`` (may modify ``state`` in place; solvers
+  never reuse a state after updating it);
 * ``exclude``: candidates that may never be picked.
 
-Facility-location-type objectives (f(S) = sum_r w_r max_{j in S} C[r, j], C >= 0) also expose
-their coverage matrix through :meth:`CoverageObjective.coverage_blocks`, which lets solvers use
-the fast incremental greedy of :mod:`tokensel.solvers.incremental`.
+Facility-location-type objectives (f(S) = sum_i w_i sum_r max_{j in S} C_i[r, j], C_i >= 0)
+may also return their blocks from :meth:`CoverageObjective.coverage_blocks`. Solvers that find
+blocks use them *instead of* ``gains``: ``naive``/``lazy``/``incremental`` run the fast
+incremental greedy on them and ``ilp`` builds its MILP from them (a modular term is a diagonal
+block, see :class:`~tokensel.objectives.Modular`). Before relying on them a solver checks
+once per objective that they agree with ``gains`` and ``value``
+(:func:`tokensel.solvers.checked_blocks`). Return None (the default) unless the blocks
+describe exactly the same function. :func:`tokensel.testing.check_objective` tests all of
+this on random instances.
 """
 
 from __future__ import annotations
@@ -92,8 +106,8 @@ class CoverageObjective(ABC):
 
     @abstractmethod
     def gains(self, state: Any, candidates: Tensor | None = None) -> Tensor:
-        """float64 marginal gains f(S + j) - f(S) for every candidate (``[n]``), or only for
-        ``candidates`` (long ``[c]``, returns ``[c]``)."""
+        """float64 marginal gains f(S + j) - f(S) for every candidate (``[n]``; 0 for candidates
+        already in S), or only for ``candidates`` (long ``[c]``, returns ``[c]``)."""
 
     @abstractmethod
     def update(self, state: Any, j: int) -> Any:
@@ -101,7 +115,10 @@ class CoverageObjective(ABC):
 
     def coverage_blocks(self) -> list[tuple[Tensor, float]] | None:
         """For facility-location-type objectives: blocks ``(C_i [R_i, n] >= 0, weight_i)`` with
-        f(S) = sum_i weight_i * sum_r max_{j in S} C_i[r, j]. ``None`` for other objectives."""
+        f(S) = sum_i weight_i * sum_r max_{j in S} C_i[r, j]. ``None`` for other objectives.
+
+        Solvers that get blocks use them in place of :meth:`gains` (after one consistency
+        check), so they must describe exactly the function :meth:`value` computes."""
         return None
 
     def __add__(self, other: "CoverageObjective") -> "CoverageObjective":

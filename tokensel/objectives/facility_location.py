@@ -73,9 +73,10 @@ class FacilityLocation(CoverageObjective):
         return torch.zeros(self.C.shape[0], dtype=torch.float64, device=self.C.device)
 
     def gains(self, state: Tensor, candidates: Tensor | None = None) -> Tensor:
-        C = self._weighted()
-        if candidates is not None:
-            C = C[:, candidates.to(C.device)]
+        C = self.C if candidates is None else self.C[:, candidates.to(self.C.device)]
+        C = C.double()  # only the candidates' columns are converted (lazy greedy asks for one)
+        if self.weights is not None:
+            C = C * self.weights.double()[:, None]
         return (C - state[:, None]).clamp_min(0).sum(dim=0)
 
     def update(self, state: Tensor, j: int) -> Tensor:

@@ -31,6 +31,8 @@ __all__ = ["MultimodalCoverage", "multimodal_coverage_matrix", "l2_normalize", "
 
 Variant = Literal["both", "text", "vision"]
 VARIANTS: tuple[str, ...] = ("both", "text", "vision")
+# bytes of vision-vision blocks built at a time (a few 576-token images; one large image)
+_CHUNK_BYTES = 4 << 20
 
 
 def _bmm(a: Tensor, b: Tensor, out: Tensor) -> Tensor:
@@ -170,9 +172,18 @@ def multimodal_coverage_matrix(
         m_valid = text_mask.sum(dim=1).float() if text_mask is not None else torch.full((B,), float(m), device=device)
         _coverage_rows_(P, tau_tv, m_valid, 1.0, softmax, vision_mask, text_mask, buffer("scratch", (B, m, n)))
     if use_vision:
-        v = x if vision_raw is None else l2_normalize(vision_raw, out=buffer("vision_raw", tuple(vision_raw.shape)))
-        Q = gram_(v, C[:, m:])
-        _coverage_rows_(Q, tau_vv, n_valid, float(alpha), softmax, vision_mask, vision_mask, buffer("scratch", (B, n, n)))
+        # a few images at a time, so that each one's [n, n] block is still in cache for its
+        # softmax passes (row by row the same operations: the same bits)
+        step = max(1, _CHUNK_BYTES // (4 * n * n))
+        for lo in range(0, B, step):
+            hi = min(B, lo + step)
+            vm = None if vision_mask is None else vision_mask[lo:hi]
+            if vision_raw is None:
+                v = x[lo:hi]
+            else:
+                v = l2_normalize(vision_raw[lo:hi], out=buffer("vision_raw", (hi - lo, *vision_raw.shape[1:])))
+            Q = gram_(v, C[lo:hi, m:])
+            _coverage_rows_(Q, tau_vv, n_valid[lo:hi], float(alpha), softmax, vm, vm, buffer("scratch", (hi - lo, n, n)))
     return C
 
 

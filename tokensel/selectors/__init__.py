@@ -1,15 +1,19 @@
 """Selectors: MMTok and the baselines behind one registry."""
 
 from tokensel.selectors.base import Selector, budget_from_ratio, check_budget
+from tokensel.selectors.objective import ObjectiveSelector
 from tokensel.selectors.registry import (
     SelectorInfo,
     create_selector,
     list_selectors,
     register_selector,
+    registered,
     selector_info,
+    unregister_selector,
 )
 
 __all__ = [
+    "ObjectiveSelector",
     "Selector",
     "SelectorInfo",
     "budget_from_ratio",
@@ -17,5 +21,7 @@ __all__ = [
     "create_selector",
     "list_selectors",
     "register_selector",
+    "registered",
     "selector_info",
+    "unregister_selector",
 ]

@@ -1,19 +1,34 @@
-"""MMTok: multimodal coverage maximisation (ICLR 2026), and its ablations."""
+"""MMTok: multimodal coverage maximisation (ICLR 2026), and its ablations.
+
+MMTok is an :class:`~tokensel.selectors.objective.ObjectiveSelector`: its objective is
+:class:`~tokensel.objectives.MultimodalCoverage`, its default solver ``incremental``, which
+runs the whole batch's coverage matrix through the batched incremental greedy in one call.
+Any registered solver can take its place (``create_selector("mmtok", solver="lazy")``); rows
+are then solved one by one on the same coverage matrix.
+"""
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Mapping
 
-from tokensel.batch import Selection, TokenBatch
-from tokensel.budget import Ranking
-from tokensel.objectives.multimodal import VARIANTS, multimodal_coverage_matrix
-from tokensel.selectors.base import Selector
+import torch
+from torch import Tensor
+
+from tokensel.batch import TokenBatch
+from tokensel.budget import AdaptiveBudget, Ranking
+from tokensel.objectives.base import CoverageObjective
+from tokensel.objectives.facility_location import FacilityLocation
+from tokensel.objectives.multimodal import VARIANTS, MultimodalCoverage, multimodal_coverage_matrix
+from tokensel.selectors.objective import ObjectiveSelector
 from tokensel.selectors.registry import register_selector
-from tokensel.solvers.incremental import BACKENDS, incremental_greedy
+from tokensel.solvers.incremental import BACKENDS
 from tokensel.validation import check_bool, check_choice, check_number
-from tokensel.workspace import Workspace
 
 __all__ = ["MMTok"]
+
+#: Solvers whose picks are made one at a time in order (a prefix of k_max picks is the greedy
+#: answer for fewer tokens): the ones an adaptive budget can cut.
+GREEDY_SOLVERS = ("incremental", "naive", "lazy", "stochastic")
 
 PAPER = "MMTok: Multimodal Coverage Maximization for Efficient Inference of VLMs (ICLR 2026)"
 
@@ -21,7 +36,7 @@ PAPER = "MMTok: Multimodal Coverage Maximization for Efficient Inference of VLMs
 @register_selector("mmtok", paper=PAPER)
 @register_selector("mmtok-text", paper=PAPER, variant="text")
 @register_selector("mmtok-vision", paper=PAPER, variant="vision")
-class MMTok(Selector):
+class MMTok(ObjectiveSelector):
     """Greedy coverage of the question's tokens and of all vision tokens (facility location).
 
     Args:
@@ -31,28 +46,36 @@ class MMTok(Selector):
         variant: ``"both"`` (MMTok), ``"text"`` (text-vision only: ``mmtok-text``) or
             ``"vision"`` (vision-vision only, no question needed: ``mmtok-vision``).
         softmax: False for the paper's no-softmax ablation.
-        backend: the greedy's backend (see :func:`tokensel.solvers.incremental_greedy`):
-            ``"auto"`` (compiled loop on CPU, eager torch elsewhere), ``"compiled"`` or
-            ``"torch"``. All give the same picks.
+        backend: the ``incremental`` solver's backend (see
+            :func:`tokensel.solvers.incremental_greedy`): ``"auto"`` (compiled loop on CPU,
+            eager torch elsewhere), ``"compiled"`` or ``"torch"``. All give the same picks.
+        solver: any registered solver (default ``"incremental"``: the exact incremental greedy,
+            first index on ties; ``"lazy"`` and ``"naive"`` make the same picks).
+        solver_options: further options of the solver (see :func:`tokensel.maximize`), e.g.
+            ``{"time_limit": 10}`` for ``ilp`` (a dict, so that configs can set it).
 
     Uses ``TokenBatch.text`` (+ ``text_mask``), ``vision``, ``vision_raw`` (falls back to
-    ``vision``), ``exclude`` and ``vision_mask``. The greedy is exact (first index on ties) and
-    incremental: see :func:`tokensel.solvers.incremental_greedy`. Large buffers are kept in
-    the selector's :class:`~tokensel.workspace.Workspace` between calls (``sel.workspace.clear()``
-    releases them); the workspace keeps one set per thread, so one selector instance may be
-    called from several threads at once.
+    ``vision``), ``exclude`` and ``vision_mask``. Large buffers are kept in the selector's
+    :class:`~tokensel.workspace.Workspace` between calls (``sel.workspace.clear()`` releases
+    them); the workspace keeps one set per thread, so one selector instance may be called from
+    several threads at once.
 
     Adaptive budgets (:class:`tokensel.AdaptiveBudget`): both rules come from this coverage
     objective f (``tol``: its marginal gains; ``coverage``: ``f(S) / f(all pickable tokens)``),
-    evaluated in float64 from the float32 coverage matrix.
+    evaluated in float64 from the float32 coverage matrix along the solver's pick order; the
+    solver must be a greedy one (:data:`GREEDY_SOLVERS`), whose picks for k are a prefix of
+    its picks for k_max.
 
     Picks do not change when all features are scaled (cosine similarities are computed from
     power-of-two-rescaled vectors where float32 norms would overflow or underflow).
     """
 
+    checks_finite = True
+
     def __init__(
         self, alpha: float = 0.5, tau_tv: float = 0.02, tau_vv: float = 0.2, variant: str = "both",
-        softmax: bool = True, backend: str = "auto",
+        softmax: bool = True, backend: str = "auto", solver: str = "incremental",
+        solver_options: dict | None = None,
     ) -> None:
         self.alpha = check_number("alpha", alpha, 0.0)
         self.tau_tv = check_number("tau_tv", tau_tv, 0.0, low_open=True)
@@ -60,10 +83,17 @@ class MMTok(Selector):
         self.variant = check_choice("variant", variant, VARIANTS)
         self.softmax = check_bool("softmax", softmax)
         self.backend = check_choice("backend", backend, BACKENDS)
+        if solver_options is not None and not isinstance(solver_options, Mapping):
+            raise TypeError(f"solver_options must be a dict of solver options, got {type(solver_options).__name__}")
+        solver_options = dict(solver_options or {})
+        if solver == "incremental":
+            solver_options = {"backend": backend, **solver_options}
+        elif backend != "auto":
+            raise ValueError(f"backend={backend!r} applies to solver='incremental' only, got solver={solver!r}")
+        super().__init__(solver=solver, **solver_options)
         self.requires = ("text",) if variant != "vision" else ()
-        self.workspace = Workspace()
 
-    def coverage(self, batch: TokenBatch):
+    def coverage(self, batch: TokenBatch) -> Tensor:
         """float32 ``[B, R, n]`` coverage matrix ``[P'; alpha Q']`` of a validated batch (a view
         of the selector's workspace: valid until its next call in the same thread)."""
         return multimodal_coverage_matrix(
@@ -73,27 +103,44 @@ class MMTok(Selector):
             text_mask=batch.text_mask, vision_mask=batch.vision_mask, workspace=self.workspace,
         )
 
-    checks_finite = True
+    def objective(self, image: TokenBatch) -> CoverageObjective:
+        """MMTok's :class:`~tokensel.objectives.MultimodalCoverage` of one image."""
+        return MultimodalCoverage(
+            image.text, image.vision, image.vision_raw, alpha=self.alpha, tau_tv=self.tau_tv, tau_vv=self.tau_vv,
+            variant=self.variant, softmax=self.softmax, exclude=image.exclude, text_mask=image.text_mask,
+        )
 
-    adaptive_rules = ("tol", "coverage")
-
-    def _greedy(self, batch: TokenBatch, k: int):
+    def _checked_coverage(self, batch: TokenBatch) -> Tensor:
         C = self.coverage(batch)
         if not bool(torch.isfinite(C.sum())):
             batch.validate()  # names the input holding NaN or inf
             raise ValueError("the coverage matrix is not finite (features too large for float32?)")
-        indices, _ = incremental_greedy(
-            [(C, 1.0)], k, batch.blocked(), workspace=self.workspace, with_gains=False, backend=self.backend
-        )
-        return C, indices
+        return C
 
-    def select(self, batch: TokenBatch, k: int) -> Selection:
-        return Selection(indices=self._greedy(batch, k)[1])
+    def batch_blocks(self, batch: TokenBatch) -> list[tuple[Tensor, float]]:
+        return [(self._checked_coverage(batch), 1.0)]
+
+    def row_objectives(self, batch: TokenBatch) -> list[tuple[CoverageObjective, Tensor]]:
+        """Each row's facility location over its rows of the batch's coverage matrix (masked
+        tokens: zero rows and columns, blocked), so every solver sees the matrix the default
+        solver runs on."""
+        C = self._checked_coverage(batch)
+        index = torch.arange(C.shape[2], device=C.device)
+        return [(FacilityLocation(C[b].clone(), exclude=batch.blocked()[b].cpu()), index) for b in range(C.shape[0])]
+
+    adaptive_rules = ("tol", "coverage")
+
+    def check_adaptive(self, budget: AdaptiveBudget) -> None:
+        super().check_adaptive(budget)
+        if self.solver not in GREEDY_SOLVERS:
+            raise ValueError(f"selector {self.name!r}: an AdaptiveBudget cuts the greedy's pick order, but "
+                             f"solver={self.solver!r} is not greedy; use one of {GREEDY_SOLVERS}")
 
     def ranking(self, batch: TokenBatch, k: int) -> Ranking:
-        """The greedy's first k picks, their gains and the coverage shortfall after each, from the
+        """The solver's first k picks, their gains and the coverage shortfall after each, from the
         per-row best coverage ``[B, R, k]`` of the picked prefixes (float64 sums)."""
-        C, indices = self._greedy(batch, k)
+        indices = self.select(batch, k).indices
+        C = self._checked_coverage(batch)
         R = C.shape[1]
         best = C.gather(2, indices[:, None, :].expand(-1, R, -1)).cummax(dim=2).values.double()
         full = C.masked_fill(batch.blocked()[:, None, :], 0.0).amax(dim=2).double()
@@ -102,4 +149,6 @@ class MMTok(Selector):
         return Ranking(indices=indices, gains=gains, shortfall=shortfall, total=full.sum(dim=1))
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, tau_tv={self.tau_tv}, tau_vv={self.tau_vv}, variant={self.variant!r}, softmax={self.softmax}, backend={self.backend!r}"
+        opts = "".join(f", {k}={v!r}" for k, v in self.solver_options.items() if k != "backend")
+        return (f"alpha={self.alpha}, tau_tv={self.tau_tv}, tau_vv={self.tau_vv}, variant={self.variant!r}, "
+                f"softmax={self.softmax}, backend={self.backend!r}, solver={self.solver!r}{opts}")

@@ -1,15 +1,21 @@
-"""Selector registry: ``@register_selector`` + ``create_selector`` + ``list_selectors``."""
+"""Selector registry: ``@register_selector`` + ``create_selector`` + ``list_selectors``.
+
+Names come from the built-in modules and from plug-ins (entry points of the group
+``tokensel.selectors``, see :mod:`tokensel.selectors.plugins`)."""
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 
 from tokensel.selectors.base import Selector
 
 __all__ = [
-    "register_selector", "create_selector", "list_selectors", "selector_info", "registered_name", "SelectorInfo",
+    "register_selector", "unregister_selector", "registered", "create_selector", "list_selectors", "selector_info",
+    "registered_name", "SelectorInfo",
 ]
 
 S = TypeVar("S", bound=type[Selector])
@@ -61,10 +67,35 @@ def _lookup(name: str) -> SelectorInfo:
     _load_builtin_selectors()
     if not isinstance(name, str):
         raise TypeError(f"selector name must be a str, got {type(name).__name__}")
+    if name not in _REGISTRY:
+        from tokensel.selectors.plugins import load_plugin, plugin_entry_points
+
+        if not load_plugin(name):
+            names = sorted(set(_REGISTRY) | set(plugin_entry_points()))
+            raise ValueError(f"unknown selector name {name!r}; available: {', '.join(names)}")
+    return _REGISTRY[name]
+
+
+def unregister_selector(name: str) -> None:
+    """Remove the selector registered as ``name`` (for tests; see also :func:`registered`).
+    A plug-in's name is registered again from its entry point on its next lookup."""
+    if name not in _REGISTRY:
+        raise ValueError(f"no selector named {name!r} is registered")
+    del _REGISTRY[name]
+
+
+@contextmanager
+def registered(name: str, cls: type[Selector], **defaults) -> Iterator[type[Selector]]:
+    """Context manager: ``cls`` registered as ``name`` (with ``defaults``) inside the block only::
+
+        with tokensel.registered("mine", MySelector):
+            tokensel.create_selector("mine")
+    """
+    register_selector(name, **defaults)(cls)
     try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown selector name {name!r}; available: {', '.join(sorted(_REGISTRY))}") from None
+        yield cls
+    finally:
+        _REGISTRY.pop(name, None)
 
 
 def selector_info(name: str) -> SelectorInfo:
@@ -112,6 +143,9 @@ def list_selectors(stage: str | None = None) -> list[str]:
     """Sorted names of registered selectors, optionally only those of one ``stage``
     ("vision": before the language model; "llm": inside it)."""
     _load_builtin_selectors()
+    from tokensel.selectors.plugins import load_plugins
+
+    load_plugins()
     return sorted(n for n, info in _REGISTRY.items() if stage is None or info.stage == stage)
 
 

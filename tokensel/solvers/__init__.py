@@ -1,36 +1,55 @@
 """Solvers that maximise a :class:`~tokensel.objectives.CoverageObjective` under a budget k.
 
-``maximize(objective, k, solver=...)`` is the one entry point; ``list_solvers()`` names them:
+``maximize(objective, k, solver=...)`` is the one entry point; ``list_solvers()`` names the
+registered solvers, and :func:`register_solver` adds one. Built in:
 
 - ``naive``: plain greedy (incremental exact greedy for facility-location objectives);
 - ``lazy``: Minoux's lazy greedy, same picks as ``naive``;
+- ``incremental``: the batched incremental greedy of :mod:`tokensel.solvers.incremental`
+  (facility-location objectives only; what ``mmtok`` runs), same picks as ``naive``;
 - ``stochastic``: stochastic greedy, seeded;
-- ``ilp``: exact MILP (HiGHS), facility-location objectives, with a time limit;
+- ``ilp``: exact MILP (HiGHS) for weighted sums of facility-location blocks and modular
+  terms, with a time limit;
 - ``brute``: exhaustive search, tiny n.
+
+Solvers that use ``coverage_blocks()`` (the incremental greedy, ``ilp``) check the blocks
+against the objective's ``gains``/``value`` once first (:func:`checked_blocks`).
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
 from typing import Callable
 
 import torch
 
 from tokensel.objectives.base import CoverageObjective
 from tokensel.selectors.base import check_budget
+from tokensel.solvers.consistency import checked_blocks
 from tokensel.solvers.exact import brute_force, ilp, trim_by_tolerance
 from tokensel.solvers.greedy import fast_path, lazy_greedy, naive_greedy, stochastic_greedy, stochastic_sample_size
 from tokensel.solvers.incremental import dense_greedy, incremental_greedy
+from tokensel.solvers.incremental_registered import incremental_batched, incremental_solver
+from tokensel.solvers.registry import SolverInfo, list_solvers, register_solver, solver_info, unregister_solver
 from tokensel.solvers.solution import Solution
 from tokensel.validation import check_int, check_number
 
 __all__ = [
     "Solution",
+    "SolverInfo",
+    "checked_blocks",
     "maximize",
     "list_solvers",
+    "register_solver",
+    "solver_info",
+    "unregister_solver",
     "incremental_greedy",
     "dense_greedy",
     "stochastic_sample_size",
 ]
+
+GREEDY = 1 - 1 / math.e
 
 
 def _greedy(fn: Callable) -> Callable:
@@ -83,18 +102,48 @@ def _brute(objective, k, tol, max_subsets: int = 2_000_000):
     return _exact_report(objective, chosen, tol, True, objective.value(chosen), "exhaustive search")
 
 
-_SOLVERS: dict[str, Callable] = {
-    "naive": _greedy(naive_greedy),
-    "lazy": _greedy(lazy_greedy),
-    "stochastic": _stochastic,
-    "ilp": _ilp,
-    "brute": _brute,
-}
+def _builtin(name: str, fn: Callable, doc: str, guarantee: float | None, options: tuple[str, ...]) -> None:
+    def solve(objective: CoverageObjective, k: int, *, tol: float | None = None, **opts) -> Solution:
+        picks, gains, optimal, gap, bound, message = fn(objective, k, tol, **opts)
+        return Solution(
+            indices=torch.tensor(picks, dtype=torch.long), value=float("nan"),
+            gains=torch.tensor(gains, dtype=torch.float64), solver=name, optimal=optimal, gap=gap, bound=bound,
+            message=message,
+        )
+
+    solve.__doc__ = doc
+    solve.__name__ = f"solve_{name}"
+    register_solver(name, guarantee=guarantee, options=options)(solve)
 
 
-def list_solvers() -> list[str]:
-    """Names accepted by :func:`maximize`."""
-    return sorted(_SOLVERS)
+_builtin("naive", _greedy(naive_greedy), "Plain greedy: every gain at every step.", GREEDY, ("incremental",))
+_builtin("lazy", _greedy(lazy_greedy), "Minoux's lazy greedy (same picks as naive).", GREEDY, ("incremental",))
+_builtin("stochastic", _stochastic, "Stochastic greedy (1 - 1/e - eps in expectation), seeded.", None,
+         ("eps", "sample_size", "seed", "generator"))
+_builtin("ilp", _ilp, "Exact MILP (HiGHS) for facility-location blocks and modular terms.", 1.0,
+         ("time_limit", "mip_rel_gap"))
+_builtin("brute", _brute, "Exhaustive search over every k-subset (tiny n).", 1.0, ("max_subsets",))
+register_solver("incremental", guarantee=GREEDY, batched=incremental_batched)(incremental_solver)
+
+
+def _check_solution(sol: object, objective: CoverageObjective, k: int, tol: float | None, name: str) -> Solution:
+    if not isinstance(sol, Solution):
+        raise TypeError(f"solver {name!r} must return a tokensel.Solution, got {type(sol).__name__}")
+    idx = torch.as_tensor(sol.indices).detach().cpu().long()
+    problem = None
+    if idx.dim() != 1:
+        problem = f"indices of shape {tuple(idx.shape)} (expected [s])"
+    elif idx.numel() > k or (tol is None and idx.numel() != k):
+        problem = f"{idx.numel()} picks for k={k}"
+    elif idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= objective.n):
+        problem = f"indices outside [0, {objective.n})"
+    elif idx.unique().numel() != idx.numel():
+        problem = f"repeated indices {idx.tolist()}"
+    elif bool(objective.exclude[idx].any()):
+        problem = f"excluded candidates {idx[objective.exclude[idx]].tolist()}"
+    if problem:
+        raise RuntimeError(f"solver {name!r} returned an invalid solution: {problem}")
+    return replace(sol, indices=idx, value=objective.value(idx), solver=name)
 
 
 def maximize(
@@ -109,30 +158,20 @@ def maximize(
         tol: adaptive budget: stop once the best marginal gain is below ``tol`` (exact solvers:
             drop the optimal set's picks whose marginal gain, in greedy order, is below ``tol``).
         **opts: solver options: ``incremental`` (naive/lazy: None = auto, False = generic code),
-            ``eps``, ``sample_size``, ``seed``, ``generator`` (stochastic), ``time_limit``,
-            ``mip_rel_gap`` (ilp), ``max_subsets`` (brute).
+            ``backend`` (incremental), ``eps``, ``sample_size``, ``seed``, ``generator``
+            (stochastic), ``time_limit``, ``mip_rel_gap`` (ilp), ``max_subsets`` (brute).
 
     Returns:
-        a :class:`Solution`.
+        a :class:`Solution`; its ``value`` is recomputed with ``objective.value``.
     """
     if not isinstance(objective, CoverageObjective):
         raise TypeError(f"objective must be a CoverageObjective, got {type(objective).__name__}")
     k = check_budget(k)
-    if not isinstance(solver, str) or solver not in _SOLVERS:
-        raise ValueError(f"unknown solver name {solver!r}; available: {', '.join(list_solvers())}")
+    info = solver_info(solver)
+    info.check_options(opts)
     if tol is not None:
         tol = check_number("tol", tol, 0.0, allow_inf=True)
     available = int((~objective.exclude).sum())
     if available < k:
         raise ValueError(f"k={k} picks are impossible: exclude leaves only {available} of {objective.n} candidates")
-    picks, gains, optimal, gap, bound, message = _SOLVERS[solver](objective, k, tol, **opts)
-    return Solution(
-        indices=torch.tensor(picks, dtype=torch.long),
-        value=objective.value(picks),
-        gains=torch.tensor(gains, dtype=torch.float64),
-        solver=solver,
-        optimal=optimal,
-        gap=gap,
-        bound=bound,
-        message=message,
-    )
+    return _check_solution(info.fn(objective, k, tol=tol, **opts), objective, k, tol, solver)

@@ -3,13 +3,14 @@
 :func:`tokensel.solvers.incremental_greedy` in eager torch spends most of its time at a few
 hundred tokens in per-step overhead: about a dozen small tensor operations per pick, each
 costing microseconds to dispatch whatever its size. Here the whole step (top-two search, window
-test, pick, gain update over the changed rows) runs in one compiled loop over all images of a
-batch, so a step costs what its arithmetic costs.
+test, pick, gain update over the changed rows) runs in one compiled loop over the images of a
+batch, one image after the other (so that each image's rows stay in cache while it is solved),
+so a step costs what its arithmetic costs.
 
 The algorithm and its guarantee are those of :mod:`tokensel.solvers.incremental`: the gains are
 updated incrementally (here accumulated in float64, which only shrinks their error), and when
-the runner-up comes within the error window of the top gain, the loop stops and hands the step
-back to Python, which decides it with the plain greedy's own torch computation (bit-identical
+the runner-up comes within the error window of the top gain, the loop stops and hands that
+image's step back to Python, which decides it with the plain greedy's own torch computation (bit-identical
 to :func:`tokensel.solvers.dense_greedy`); the loop then resumes with that pick. Near ties are
 rare on real coverage matrices (a handful per run), so the hand-back costs little.
 
@@ -40,23 +41,28 @@ def compiled_greedy_available() -> bool:
     return True
 
 
-def _column_sums(C, g):
-    """``g[b, c] = sum_r C[b, r, c]`` accumulated in float64."""
+def _run(C, blocked, best, g, picks, t, low, forced, slack, k, window, accumulation, first):
+    """Advance the images ``b = first, first + 1, ...`` of the batch in turn, each from step
+    ``t[b]`` until it has ``k`` picks; at the first near tie, return that image's index (then
+    ``t[b] < k`` and ``low[b]`` is the window's lower end), else return B. ``forced[b] >= 0`` is
+    the decided pick of the step an image stopped at; ``slack[b] < 0`` marks an image not yet
+    started: its gains are initialised here, so that its rows are in cache for its first steps,
+    and it resumes right after its near ties are decided, while its rows still are."""
     B, R, n = C.shape
-    g[:] = 0.0
-    for b in range(B):
-        for r in range(R):
-            for c in range(n):
-                g[b, c] += np.float64(C[b, r, c])
-
-
-def _run(C, best, g, picks, t, low, forced, k, window, slack):
-    """Advance every image ``b`` of the batch from step ``t[b]`` until it has ``k`` picks or
-    meets a near tie (then ``t[b] < k`` and ``low[b]`` is the window's lower end).
-    ``forced[b] >= 0`` is the decided pick of the step an image stopped at."""
-    B, R, n = C.shape
-    for b in range(B):
+    for b in range(first, B):
         rows, bb, gb, pb = C[b], best[b], g[b], picks[b]
+        if slack[b] < 0:  # the initial gains: column sums accumulated in float64
+            gb[:] = 0.0
+            for r in range(R):
+                for c in range(n):
+                    gb[c] += np.float64(rows[r, c])
+            top = -np.inf
+            for c in range(n):
+                if blocked[b, c]:
+                    gb[c] = -np.inf
+                elif gb[c] > top:
+                    top = gb[c]
+            slack[b] = top * accumulation
         tb = t[b]
         j = forced[b]
         forced[b] = -1
@@ -74,7 +80,8 @@ def _run(C, best, g, picks, t, low, forced, k, window, slack):
                 lo = top - window * abs(top) - slack[b]
                 if n - tb > 1 and second >= lo:
                     low[b] = lo
-                    break
+                    t[b] = tb
+                    return b
             pb[tb] = j
             gb[j] = -np.inf
             tb += 1
@@ -90,6 +97,7 @@ def _run(C, best, g, picks, t, low, forced, k, window, slack):
                     bb[r] = cr
             j = -1
         t[b] = tb
+    return B
 
 
 _COMPILE_LOCK = threading.Lock()
@@ -100,15 +108,15 @@ def _compile():
     import numba
 
     try:
-        return tuple(numba.njit(cache=True, nogil=True)(f) for f in (_column_sums, _run))
+        return numba.njit(cache=True, nogil=True)(_run)
     except RuntimeError:  # no writable cache location: compile once per process instead
-        return tuple(numba.njit(nogil=True)(f) for f in (_column_sums, _run))
+        return numba.njit(nogil=True)(_run)
 
 
 def _kernels():
-    """The compiled ``(_column_sums, _run)``: compiled on first use (once, even when several
-    threads ask at the same time), cached on disk next to this module (or in numba's per-user
-    cache directory), so later processes only load them."""
+    """The compiled ``_run``: compiled on first use (once, even when several threads ask at the
+    same time), cached on disk next to this module (or in numba's per-user cache directory), so
+    later processes only load it."""
     with _COMPILE_LOCK:
         return _compile()
 
@@ -129,27 +137,24 @@ def compiled_greedy(
     dtype): from then on the error bound also holds ``scale_units * eps(C.dtype)`` times that
     step's top gain, as in the eager path.
     """
-    column_sums, run = _kernels()
+    run = _kernels()
     B, R, n = C.shape
     best = torch.zeros(B, R, dtype=C.dtype)
     g = torch.empty(B, n, dtype=torch.float64)
-    column_sums(C.numpy(), g.numpy())
-    if blocked is not None:
-        g.masked_fill_(blocked, float("-inf"))
-    slack = g.amax(dim=1) * (torch.finfo(torch.float64).eps * R * (k + 1))
+    blocked = torch.zeros(B, n, dtype=torch.bool) if blocked is None else blocked.cpu().contiguous()
+    accumulation = torch.finfo(torch.float64).eps * R * (k + 1)
+    slack = torch.full((B,), -1.0, dtype=torch.float64)  # < 0: image not started
     picks = torch.full((B, k), -1, dtype=torch.long)
     t = torch.zeros(B, dtype=torch.int64)
     low = torch.zeros(B, dtype=torch.float64)
     forced = torch.full((B,), -1, dtype=torch.int64)
     eps = float(torch.finfo(C.dtype).eps)
     window = top_units * eps
-    arrays = [a.numpy() for a in (C, best, g, picks, t, low, forced)]
-    while True:
-        run(*arrays, k, window, slack.numpy())
-        stopped = (t < k).nonzero().squeeze(1).tolist()
-        if not stopped:
-            return picks
-        for b in stopped:  # near ties only: a few per run
-            top = float(g[b].max())
-            forced[b] = decide(b, best, g, picks, int(t[b]), float(low[b]))
-            slack[b] = max(float(slack[b]), scale_units * eps * top)
+    arrays = [a.numpy() for a in (C, blocked, best, g, picks, t, low, forced, slack)]
+    b = run(*arrays, k, window, accumulation, 0)
+    while b < B:  # near ties only: a few per image
+        top = float(g[b].max())
+        forced[b] = decide(b, best, g, picks, int(t[b]), float(low[b]))
+        slack[b] = max(float(slack[b]), scale_units * eps * top)
+        b = run(*arrays, k, window, accumulation, b)
+    return picks

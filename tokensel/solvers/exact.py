@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from tokensel.objectives.base import CoverageObjective
+from tokensel.solvers.consistency import checked_blocks
 
 __all__ = ["ilp", "brute_force", "trim_by_tolerance"]
 
@@ -61,7 +62,8 @@ _HIGHS_STATUS = {
 def ilp(
     objective: CoverageObjective, k: int, time_limit: float = 60.0, mip_rel_gap: float = 1e-9
 ) -> tuple[list[int], bool, float, str]:
-    """Max-k facility location as a MILP solved by HiGHS.
+    """Max-k facility location as a MILP solved by HiGHS: any objective whose ``coverage_blocks()``
+    describe it (weighted facility-location blocks; modular terms are diagonal blocks).
 
     maximise sum_ij c_ij x_ij  s.t.  sum_j x_ij <= 1 (each row), x_ij <= y_j, sum_j y_j = k,
     y binary, 0 <= x <= 1; excluded candidates have y_j = 0. Only entries with c_ij > 0 get a
@@ -77,9 +79,9 @@ def ilp(
     from scipy.optimize import Bounds, LinearConstraint, milp
     from scipy.sparse import coo_matrix
 
-    blocks = objective.coverage_blocks()
+    blocks = checked_blocks(objective)
     if blocks is None:
-        raise ValueError(f"solver 'ilp' needs a facility-location-type objective, got {type(objective).__name__}")
+        raise ValueError(f"solver 'ilp' needs a weighted sum of facility-location blocks and modular terms, got {type(objective).__name__}")
     C = np.concatenate([w * Cb.detach().double().cpu().numpy() for Cb, w in blocks], axis=0)
     R, n = C.shape
     allowed = ~objective.exclude.numpy()

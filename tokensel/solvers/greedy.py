@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import heapq
 import math
+import numbers
 
 import torch
 
 from tokensel.objectives.base import CoverageObjective
+from tokensel.solvers.consistency import checked_blocks
 from tokensel.solvers.incremental import incremental_greedy
-from tokensel.validation import check_number, check_optional_int
 
 __all__ = ["naive_greedy", "lazy_greedy", "stochastic_greedy", "stochastic_sample_size", "fast_path"]
 
 
 def fast_path(objective: CoverageObjective, k: int, tol: float | None) -> tuple[list[int], list[float]] | None:
     """Run the incremental greedy if ``objective`` is of facility-location type, else None."""
-    blocks = objective.coverage_blocks()
+    blocks = checked_blocks(objective)
     if blocks is None:
         return None
     device = blocks[0][0].device
@@ -90,6 +91,69 @@ def stochastic_sample_size(n: int, k: int, eps: float) -> int:
     return max(1, min(n, math.ceil((n / k) * math.log(1.0 / eps))))
 
 
+class _ObjectiveGains:
+    """Gains through the objective's own ``gains``/``update`` (any objective)."""
+
+    def __init__(self, objective: CoverageObjective) -> None:
+        self.objective = objective
+        self.state = objective.initial_state()
+
+    def gains(self, cand: torch.Tensor) -> torch.Tensor:
+        return self.objective.gains(self.state, cand).cpu()
+
+    def take(self, j: int) -> None:
+        self.state = self.objective.update(self.state, j)
+
+
+class _BlockGains:
+    """Gains of sampled candidates straight from the coverage blocks ``(C_i [R_i, n], w_i)``.
+
+    Each ``C_i`` is transposed once to ``[n, R_i]`` so that a sample of s candidates is one row
+    gather ``[s, R_i]``; gains and per-row best coverage are float64, as in the objectives.
+    """
+
+    def __init__(self, blocks: list[tuple[torch.Tensor, float]]) -> None:
+        self.columns = [(C.t().contiguous(), float(w)) for C, w in blocks]
+        self.best = [torch.zeros(C.shape[0], dtype=torch.float64, device=C.device) for C, _ in blocks]
+        self.device = blocks[0][0].device
+
+    def gains(self, cand: torch.Tensor) -> torch.Tensor:
+        cand = cand.to(self.device)
+        total = None
+        for (Ct, w), best in zip(self.columns, self.best):
+            g = (Ct[cand].double() - best).clamp_min(0).sum(dim=1) * w
+            total = g if total is None else total + g
+        return total.cpu()
+
+    def take(self, j: int) -> None:
+        self.best = [torch.maximum(best, Ct[j].double()) for (Ct, _), best in zip(self.columns, self.best)]
+
+
+def _generator(seed: object, generator: torch.Generator | None) -> torch.Generator:
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        return generator
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise TypeError(f"seed must be an int or None, got {type(seed).__name__} {seed!r}")
+    gen = torch.Generator()
+    if seed is None:
+        gen.seed()  # fresh entropy: a different sample on every call
+        return gen
+    if not -(2**63) <= int(seed) < 2**64:
+        raise ValueError(f"seed must lie in [-2**63, 2**64), got {seed}")
+    gen.manual_seed(int(seed))
+    return gen
+
+
+def _sample_size(objective: CoverageObjective, k: int, eps: float, sample_size: object) -> int:
+    if sample_size is None:
+        return stochastic_sample_size(objective.n, k, eps)
+    if isinstance(sample_size, bool) or not isinstance(sample_size, numbers.Integral) or sample_size < 1:
+        raise ValueError(f"sample_size must be an int >= 1 or None, got {sample_size!r}")
+    return int(sample_size)
+
+
 def stochastic_greedy(
     objective: CoverageObjective,
     k: int,
@@ -98,39 +162,43 @@ def stochastic_greedy(
     sample_size: int | None = None,
     seed: int | None = 0,
     generator: torch.Generator | None = None,
+    incremental: bool | None = None,
 ) -> tuple[list[int], list[float]]:
     """Stochastic greedy: each step evaluates a uniform random sample of the remaining candidates.
 
     Expected value >= (1 - 1/e - eps) of the optimum with ``s = ceil((n / k) log(1 / eps))``
     samples per step. The default ``eps = 0.01`` gives s = 4.6 n / k (never the degenerate s = 1).
-    Randomness comes from ``generator`` or, if None, a generator seeded with ``seed``.
+
+    Randomness comes from ``generator`` (a ``torch.Generator``, advanced by the call) or else from
+    a new generator seeded with ``seed``: the default ``seed=0`` is deterministic (the same picks on
+    every call and machine), ``seed=None`` draws fresh entropy (different samples on each call).
+
+    For facility-location-type objectives (``coverage_blocks()``) the sampled gains are computed
+    in one gather per block on the transposed coverage matrices (``incremental=None``, the
+    default); ``incremental=False`` uses the objective's generic ``gains`` instead. Both draw the
+    same samples from the same generator, so they pick alike up to float rounding of the gains.
     """
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-    seed = check_optional_int("seed", seed, 0)
-    eps = check_number("eps", eps, 0.0, 1.0, low_open=True, high_open=True)
-    if generator is None:
-        generator = torch.Generator()
-        if seed is not None:
-            generator.manual_seed(seed)
-    s = check_optional_int("sample_size", sample_size, 1)
-    s = s if s is not None else stochastic_sample_size(objective.n, k, eps)
-    state = objective.initial_state()
-    remaining = torch.nonzero(~objective.exclude).flatten()
+    rng = _generator(seed, generator)
+    s = _sample_size(objective, k, eps, sample_size)
+    blocks = objective.coverage_blocks() if incremental is not False else None
+    if incremental and blocks is None:
+        raise ValueError(f"incremental=True needs a facility-location-type objective, got {type(objective).__name__}")
+    oracle = _BlockGains(blocks) if blocks is not None else _ObjectiveGains(objective)
+    remaining = torch.nonzero(~objective.exclude.cpu()).flatten()
     picks: list[int] = []
     gains: list[float] = []
     for _ in range(k):
         if remaining.numel() == 0:
             break
-        perm = torch.randperm(remaining.numel(), generator=generator)[: min(s, remaining.numel())]
+        perm = torch.randperm(remaining.numel(), generator=rng)[: min(s, remaining.numel())]
         cand = remaining[perm].sort().values
-        g = objective.gains(state, cand).cpu()
+        g = oracle.gains(cand)
         i = int(torch.argmax(g))
         if tol is not None and float(g[i]) < tol:
             break
         j = int(cand[i])
         picks.append(j)
         gains.append(float(g[i]))
-        state = objective.update(state, j)
+        oracle.take(j)
         remaining = remaining[remaining != j]
     return picks, gains

@@ -13,23 +13,25 @@ passes.
 The picks are those of the plain greedy (:func:`dense_greedy`, computed in C's dtype, first
 index on ties), bit for bit: the incrementally updated gains carry a rounding error that is
 tracked as a bound, and whenever the runner-up comes within that bound of the top, the step
-is decided by the plain greedy's own gain computation (one full pass), which also refreshes
-the gains. Original implementations run in float32, so among near-equal gains their picks
-follow float32 rounding; this reproduces them. On one image (the common case) the near-tie
-decision recomputes only the columns inside the window, when that is known to give the plain
-computation's bits (see :func:`column_subsets_reproduce`), instead of every column.
+is decided by the plain greedy's own gain computation. Original implementations run in
+float32, so among near-equal gains their picks follow float32 rounding; this reproduces them. A near tie is decided for the tied image alone
+(never a pass over the whole batch), on the aligned column blocks holding the columns inside
+the window (:func:`decision_columns`), for any token count, when that is known to give the plain
+computation's bits (see :func:`column_subsets_reproduce`), instead of every column;
+:func:`near_tie_counts` reports how the near ties were decided.
 
 Two backends run this algorithm. On CPU, for one block of weight 1 (what ``mmtok`` and
 ``maximize`` on a facility location run), the whole loop is compiled
 (:mod:`tokensel.solvers.compiled_greedy`): per-step cost is then the arithmetic alone. Elsewhere
-eager torch runs it: all B rows of a batch advance together, no Python loop over the batch, no
-host transfer of data (a few scalar syncs per step), workspaces allocated once, so the same code
-runs on CUDA. Both make the same picks.
+eager torch runs it: all B rows of a batch advance together, no Python loop over the batch
+(except over the images tied at a step), no host transfer of data (a few scalar syncs per
+step), workspaces allocated once, so the same code runs on CUDA. Both make the same picks.
 """
 
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Literal
 
 import torch
@@ -38,7 +40,10 @@ from torch import Tensor
 from tokensel.solvers.compiled_greedy import compiled_greedy, compiled_greedy_available
 from tokensel.workspace import Workspace
 
-__all__ = ["incremental_greedy", "dense_greedy", "plain_gains", "column_subsets_reproduce", "BACKENDS"]
+__all__ = [
+    "incremental_greedy", "dense_greedy", "plain_gains", "column_subsets_reproduce", "decision_columns",
+    "near_tie_counts", "reset_near_tie_counts", "BACKENDS",
+]
 
 Backend = Literal["auto", "compiled", "torch"]
 BACKENDS: tuple[str, ...] = ("auto", "compiled", "torch")
@@ -52,29 +57,99 @@ _SCALE_UNITS = 16.0
 _TOP_UNITS = 16.0
 
 
-# Column block of the near-tie recomputation: torch's CPU kernels sum a [R, n] matrix over its
-# rows in vectorised groups of columns, so a column's sum comes out bit-identical when it is
-# computed in a [R, 32] gather only if n and 32 are multiples of the group (checked at run time).
-_SUBSET_WIDTH = 32
+# Column block of the near-tie recomputation. torch's CPU kernels sum a [R, n] matrix over its rows
+# in vectorised groups of columns (32 float32 columns per group here) and sum the last n mod 32
+# columns in another order, so a column's sum comes out bit-identical in a smaller matrix only if
+# it sits at the same place within its group: gathering whole aligned blocks of 64 columns (a
+# multiple of every group width), and the trailing columns as they stand, preserves that.
+# Checked at run time (:func:`column_subsets_reproduce`); elsewhere the full pass decides.
+_BLOCK = 64
+
+
+class _NearTieCounts(threading.local):
+    """Per thread: how the near-tie steps were decided since the last reset."""
+
+    column_decisions = 0  # on the candidate columns' blocks only
+    full_refreshes = 0  # one image's gains recomputed over all its columns
+
+
+_COUNTS = _NearTieCounts()
+
+
+def near_tie_counts() -> dict[str, int]:
+    """How this thread's near-tie steps were decided since :func:`reset_near_tie_counts`:
+    ``column_decisions`` (the candidates' column blocks of one image recomputed) and
+    ``full_refreshes`` (all columns of one image recomputed). Diagnostics for tests and benchmarks."""
+    return {"column_decisions": _COUNTS.column_decisions, "full_refreshes": _COUNTS.full_refreshes}
+
+
+def reset_near_tie_counts() -> None:
+    """Set this thread's :func:`near_tie_counts` to zero."""
+    _COUNTS.column_decisions = _COUNTS.full_refreshes = 0
+
+
+def decision_columns(cand: Tensor, n: int) -> Tensor:
+    """The columns (long, ascending) whose plain gains are recomputed to decide among the
+    candidate columns ``cand`` (long ``[c]``, ascending) of an ``n``-column image: every aligned
+    block of ``_BLOCK`` columns holding a candidate, plus, when a candidate lies in the trailing
+    ``n mod _BLOCK`` columns, those columns (after the last whole block when no other block is
+    gathered, so that the gathered matrix is wide enough for the vectorised reduction)."""
+    head = n - n % _BLOCK
+    blocks = torch.unique(torch.div(cand[cand < head], _BLOCK, rounding_mode="floor"))
+    cols = (blocks[:, None] * _BLOCK + torch.arange(_BLOCK, device=cand.device)).flatten()
+    if bool((cand >= head).any()):
+        start = head - _BLOCK if blocks.numel() == 0 and head >= _BLOCK else head
+        cols = torch.cat([cols, torch.arange(start, n, device=cand.device)])
+    return cols
+
+
+def _image_gains(parts: list[tuple[Tensor, float, Tensor]], cols: Tensor | None = None, work: list[Tensor] | None = None) -> Tensor:
+    """One image's plain gains in the blocks' dtype, computed as :func:`plain_gains` computes
+    them: over all columns (``cols`` None; ``work``: optional buffers shaped like each block) or
+    over the gathered columns ``cols``. ``parts``: ``(rows [R_i, n], w_i, best [R_i])``."""
+    total = None
+    for i, (rows, w, best) in enumerate(parts):
+        if cols is not None:
+            g = torch.index_select(rows, 1, cols).sub_(best[:, None]).clamp_(min=0).sum(dim=0)
+        elif work is None:
+            g = (rows - best[:, None]).clamp(min=0).sum(dim=0)
+        else:
+            g = torch.sub(rows, best[:, None], out=work[i]).clamp_(min=0).sum(dim=0)
+        if w != 1.0:
+            g = w * g
+        total = g if total is None else total + g
+    return total
 
 
 @functools.cache
-def column_subsets_reproduce(device_type: str, dtype: torch.dtype) -> bool:
-    """Whether, on this device and dtype, the plain gains of ``_SUBSET_WIDTH`` gathered columns
-    are bit-identical to the same columns' gains in a full pass over a matrix whose width is a
-    multiple of ``_SUBSET_WIDTH``. Checked once per process on random data (8 subsets of a
-    ``[301, 128]`` matrix): where the reduction groups columns differently (another vector width,
-    another device), about a tenth of such sums differ in the last bit, so the check fails and
-    the near-tie steps fall back to the full recomputation."""
+def _reproduces(device_type: str, dtype: torch.dtype, threads: int) -> bool:
     gen = torch.Generator().manual_seed(0)
-    C = torch.rand(301, 128, generator=gen).pow(4).to(device_type, dtype)
-    best = (torch.rand(301, generator=gen) * 0.3).to(device_type, dtype)
-    full = (C - best[:, None]).clamp(min=0).sum(dim=0)
-    for _ in range(8):
-        cols = torch.randperm(128, generator=gen)[:_SUBSET_WIDTH].to(device_type)
-        if not torch.equal((C[:, cols] - best[:, None]).clamp(min=0).sum(dim=0), full[cols]):
-            return False
+    for n in (192, 193, 199, 207, 225, 255, 40, 5):
+        C = torch.rand(2, 301, n, generator=gen, dtype=torch.float64).pow(4).to(device_type, dtype)
+        best = (torch.rand(2, 301, generator=gen, dtype=torch.float64) * 0.3).to(device_type, dtype)
+        batch = plain_gains([(C, 1.0)], [best])
+        for b in range(2):
+            parts = [(C[b], 1.0, best[b])]
+            if not torch.equal(_image_gains(parts), batch[b]):
+                return False
+            for _ in range(4):
+                cand = torch.randperm(n, generator=gen)[:3].to(device_type).sort().values
+                cols = decision_columns(cand, n)
+                exact = _image_gains(parts, cols)[torch.searchsorted(cols, cand)]
+                if not torch.equal(exact, batch[b, cand]):
+                    return False
     return True
+
+
+def column_subsets_reproduce(device_type: str, dtype: torch.dtype) -> bool:
+    """Whether, on this device, dtype and thread count, near ties may be decided image by image
+    on the candidates' columns: the plain gains of one image computed alone, and those of the
+    :func:`decision_columns` gathered from it, are bit-identical to the same columns' gains in a
+    full pass over the batch. Checked once per (device, dtype, threads) on random data (widths
+    with and without trailing columns); where reductions group columns differently (another
+    device), such sums differ in the last bit, the check fails, and near ties are decided by the
+    full pass over the whole batch instead."""
+    return _reproduces(device_type, dtype, torch.get_num_threads())
 
 
 def _widen(blocks: list[tuple[Tensor, float]]) -> list[tuple[Tensor, float]]:
@@ -160,39 +235,7 @@ def incremental_greedy(
         return _compiled(blocks[0][0], k, blocked, workspace, with_gains)
     if B == 1 and plain:
         return _single_greedy(blocks[0][0], k, blocked, workspace, with_gains)
-    eps = torch.finfo(dtype).eps
-    g = torch.zeros(B, n, dtype=torch.float64, device=device)
-    for C, w in blocks:
-        g.add_(C.sum(dim=1), alpha=w)
-    states = [_BlockState(C, w, workspace, f"greedy{i}") for i, (C, w) in enumerate(blocks)]
-    if blocked is not None:
-        g.masked_fill_(blocked, float("-inf"))
-    scale = float(g.max())  # largest gain at the last refresh: the error bound's unit
-    # the runner-up is within the window when  second - (1 - eps T) top >= -eps S scale
-    margin = torch.tensor([-(1 - eps * _TOP_UNITS), 1.0], dtype=torch.float64, device=device)
-    picks: list[Tensor] = []
-    active = torch.ones(B, dtype=torch.bool, device=device) if tol is not None else None
-    for t in range(k):
-        if n - t > 1:
-            top2, idx2 = g.topk(2, dim=1)
-            top, j = top2[:, 0], idx2[:, 0]
-            tied = float((top2 @ margin).max()) >= -eps * _SCALE_UNITS * scale
-        else:
-            top, j = g.max(dim=1)
-            tied = False
-        if tied:
-            g, scale = _refresh(blocks, states, blocked, picks, g)
-            top, j = g.max(dim=1)  # first index among equal values
-        if active is not None:
-            active &= top >= tol
-            if not bool(active.any()):
-                break
-        jj = j[:, None]
-        g.scatter_(1, jj, float("-inf"))
-        # finished rows keep being updated (harmlessly); their picks are reported as -1
-        picks.append(j if active is None else torch.where(active, j, -1))
-        if any([st.pick(jj, g) for st in states]) and t + 1 < k:
-            g, scale = _refresh(blocks, states, blocked, picks, g)
+    picks = _batched_greedy(blocks, k, blocked, tol, workspace)
     indices = torch.full((B, k), -1, dtype=torch.long, device=device)
     if picks:
         indices[:, : len(picks)] = torch.stack(picks, dim=1)
@@ -204,34 +247,94 @@ def incremental_greedy(
     return indices, gains
 
 
-def _refresh_one(rows: Tensor, best: Tensor, g: Tensor, work: Tensor, blocked: Tensor | None, picked) -> float:
-    """One image's gains ``g`` ``[n]`` recomputed in place by the plain greedy's own computation
-    (``rows`` ``[R, n]``, ``best`` ``[R]``, ``work`` a buffer like rows); -inf on the blocked and
-    ``picked`` columns. Returns the largest gain."""
-    g.copy_(torch.sub(rows, best[:, None], out=work).clamp_(min=0).sum(dim=0))
-    _exclude_(g, blocked, picked)
-    return float(g.max())
+def _batched_greedy(
+    blocks: list[tuple[Tensor, float]], k: int, blocked: Tensor | None, tol: float | None, workspace: Workspace | None
+) -> list[Tensor]:
+    """:func:`incremental_greedy` in eager torch for any blocks: all B images advance together;
+    a near tie is decided image by image (see :func:`_decide`). Returns the picks, one long
+    ``[B]`` per step (-1 where an image stopped at ``tol``)."""
+    B, n, device, dtype = _check_blocks(blocks)
+    eps = torch.finfo(dtype).eps
+    g = torch.zeros(B, n, dtype=torch.float64, device=device)
+    for C, w in blocks:
+        g.add_(C.sum(dim=1), alpha=w)
+    states = [_BlockState(C, w, workspace, f"greedy{i}") for i, (C, w) in enumerate(blocks)]
+    taken = torch.zeros(B, n, dtype=torch.bool, device=device) if blocked is None else blocked.clone()
+    g.masked_fill_(taken, float("-inf"))
+    per_image = column_subsets_reproduce(device.type, dtype)
+    scale = g.amax(dim=1)  # per image, largest gain at its last refresh: the error bound's unit
+    # the runner-up is within the window when  second - (1 - eps T) top >= -eps S scale
+    margin = torch.tensor([-(1 - eps * _TOP_UNITS), 1.0], dtype=torch.float64, device=device)
+    picks: list[Tensor] = []
+    active = torch.ones(B, dtype=torch.bool, device=device) if tol is not None else None
+    for t in range(k):
+        if n - t > 1:
+            top2, idx2 = g.topk(2, dim=1)
+            top, j = top2[:, 0].clone(), idx2[:, 0].clone()
+            tied = (top2 @ margin) >= -eps * _SCALE_UNITS * scale
+            if bool(tied.any()):
+                if per_image:
+                    _decide_batch(states, g, taken, top, j, scale, tied.nonzero().squeeze(1).tolist(), eps)
+                else:
+                    scale = _refresh(blocks, states, taken, g)
+                    _COUNTS.full_refreshes += 1
+                    top, j = g.max(dim=1)  # first index among equal values
+        else:
+            top, j = g.max(dim=1)
+        if active is not None:
+            active &= top >= tol
+            if not bool(active.any()):
+                break
+        jj = j[:, None]
+        g.scatter_(1, jj, float("-inf"))
+        taken.scatter_(1, jj, True)
+        # finished rows keep being updated (harmlessly); their picks are reported as -1
+        picks.append(j if active is None else torch.where(active, j, -1))
+        if any([st.pick(jj, g) for st in states]) and t + 1 < k:
+            scale = _refresh(blocks, states, taken, g)
+    return picks
 
 
-def _exclude_(g: Tensor, blocked: Tensor | None, picked) -> None:
-    """Set one image's gains ``g`` ``[n]`` to -inf on its blocked and ``picked`` columns."""
-    if blocked is not None:
-        g.masked_fill_(blocked, float("-inf"))
-    g[picked] = float("-inf")
+def _decide_batch(
+    states: list["_BlockState"], g: Tensor, taken: Tensor, top: Tensor, j: Tensor, scale: Tensor,
+    tied: list[int], eps: float,
+) -> None:
+    """Decide the near-tie step of each image in ``tied`` on its own (``g`` ``[B, n]``, ``taken``
+    bool ``[B, n]``; ``top``, ``j``, ``scale`` ``[B]`` updated in place for those images)."""
+    for b in tied:
+        parts = [st.image(b) for st in states]
+        low = float(top[b]) - eps * (_TOP_UNITS * abs(float(top[b])) + _SCALE_UNITS * float(scale[b]))
+        pick, refreshed = _decide(parts, g[b], low, taken[b], [st.image_work(b) for st in states])
+        j[b] = pick
+        top[b] = g[b, pick]
+        if refreshed:
+            scale[b] = g[b].max()
 
 
-def _decide_on_subset(rows: Tensor, best: Tensor, g: Tensor, low: float) -> int:
-    """The plain greedy's pick among the columns with ``g >= low`` (which hold it), their gains
-    made exact (one image: ``rows`` ``[R, n]``, ``best`` ``[R]``, ``g`` ``[n]``); -1 when they are
-    too many for one recomputation block. Valid only where :func:`column_subsets_reproduce`."""
-    cand = (g >= low).nonzero().squeeze(1)  # ascending
-    c = cand.numel()
-    if c > _SUBSET_WIDTH:
-        return -1
-    padded = torch.cat([cand, cand[:1].expand(_SUBSET_WIDTH - c)]) if c < _SUBSET_WIDTH else cand
-    exact = torch.index_select(rows, 1, padded).sub_(best[:, None]).clamp_(min=0).sum(dim=0)[:c]
-    g.index_copy_(0, cand, exact.double())
-    return int(cand[int(exact.argmax())])  # first index among equal values
+def _decide(
+    parts: list[tuple[Tensor, float, Tensor]], g: Tensor, low: float, taken: Tensor, work: list[Tensor] | None = None
+) -> tuple[int, bool]:
+    """The plain greedy's pick at a near-tie step of one image: ``parts`` its blocks
+    ``(rows [R_i, n], w_i, best [R_i])``, ``g`` its float64 gains ``[n]`` (updated in place),
+    ``low`` the window's lower end (the columns with ``g >= low`` hold the pick), ``taken`` bool
+    ``[n]`` its blocked and picked columns, ``work`` optional buffers shaped like each block.
+
+    Where :func:`column_subsets_reproduce`, only the :func:`decision_columns` of the candidates
+    are recomputed (their gains become the plain ones); when they are more than half of the
+    image's columns, or elsewhere, all its gains are. Returns ``(pick, all gains recomputed)``."""
+    n = g.numel()
+    rows = parts[0][0]
+    if column_subsets_reproduce(rows.device.type, rows.dtype):
+        cand = (g >= low).nonzero().squeeze(1)  # ascending
+        cols = decision_columns(cand, n)
+        if 2 * cols.numel() <= n:
+            exact = _image_gains(parts, cols)[torch.searchsorted(cols, cand)]
+            g.index_copy_(0, cand, exact.double())
+            _COUNTS.column_decisions += 1
+            return int(cand[int(exact.argmax())]), False  # first index among equal values
+    g.copy_(_image_gains(parts, work=work)).masked_fill_(taken, float("-inf"))
+    _COUNTS.full_refreshes += 1
+    return int(g.argmax()), True
 
 
 def _single_greedy(
@@ -246,11 +349,9 @@ def _single_greedy(
     work = torch.empty(R, n, dtype=C.dtype, device=C.device) if workspace is None else workspace.get("greedy0", (R, n), C.dtype, C.device)
     best = torch.zeros(R, dtype=C.dtype, device=C.device)
     g = rows.sum(dim=0).double()
-    blocked_row = None if blocked is None else blocked[0]
-    if blocked_row is not None:
-        g.masked_fill_(blocked_row, float("-inf"))
+    taken = torch.zeros(n, dtype=torch.bool, device=C.device) if blocked is None else blocked[0].clone()
+    g.masked_fill_(taken, float("-inf"))
     picks: list[int] = []
-    subsets = n % _SUBSET_WIDTH == 0 and column_subsets_reproduce(C.device.type, C.dtype)
     scale = float(g.max())
     column = torch.empty(R, dtype=C.dtype, device=C.device)
     for t in range(k):
@@ -261,14 +362,14 @@ def _single_greedy(
             if second >= low:
                 # every column outside [low, top] is below the winner's plain gain (the window
                 # exceeds twice both error bounds), so only those inside need their plain gains
-                j = _decide_on_subset(rows, best, g, low) if subsets else -1
-                if j < 0:
-                    scale = _refresh_one(rows, best, g, work, blocked_row, picks)
-                    j = int(g.argmax())  # first index among equal values
+                j, refreshed = _decide([(rows, 1.0, best)], g, low, taken, [work])
+                if refreshed:
+                    scale = float(g.max())
         else:
             j = int(g.argmax())
         picks.append(j)
         g[j] = float("-inf")
+        taken[j] = True
         if t + 1 == k:
             break
         col = column.copy_(rows[:, j])  # one strided pass; the uses below read it contiguously
@@ -281,7 +382,8 @@ def _single_greedy(
         changed = (col > best).nonzero().squeeze(1)
         if 2 * changed.numel() > R:
             torch.maximum(best, col, out=best)
-            scale = _refresh_one(rows, best, g, work, blocked_row, picks)
+            g.copy_(_image_gains([(rows, 1.0, best)], work=[work])).masked_fill_(taken, float("-inf"))
+            scale = float(g.max())
         elif changed.numel():
             new = col.index_select(0, changed)
             buf = torch.index_select(rows, 0, changed, out=work[: changed.numel()])
@@ -301,11 +403,11 @@ def _compiled(
     C: Tensor, k: int, blocked: Tensor | None, workspace: Workspace | None, with_gains: bool
 ) -> tuple[Tensor, Tensor | None]:
     """:func:`incremental_greedy` for one block of weight 1 on CPU, as one compiled loop (see
-    :mod:`tokensel.solvers.compiled_greedy`); near ties are decided here, in torch, exactly as
-    the eager path decides them."""
+    :mod:`tokensel.solvers.compiled_greedy`); near ties are decided here, image by image, in
+    torch, exactly as the eager path decides them."""
     B, R, n = C.shape
     C = C.detach().contiguous()  # selection is not differentiable; numpy views need no grad
-    subsets = B == 1 and n % _SUBSET_WIDTH == 0 and column_subsets_reproduce("cpu", C.dtype)
+    per_image = column_subsets_reproduce("cpu", C.dtype)
 
     def work() -> Tensor:
         if workspace is None:
@@ -313,15 +415,13 @@ def _compiled(
         return workspace.get("greedy0", (B * R, n), C.dtype, C.device).view(B, R, n)
 
     def decide(b: int, best: Tensor, g: Tensor, picks: Tensor, t: int, low: float) -> int:
-        if B == 1:
-            j = _decide_on_subset(C[0], best[0], g[0], low) if subsets else -1
-            if j < 0:
-                _refresh_one(C[0], best[0], g[0], work()[0], None if blocked is None else blocked[0], picks[0, :t])
-                j = int(g[0].argmax())
-            return j
+        taken = torch.zeros(n, dtype=torch.bool) if blocked is None else blocked[b].clone()
+        taken[picks[b, :t]] = True
+        if per_image or B == 1:
+            return _decide([(C[b], 1.0, best[b])], g[b], low, taken)[0]
         # the batch's plain gains in one pass, as dense_greedy computes them (same shapes: same bits)
-        gb = g[b].copy_(plain_gains([(C, 1.0)], [best], [work()])[b])
-        _exclude_(gb, None if blocked is None else blocked[b], picks[b, :t])
+        gb = g[b].copy_(plain_gains([(C, 1.0)], [best], [work()])[b]).masked_fill_(taken, float("-inf"))
+        _COUNTS.full_refreshes += 1
         return int(gb.argmax())
 
     indices = compiled_greedy(C, k, blocked, _TOP_UNITS, _SCALE_UNITS, decide)
@@ -330,17 +430,13 @@ def _compiled(
     return indices, _pick_gains([(C, 1.0)], indices)
 
 
-def _refresh(
-    blocks: list[tuple[Tensor, float]], states: list["_BlockState"], blocked: Tensor | None, picks: list[Tensor], g: Tensor
-) -> tuple[Tensor, float]:
-    """Recompute all gains with the plain greedy's own computation; return them and their max."""
-    B, n = g.shape
-    taken = torch.zeros(B, n, dtype=torch.bool, device=g.device) if blocked is None else blocked.clone()
-    if picks:
-        taken.scatter_(1, torch.stack(picks, dim=1).clamp_min(0), True)
+def _refresh(blocks: list[tuple[Tensor, float]], states: list["_BlockState"], taken: Tensor, g: Tensor) -> Tensor:
+    """Recompute all gains ``g`` ``[B, n]`` in place with the plain greedy's own computation
+    (-inf where ``taken``); return each image's largest gain ``[B]``."""
+    B = g.shape[0]
     exact = plain_gains(blocks, [st.best.view(B, -1) for st in states], [st.work.view_as(C) for st, (C, _) in zip(states, blocks)])
     g.copy_(exact.double().masked_fill_(taken, float("-inf")))
-    return g, float(g.max())
+    return g.amax(dim=1)
 
 
 def _pick_gains(blocks: list[tuple[Tensor, float]], picks: Tensor) -> Tensor:
@@ -373,6 +469,14 @@ class _BlockState:
             self.work = workspace.get(name, (B * R, n), C.dtype, C.device)
         self.acc = torch.empty(B, n, dtype=C.dtype, device=C.device) if B > 1 else None
         self.first = True  # no pick yet: best is 0 everywhere
+
+    def image(self, b: int) -> tuple[Tensor, float, Tensor]:
+        """Image ``b``'s ``(rows [R, n], w, best [R])`` (views)."""
+        return self.rows.view(self.B, self.R, self.n)[b], self.w, self.best.view(self.B, self.R)[b]
+
+    def image_work(self, b: int) -> Tensor:
+        """Image ``b``'s part ``[R, n]`` of the workspace."""
+        return self.work.view(self.B, self.R, self.n)[b]
 
     def pick(self, j: Tensor, g: Tensor) -> bool:
         """Column ``j[b, 0]`` joins row b's set: lower the gains ``g`` ``[B, n]`` (float64) in place.

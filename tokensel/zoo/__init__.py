@@ -10,6 +10,10 @@ tokens, MLP projector, small Llama) trained from scratch on the synthetic shapes
 (:mod:`tokensel.data.shapes`) by ``experiments/train_shapes_llava.py``. Its projected vision
 tokens were trained to live in the LM's word-embedding space, so MMTok's text-vision coverage
 is meaningful on it.
+
+Every shipped folder carries a ``SHA256SUMS`` of its files (:mod:`tokensel.zoo.integrity`),
+checked by :func:`load`; names are registered names only (``load("../weights/x")`` is refused:
+load checkpoint folders with :func:`tokensel.load_vlm`).
 """
 
 from __future__ import annotations
@@ -33,11 +37,22 @@ def list() -> builtins.list[str]:  # noqa: A001 - the documented name is tokense
     )
 
 
+def _registered(name: object) -> str:
+    """``name`` if it is a registered zoo name; a path or anything else is refused."""
+    if not isinstance(name, str):
+        raise TypeError(f"zoo: name must be a registered model name (str), got {type(name).__name__} {name!r}")
+    names = list()
+    if name not in names:
+        pathlike = any(sep in name for sep in ("/", "\\")) or name.startswith((".", "~"))
+        hint = "; a zoo name is not a path: load a checkpoint folder with tokensel.load_vlm(path)" if pathlike else ""
+        raise ValueError(f"zoo: no shipped model named {name!r}; registered names: {', '.join(names) or '(none)'}"
+                         f"{hint}")
+    return name
+
+
 def weights_dir(name: str) -> Path:
-    path = WEIGHTS_ROOT / name
-    if not (path / "config.json").is_file():
-        raise ValueError(f"no shipped model named {name!r}; available: {', '.join(list()) or '(none)'}")
-    return path
+    """Folder of a shipped model's files (``name`` must be one of :func:`list`)."""
+    return WEIGHTS_ROOT / _registered(name)
 
 
 def info(name: str) -> dict:
@@ -47,17 +62,28 @@ def info(name: str) -> dict:
 
 
 def load(name: str = "shapes-llava", device: str = "cpu", dtype: Any = None) -> tuple[Any, Any]:
-    """Load ``(model, processor)`` of a shipped model, offline, in eval mode."""
+    """Load ``(model, processor)`` of a shipped model, offline, in eval mode.
+
+    ``name`` must be a registered name (:func:`list`), not a path (checkpoint folders are
+    :func:`tokensel.load_vlm`'s job). Every file is checked against the ``SHA256SUMS`` shipped
+    beside the weights, and the checkpoint must load with no missing, unexpected or non-finite
+    tensor (:class:`tokensel.models.CheckpointError` otherwise). ``dtype`` defaults to float32.
+    """
     import torch
-    from transformers import LlavaForConditionalGeneration, LlavaProcessor
+
+    from tokensel.models.loading import load_vlm
+    from tokensel.zoo.integrity import verify
 
     path = weights_dir(name)
-    model = LlavaForConditionalGeneration.from_pretrained(
-        path, local_files_only=True, dtype=dtype or torch.float32
-    )
-    model.to(device).eval()
-    processor = LlavaProcessor.from_pretrained(path, local_files_only=True)
-    return model, processor
+    try:
+        target = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"zoo.load: device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from exc
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"zoo.load: dtype must be a floating torch.dtype or None, got {dtype!r}")
+    verify(path)
+    model, processor, _family = load_vlm(path, dtype=dtype or torch.float32, local_files_only=True)
+    return model.to(target).eval(), processor
 
 
 def answer_from_logits(logits, categories: Sequence[str], tokenizer) -> builtins.list[str]:
