@@ -10,6 +10,7 @@ import importlib
 from typing import Any
 
 from tokensel.batch import Selection, TokenBatch
+from tokensel.budget import AdaptiveBudget
 from tokensel.selectors import (
     ObjectiveSelector,
     Selector,
@@ -36,6 +37,7 @@ _LAZY = {
 
 __all__ = [
     "ObjectiveSelector",
+    "AdaptiveBudget",
     "Selection",
     "Selector",
     "Solution",

@@ -24,6 +24,7 @@ def test_all_tutorials_present():
         "04_pruning_a_vlm",
         "05_ablation_sweep",
         "06_your_own_method",
+        "07_adaptive_budgets",
     ]
 
 

@@ -5,7 +5,8 @@ A config has six groups::
 
     model:     which VLM to load (zoo name, local checkpoint path or a registered test model)
     selector:  which token selector to apply and its constructor parameters
-    budget:    how many vision tokens to keep (``k``; ``null`` = keep all)
+    budget:    how many vision tokens to keep (``k``, or ``ratio``, or ``adaptive``; ``k: null``
+               without the others = keep all)
     dataset:   the evaluation data (JSONL or a local POPE / GQA / MME copy)
     eval:      generation and evaluation settings
     logging:   where results go (run directory, Weights & Biases)
@@ -39,6 +40,8 @@ __all__ = [
     "to_flat_dict",
     "NO_SELECTOR",
     "check_output_dir",
+    "budget_args",
+    "budget_label",
 ]
 
 #: Selector names that mean "run the unpruned model".
@@ -78,8 +81,74 @@ class SelectorConfig:
 
 @dataclass
 class BudgetConfig:
-    #: Vision tokens kept per image (per crop for any-res models); ``null`` keeps every token.
+    #: Vision tokens kept per image (per crop for any-res models); ``null`` keeps every token
+    #: (unless ``ratio`` or ``adaptive`` is given: then ``k`` must be ``null``).
     k: Optional[int] = 64
+    #: Fraction of each image's (crop's) tokens kept, in (0, 1] (see ``tokensel.prune``).
+    ratio: Optional[float] = None
+    #: A hardness-aware budget, ``{k_max, k_min, tol, coverage}`` (:class:`tokensel.AdaptiveBudget`):
+    #: each image keeps between k_min and k_max tokens by its selector's stopping rule.
+    adaptive: Optional[Dict[str, Any]] = None
+
+
+def budget_args(cfg: DictConfig) -> tuple[Any, Optional[float]]:
+    """``(k, ratio)`` for ``tokensel.prune`` from a validated config: ``k`` an int or a
+    :class:`tokensel.AdaptiveBudget` (``budget.adaptive``), or ``(None, None)`` = keep all."""
+    b = cfg.budget
+    if b.get("adaptive") is not None:
+        from tokensel.budget import AdaptiveBudget
+
+        return AdaptiveBudget.from_dict(dict(OmegaConf.to_container(b.adaptive, resolve=True))), None
+    if b.get("ratio") is not None:
+        return None, float(b.ratio)
+    return b.k, None
+
+
+def budget_label(cfg: DictConfig) -> str:
+    """Short budget name for run names and labels: ``k32``, ``r0.25``,
+    ``adaptive-kmax128-kmin4-cov0.99-tol0.1``; ``full`` when every token is kept."""
+    k, ratio = budget_args(cfg)
+    if ratio is not None:
+        return f"r{ratio:g}"
+    if k is None:
+        return "full"
+    if isinstance(k, int):
+        return f"k{k}"
+    parts = [f"kmax{k.k_max}", f"kmin{k.k_min}"]
+    parts += [f"cov{k.coverage:g}"] if k.coverage is not None else []
+    parts += [f"tol{k.tol:g}"] if k.tol is not None else []
+    return "adaptive-" + "-".join(parts)
+
+
+def _validate_budget(cfg: DictConfig) -> None:
+    b = cfg.budget
+    k, ratio, adaptive = b.k, b.get("ratio"), b.get("adaptive")
+    if k is not None and k <= 0:
+        _fail("budget.k", f"must be a positive integer or null (keep all tokens), got {k}")
+    if ratio is not None and adaptive is not None:
+        _fail("budget.ratio", "and budget.adaptive are both set; give one of them")
+    given = "budget.ratio" if ratio is not None else "budget.adaptive" if adaptive is not None else None
+    if given and k is not None:
+        _fail("budget.k", f"must be null when {given} is set (got k={k}): add budget.k=null")
+    if ratio is not None and (isinstance(ratio, bool) or not 0 < float(ratio) <= 1):
+        _fail("budget.ratio", f"must be a number in (0, 1], got {ratio!r}")
+    if adaptive is not None:
+        from tokensel.budget import AdaptiveBudget
+
+        spec = OmegaConf.to_container(adaptive, resolve=True) if OmegaConf.is_config(adaptive) else adaptive
+        try:
+            AdaptiveBudget.from_dict(spec if isinstance(spec, dict) else adaptive)
+        except (TypeError, ValueError) as exc:
+            _fail("budget.adaptive", str(exc))
+        name = cfg.selector.name
+        if name not in NO_SELECTOR:
+            from tokensel.selectors import create_selector
+
+            sel = create_selector(name, **effective_selector_params(cfg))
+            try:
+                sel.check_adaptive(AdaptiveBudget.from_dict(spec))
+            except ValueError as exc:
+                _fail("budget.adaptive", str(exc))
 
 
 @dataclass
@@ -401,9 +470,7 @@ def validate_config(cfg: DictConfig, config_dir: Path | None = None) -> None:
         _fail(missing[0], "is required (given as ??? / not set); set it in the config or as key=value")
     check_output_dir(cfg.logging.output_dir)
     _validate_selector(cfg)
-    k = cfg.budget.k
-    if k is not None and k <= 0:
-        _fail("budget.k", f"must be a positive integer or null (keep all tokens), got {k}")
+    _validate_budget(cfg)
     _validate_dataset(cfg.dataset)
     _validate_model(cfg.model)
     _validate_eval_logging(cfg)

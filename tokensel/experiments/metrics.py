@@ -146,8 +146,10 @@ def compute_metrics(
 ) -> dict:
     """All metrics that apply to the records.
 
-    Always: ``accuracy``, ``num_samples`` and, where recorded, ``mean_kept_tokens``,
-    ``mean_image_tokens``, ``prefill_ms``, ``selection_ms``. The POPE metrics over the questions
+    Always: ``accuracy``, ``num_samples`` and, where recorded, ``mean_kept_tokens`` (with the
+    distribution of kept tokens per sample: ``kept_tokens_median``, ``kept_tokens_p10``,
+    ``kept_tokens_p90``; adaptive budgets make it vary), ``mean_image_tokens``, ``prefill_ms``,
+    ``selection_ms``. The POPE metrics over the questions
     whose answer is yes/no. Yes/no-only data with categories (or ``dataset_format='mme'``): the
     MME score. Categories: ``acc/<category>``. With ``error_bars_on``, the error bars of
     :func:`error_bars` (``<metric>_stderr``, ``<metric>_ci``; bootstrap seeded by ``seed``).
@@ -164,6 +166,12 @@ def compute_metrics(
         vals = [float(r[key]) for r in records if r.get(key) is not None]
         if vals:
             out[name] = _mean(vals)
+    kept = [float(r["kept_tokens"]) for r in records if r.get("kept_tokens") is not None]
+    if kept:
+        from tokensel.budget import kept_token_stats
+
+        stats = kept_token_stats(kept)
+        out.update({f"kept_tokens_{q}": stats[q] for q in ("median", "p10", "p90")})
     cats = sorted({r["category"] for r in records if r.get("category")})
     for cat in cats:
         out[f"acc/{cat}"] = _mean([float(r["correct"]) for r in records if r.get("category") == cat])

@@ -264,15 +264,20 @@ class _Unpruned:
         return self.model.generate(**kwargs)
 
 
-def wrap_model(loaded: LoadedModel, selector: str, k: Optional[int], params: dict) -> Any:
-    """``tokensel.prune(model, selector=..., k=..., tokenizer=..., **params)``; the raw model
-    behind the same interface when ``selector == 'none'`` or ``k is None``."""
-    if selector == "none" or k is None:
+def wrap_model(loaded: LoadedModel, selector: str, k: Any, params: dict, ratio: Optional[float] = None) -> Any:
+    """``tokensel.prune(model, selector=..., k=... or ratio=..., tokenizer=..., **params)`` (``k``
+    an int or a :class:`tokensel.AdaptiveBudget`); the raw model behind the same interface when
+    ``selector == 'none'`` or neither ``k`` nor ``ratio`` is given."""
+    if selector == "none" or (k is None and ratio is None):
         return _Unpruned(loaded.model)
     import tokensel
+    from tokensel.budget import AdaptiveBudget
 
     tokenizer = getattr(loaded.processor, "tokenizer", loaded.processor)
-    return tokensel.prune(loaded.model, selector=selector, k=int(k), tokenizer=tokenizer, **params)
+    if ratio is not None:
+        return tokensel.prune(loaded.model, selector=selector, ratio=float(ratio), tokenizer=tokenizer, **params)
+    k = k if isinstance(k, AdaptiveBudget) else int(k)
+    return tokensel.prune(loaded.model, selector=selector, k=k, tokenizer=tokenizer, **params)
 
 
 class _TimingStreamer:

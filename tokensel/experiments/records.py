@@ -39,7 +39,9 @@ _NOT_IN_KEY = {
 
 def is_unpruned(cfg: DictConfig) -> bool:
     """True when the config evaluates the model with every vision token."""
-    return cfg.selector.name in NO_SELECTOR or cfg.budget.k is None
+    from tokensel.experiments.config import budget_args
+
+    return cfg.selector.name in NO_SELECTOR or budget_args(cfg) == (None, None)
 
 
 def effective_config(cfg: DictConfig, received: Optional[dict] = None) -> dict:
@@ -52,6 +54,7 @@ def effective_config(cfg: DictConfig, received: Optional[dict] = None) -> dict:
     if is_unpruned(cfg):
         data["selector"]["name"] = "none"
         data["budget"]["k"] = None
+        data["budget"]["ratio"] = data["budget"]["adaptive"] = None
         data["selector"]["params"] = {key: None for key in configured}
         return data
     got = effective_selector_params(cfg, with_seed=True) if received is None else dict(received)

@@ -16,6 +16,8 @@ from typing import Any, Optional
 from omegaconf import DictConfig
 
 from tokensel.experiments.config import (
+    budget_args,
+    budget_label,
     ConfigError,
     effective_selector_params,
     load_config,
@@ -100,10 +102,12 @@ def _slug(text: str) -> str:
 
 def default_run_name(cfg: DictConfig) -> str:
     ds = cfg.dataset.name or Path(cfg.dataset.path).stem
-    if cfg.selector.name == "none" or cfg.budget.k is None:
+    from tokensel.experiments.records import is_unpruned
+
+    if is_unpruned(cfg):
         sel = "full"
     else:
-        sel = f"{cfg.selector.name}-k{cfg.budget.k}"
+        sel = f"{cfg.selector.name}-{budget_label(cfg)}"
         for key, value in sorted(effective_selector_params(cfg).items()):
             if value is not None:
                 sel += f"-{key}{value}"
@@ -223,8 +227,9 @@ def _warm_up(loaded, wrapper, prepared: Prepared, timer) -> dict:
         full = [o for o in outs if o.get("kept_tokens") is not None and o.get("image_tokens")]
         if full and all(o["kept_tokens"] >= o["image_tokens"] for o in full):
             n = full[0]["image_tokens"]
+            what = f"budget.k: k={cfg.budget.k}" if cfg.budget.k is not None else f"budget: {budget_label(cfg)}"
             raise ConfigError(
-                f"budget.k: k={cfg.budget.k} keeps all {n} vision tokens of an image of model "
+                f"{what} keeps all {n} vision tokens of an image of model "
                 f"{cfg.model.name!r}, so the run would be unpruned under a pruned run name; choose k < {n}, "
                 "or selector.name=none / budget.k=null for the unpruned model"
             )
@@ -334,7 +339,8 @@ def run_eval(
         _seed_everything(int(cfg.eval.seed))
         if loaded is None:
             loaded = load_model(cfg.model)
-        wrapper = wrap_model(loaded, cfg.selector.name, cfg.budget.k, prepared.selector_params)
+        wrapper = wrap_model(loaded, cfg.selector.name, budget_args(cfg)[0], prepared.selector_params,
+                             ratio=budget_args(cfg)[1])
         effective = effective_config(cfg, selector_received(wrapper, cfg, prepared.selector_params))
         timer = _SelectionTimer(wrapper)
         first_call = _warm_up(loaded, wrapper, prepared, timer)
@@ -455,6 +461,6 @@ def _write_outputs(cfg: DictConfig, result: EvalResult, *, print_results: bool, 
     if print_results:
         eff = result.extra.get("effective") or {}
         sel, k = eff.get("selector", {}).get("name", cfg.selector.name), eff.get("budget", {}).get("k", cfg.budget.k)
-        title = f"\n{name}  (selector={sel}, k={k})"
+        title = f"\n{name}  (selector={sel}, {'k=' + str(k) if k is not None else budget_label(cfg)})"
         print(results_tables(result.metrics, HEADLINE_METRICS, title=title))
         print(f"\nrun directory: {run_dir}" + (f"\nW&B ({run.mode}): {result.wandb_dir}" if result.wandb_dir else ""))

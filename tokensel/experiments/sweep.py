@@ -133,7 +133,9 @@ def _label(cfg: DictConfig, values: dict) -> str:
     if is_unpruned(cfg):
         label = "none (unpruned)"
     else:
-        label = f"{cfg.selector.name} k={cfg.budget.k}"
+        from tokensel.experiments.config import budget_label
+
+        label = f"{cfg.selector.name} " + (f"k={cfg.budget.k}" if cfg.budget.k is not None else budget_label(cfg))
         label += "".join(f" {k}={v}" for k, v in sorted(effective_selector_params(cfg).items()) if v is not None)
     label += "".join(f" {k}={v}" for k, v in values.items() if not _is_selector_key(k))
     return label + f" seed={cfg.eval.seed}"
@@ -309,13 +311,14 @@ def accuracy_vs_k_figure(rows: list[dict], metric: str = "accuracy", metric_keys
 def _check_budgets(points: list, loaded: Any) -> None:
     """Before any point of this model runs: no point's k may keep every vision token."""
     from tokensel.experiments.records import is_unpruned
+    from tokensel.experiments.config import budget_args
     from tokensel.experiments.runner import image_token_count
 
     for point, prepared in points:
         if is_unpruned(prepared.cfg):
             continue
         n = image_token_count(loaded, prepared.samples[0])
-        if n is not None and prepared.cfg.budget.k >= n:
+        if n is not None and isinstance(budget_args(prepared.cfg)[0], int) and prepared.cfg.budget.k >= n:
             raise ConfigError(
                 f"sweep point {point.overrides}: budget.k: k={prepared.cfg.budget.k} keeps all {n} vision tokens "
                 f"of an image of model {prepared.cfg.model.name!r}; choose k < {n}"

@@ -33,7 +33,12 @@ contextual = 64 tokens). ``ratio`` keeps ``budget_from_ratio(ratio, n, selector.
 tokens of each image/crop/packed sequence of ``n`` tokens: ``max(1, int(ratio * n))`` for most
 selectors, ``round(ratio * n)`` for DivPrune (``int`` on Qwen2.5-VL, as MMTok's Qwen port of it)
 and the in-LLM selectors (of all the sample's image tokens N). When the budget is at least the
-number of tokens, every token is kept and the model's output is unchanged.
+number of tokens, every token is kept and the model's output is unchanged. ``k`` may also be a
+:class:`tokensel.AdaptiveBudget` (vision-stage selectors with a stopping rule, e.g. ``mmtok``):
+each image (LLaVA-NeXT: each crop) keeps its own number of tokens, between ``k_min`` and
+``k_max`` (capped at its token count); the batch's sequences are padded to the longest and
+masked, Qwen2.5-VL's kept tokens keep their original M-RoPE positions, and each sample's result
+equals the sample run alone.
 
 Extra keyword arguments accepted by the wrapper call (besides what the processor returns):
 
@@ -64,6 +69,7 @@ from tokensel.batch import Selection, TokenBatch
 from tokensel.models._base import ImageFeatures, VisionAdapter
 from tokensel.models._llm import LLMPruneState, install_llm_hooks
 from tokensel.models._text import embed_questions, extract_last_user_turn, filter_question
+from tokensel.budget import AdaptiveBudget
 from tokensel.selectors.base import Selector, budget_from_ratio, check_budget
 from tokensel.selectors.llm import LLMSelector
 from tokensel.selectors.registry import create_selector
@@ -94,9 +100,11 @@ def adapter_for(model: nn.Module) -> VisionAdapter:
     )
 
 
-def _check_budget(k, ratio) -> tuple[int | None, float | None]:
+def _check_budget(k, ratio) -> tuple[int | AdaptiveBudget | None, float | None]:
     if (k is None) == (ratio is None):
         raise ValueError("pass exactly one of k (tokens kept per image/crop) or ratio (fraction kept)")
+    if isinstance(k, AdaptiveBudget):
+        return k, None
     if k is not None:
         return check_budget(k), None  # any integral scalar (numpy, torch); no bools or floats
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < float(ratio) <= 1:
@@ -112,7 +120,7 @@ class PrunedVLM:
         model: nn.Module,
         selector: str | Selector = "mmtok",
         *,
-        k: int | None = None,
+        k: int | AdaptiveBudget | None = None,
         ratio: float | None = None,
         tokenizer=None,
         **selector_params,
@@ -131,6 +139,11 @@ class PrunedVLM:
         if self.selector.stage == "vision":
             self.adapter.check_selector_inputs(self.selector.name or type(self.selector).__name__, self._needs())
         self.k, self.ratio = _check_budget(k, ratio)
+        if isinstance(self.k, AdaptiveBudget):
+            if self.selector.stage == "llm":
+                raise ValueError(f"selector {self.selector.name!r} prunes inside the language model; an "
+                                 "AdaptiveBudget needs a vision-stage selector with a stopping rule (mmtok)")
+            self.selector.check_adaptive(self.k)
         if self.selector.stage == "llm":
             _check_llm_selector(self.selector, self.adapter)
             if self.k is not None:
@@ -169,9 +182,12 @@ class PrunedVLM:
         return self._run(inputs, generate=True)
 
     # ------------------------------------------------------------------ budget
-    def budget(self, n: int) -> int:
+    def budget(self, n: int) -> int | AdaptiveBudget:
         """Tokens kept of an image/crop/packed sequence of ``n`` tokens: ``min(k, n)``, or for a
-        ratio :func:`~tokensel.selectors.budget_from_ratio` with the selector's ``ratio_rounding``."""
+        ratio :func:`~tokensel.selectors.budget_from_ratio` with the selector's ``ratio_rounding``;
+        an :class:`~tokensel.AdaptiveBudget` capped at ``n`` (``AdaptiveBudget.capped``)."""
+        if isinstance(self.k, AdaptiveBudget):
+            return self.k.capped(n)
         if self.k is not None:
             return min(self.k, n)
         return budget_from_ratio(self.ratio, n, self.selector.ratio_rounding)
@@ -276,7 +292,8 @@ class PrunedVLM:
             n = img.num_tokens
             kk = self.budget(n)
             plans[i] = [None] * img.num_crops
-            if kk >= n:
+            adaptive = isinstance(kk, AdaptiveBudget)
+            if not adaptive and kk >= n:
                 continue
             has_text = text is not None and counts[sample_of[i]] > 0
             if "text" in need and not has_text:
@@ -291,7 +308,7 @@ class PrunedVLM:
                     raise ValueError(f"image {i}: image_sizes mark every patch as padding")
                 # a crop with at most kk non-padding patches keeps them all (Selection.lengths); it
                 # is selected apart from the others, whose output may begin with a CLS token
-                groups[(n, kk, has_text, pickable <= kk)].append((i, c))
+                groups[(n, kk, has_text, not adaptive and pickable <= kk)].append((i, c))
         t_sel = 0.0
         for (n, kk, has_text, _keeps_all), members in groups.items():
             batch = self._token_batch(images, members, sample_of, text if has_text else None,
@@ -555,12 +572,15 @@ def _restore_prompt(out, original_ids: Tensor, pruned_len: int):
     return out
 
 
-def prune(model: nn.Module, selector: str | Selector = "mmtok", *, k: int | None = None,
+def prune(model: nn.Module, selector: str | Selector = "mmtok", *, k: int | AdaptiveBudget | None = None,
           ratio: float | None = None, tokenizer=None, **selector_params) -> PrunedVLM:
     """Wrap ``model`` so that its prefill keeps only ``k`` (or ``ratio``) vision tokens chosen by
     ``selector`` (a registered name plus ``selector_params``, or a Selector instance).
 
     ``tokenizer`` (or the processor) is needed to find the question in the prompt for
     text-conditioned selectors. The model itself is not modified. See :class:`PrunedVLM`.
+    ``k`` may be a :class:`tokensel.AdaptiveBudget`: each image (crop) then keeps its own count,
+    rows of the batch are padded and masked to the longest, ``last_selection`` lists each
+    image's real picks and ``last_input_lengths`` each sample's real length.
     """
     return PrunedVLM(model, selector, k=k, ratio=ratio, tokenizer=tokenizer, **selector_params)

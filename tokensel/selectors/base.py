@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from tokensel.batch import Selection, TokenBatch
+from tokensel.budget import AdaptiveBudget, Ranking, adaptive_lengths
 from tokensel.validation import check_int, reject_params
 
 __all__ = ["RATIO_ROUNDING", "Selector", "budget_from_ratio", "check_budget", "check_ratio_rounding"]
@@ -72,6 +73,11 @@ class Selector(ABC):
     keep the selector's output order, which is part of the method; one whose output begins with
     the encoder's CLS token (``leading_cls=True``, VisionZip) counts it in k and so has
     ``k - 1`` indices.
+
+    ``k`` may be a :class:`~tokensel.AdaptiveBudget`: a selector listing the budget's rules in
+    ``adaptive_rules`` ranks ``min(k_max, pickable)`` tokens of each row with :meth:`ranking`
+    and each row keeps the prefix its rule allows (``lengths`` in ``[k_min, k_max]``, capped at
+    the row's pickable count); the others raise a ``ValueError`` naming the selector.
     """
 
     #: Where the selector runs: "vision" (before the language model) or "llm" (inside it).
@@ -111,10 +117,35 @@ class Selector(ABC):
     def name(self, value: str) -> None:
         self._name = value
 
-    def __call__(self, batch: TokenBatch, k: int) -> Selection:
+    #: Stopping rules this selector supports for an :class:`~tokensel.AdaptiveBudget`
+    #: (a subset of ``("tol", "coverage")``); those listed need :meth:`ranking`.
+    adaptive_rules: ClassVar[tuple[str, ...]] = ()
+
+    def check_adaptive(self, budget: AdaptiveBudget) -> None:
+        """Raise a ``ValueError`` naming the selector unless it supports ``budget``'s rules."""
+        missing = [r for r in budget.rules if r not in self.adaptive_rules]
+        if missing:
+            has = f"supports only {self.adaptive_rules}" if self.adaptive_rules else "has no stopping rule"
+            raise ValueError(
+                f"selector {self.name or type(self).__name__!r} {has}, so it cannot take an AdaptiveBudget "
+                f"with {', '.join(missing)}: use a fixed k, or a selector with a coverage objective (mmtok)"
+            )
+
+    def ranking(self, batch: TokenBatch, k: int) -> Ranking:
+        """The first ``k`` picks of each row in pick order with their gains (and coverage
+        shortfalls), for adaptive budgets. ``batch`` is validated and batched; every row has at
+        least k pickable tokens. Selectors listing ``adaptive_rules`` implement it."""
+        raise NotImplementedError(f"selector {type(self).__name__} has no ranking")
+
+    def __call__(self, batch: TokenBatch, k: int | AdaptiveBudget) -> Selection:
+        """Select ``k`` tokens per row (an int >= 1), or per-row counts under an
+        :class:`~tokensel.AdaptiveBudget` (``Selection.lengths`` says how many)."""
         if not isinstance(batch, TokenBatch):
             raise TypeError(f"batch must be a tokensel.TokenBatch, got {type(batch).__name__}")
-        k = check_budget(k)
+        if isinstance(k, AdaptiveBudget):
+            self.check_adaptive(k)
+        else:
+            k = check_budget(k)
         was_batched = batch.batched
         b = batch.validate(finite=not self.checks_finite)
         for field_name in self.requires:
@@ -125,6 +156,9 @@ class Selector(ABC):
         if not bool(available.all()):
             rows = (available == 0).nonzero().flatten().tolist()
             raise ValueError(f"exclude (with vision_mask) leaves no pickable token in row(s) {rows} of the batch")
+        if isinstance(k, AdaptiveBudget):
+            out = self._adaptive(b, k, blocked, available)
+            return out if was_batched else out.unbatched()
         keep_all = available <= k
         if bool(keep_all.all()):
             out = _keep_pickable(blocked, available)
@@ -164,13 +198,36 @@ class Selector(ABC):
         out = self.select(b, k)
         if not isinstance(out, Selection):
             raise RuntimeError(f"selector {self.name!r} ({type(self).__name__}).select returned {type(out).__name__}, not a Selection")
-        idx = out.indices
-        if out.weights is None and idx.dim() == 2 and idx.dtype == torch.long and out.lengths.shape == idx.shape[:1]:
-            valid = out.valid
-            # padding slots (adaptive budgets: rows shorter than k) sort last and stay -1
-            ordered = idx.masked_fill(~valid, blocked.shape[1]).sort(dim=-1).values.masked_fill(~valid, -1)
-            out = Selection(indices=ordered, scores=out.scores, lengths=out.lengths)
+        out = _sorted(out, blocked.shape[1])
         _check_output(self, out, k, blocked)
+        return out
+
+    def _adaptive(self, b: TokenBatch, budget: AdaptiveBudget, blocked: Tensor, available: Tensor) -> Selection:
+        """Rank ``min(k_max, pickable)`` tokens per row (rows grouped by that count, so a row's
+        result does not depend on the others), keep each row's prefix the budget's rule allows."""
+        bsz = blocked.shape[0]
+        caps = available.clamp(max=budget.k_max)
+        parts = []
+        for cap in caps.unique().tolist():
+            rows = (caps == cap).nonzero().squeeze(1)
+            ranked = self.ranking(b.take_rows(rows), int(cap))
+            if tuple(ranked.indices.shape) != (rows.numel(), cap) or ranked.indices.dtype != torch.long:
+                raise RuntimeError(f"selector {self.name!r} ranking returned indices {tuple(ranked.indices.shape)}; "
+                                   f"expected long [{rows.numel()}, {cap}]")
+            parts.append((rows, ranked.indices, adaptive_lengths(ranked, budget.capped(int(cap)))))
+        width = int(max(int(lens.max()) for _, _, lens in parts))
+        indices = torch.full((bsz, width), -1, dtype=torch.long, device=blocked.device)
+        lengths = torch.zeros(bsz, dtype=torch.long, device=blocked.device)
+        slots = torch.arange(width, device=blocked.device)
+        for rows, idx, lens in parts:
+            w = min(width, idx.shape[1])
+            padded = indices.new_full((rows.numel(), width), -1)
+            padded[:, :w] = idx[:, :w].to(blocked.device)
+            lens = lens.to(blocked.device)
+            indices[rows] = padded.masked_fill(slots >= lens[:, None], -1)
+            lengths[rows] = lens
+        out = _sorted(Selection(indices=indices, lengths=lengths), blocked.shape[1])
+        _check_output(self, out, width, blocked)
         return out
 
     @abstractmethod
@@ -190,6 +247,16 @@ class Selector(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
+
+
+def _sorted(out: Selection, n: int) -> Selection:
+    """A plain selection with each row's real slots sorted ascending (padding stays -1, last)."""
+    idx = out.indices
+    if out.weights is None and idx.dim() == 2 and idx.dtype == torch.long and out.lengths.shape == idx.shape[:1]:
+        valid = out.valid
+        ordered = idx.masked_fill(~valid, n).sort(dim=-1).values.masked_fill(~valid, -1)
+        return Selection(indices=ordered, scores=out.scores, lengths=out.lengths)
+    return out
 
 
 def _keep_pickable(blocked: Tensor, available: Tensor, width: int | None = None) -> Selection:

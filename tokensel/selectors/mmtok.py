@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from tokensel.batch import TokenBatch
+from tokensel.budget import AdaptiveBudget, Ranking
 from tokensel.objectives.base import CoverageObjective
 from tokensel.objectives.facility_location import FacilityLocation
 from tokensel.objectives.multimodal import VARIANTS, MultimodalCoverage, multimodal_coverage_matrix
@@ -24,6 +25,10 @@ from tokensel.solvers.incremental import BACKENDS
 from tokensel.validation import check_bool, check_choice, check_number
 
 __all__ = ["MMTok"]
+
+#: Solvers whose picks are made one at a time in order (a prefix of k_max picks is the greedy
+#: answer for fewer tokens): the ones an adaptive budget can cut.
+GREEDY_SOLVERS = ("incremental", "naive", "lazy", "stochastic")
 
 PAPER = "MMTok: Multimodal Coverage Maximization for Efficient Inference of VLMs (ICLR 2026)"
 
@@ -54,6 +59,12 @@ class MMTok(ObjectiveSelector):
     :class:`~tokensel.workspace.Workspace` between calls (``sel.workspace.clear()`` releases
     them); the workspace keeps one set per thread, so one selector instance may be called from
     several threads at once.
+
+    Adaptive budgets (:class:`tokensel.AdaptiveBudget`): both rules come from this coverage
+    objective f (``tol``: its marginal gains; ``coverage``: ``f(S) / f(all pickable tokens)``),
+    evaluated in float64 from the float32 coverage matrix along the solver's pick order; the
+    solver must be a greedy one (:data:`GREEDY_SOLVERS`), whose picks for k are a prefix of
+    its picks for k_max.
 
     Picks do not change when all features are scaled (cosine similarities are computed from
     power-of-two-rescaled vectors where float32 norms would overflow or underflow).
@@ -116,6 +127,26 @@ class MMTok(ObjectiveSelector):
         C = self._checked_coverage(batch)
         index = torch.arange(C.shape[2], device=C.device)
         return [(FacilityLocation(C[b].clone(), exclude=batch.blocked()[b].cpu()), index) for b in range(C.shape[0])]
+
+    adaptive_rules = ("tol", "coverage")
+
+    def check_adaptive(self, budget: AdaptiveBudget) -> None:
+        super().check_adaptive(budget)
+        if self.solver not in GREEDY_SOLVERS:
+            raise ValueError(f"selector {self.name!r}: an AdaptiveBudget cuts the greedy's pick order, but "
+                             f"solver={self.solver!r} is not greedy; use one of {GREEDY_SOLVERS}")
+
+    def ranking(self, batch: TokenBatch, k: int) -> Ranking:
+        """The solver's first k picks, their gains and the coverage shortfall after each, from the
+        per-row best coverage ``[B, R, k]`` of the picked prefixes (float64 sums)."""
+        indices = self.select(batch, k).indices
+        C = self._checked_coverage(batch)
+        R = C.shape[1]
+        best = C.gather(2, indices[:, None, :].expand(-1, R, -1)).cummax(dim=2).values.double()
+        full = C.masked_fill(batch.blocked()[:, None, :], 0.0).amax(dim=2).double()
+        gains = torch.diff(best, dim=2, prepend=torch.zeros_like(best[:, :, :1])).sum(dim=1)
+        shortfall = (full[:, :, None] - best).sum(dim=1)
+        return Ranking(indices=indices, gains=gains, shortfall=shortfall, total=full.sum(dim=1))
 
     def extra_repr(self) -> str:
         opts = "".join(f", {k}={v!r}" for k, v in self.solver_options.items() if k != "backend")

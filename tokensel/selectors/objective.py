@@ -70,7 +70,8 @@ class ObjectiveSelector(Selector):
             raise TypeError("ObjectiveSelector needs objective_fn (image -> CoverageObjective), or a subclass "
                             "that overrides objective()")
         if "tol" in solver_options:
-            raise ValueError("tol is not a selector option: a selector returns exactly k tokens per row")
+            raise ValueError("tol is not a selector option: pass k=tokensel.AdaptiveBudget(k_max, tol=...) "
+                             "to the call instead (selectors with a stopping rule, e.g. mmtok)")
         solver_info(solver).check_options(solver_options)  # unknown names and options fail here
         self.objective_fn = objective_fn
         self.solver = solver
