@@ -127,11 +127,11 @@ from tokensel.data.shapes import (  # noqa: E402
     VQARecord,
     answer_vocabulary,
     count_question,
+    generate_split,
     make_questions,
     patch_labels,
     sample_scene,
     scene_seed,
-    generate_split,
 )
 from tokensel.zoo.integrity import write_manifest  # noqa: E402
 from tokensel.zoo.shapes_llava import (  # noqa: E402

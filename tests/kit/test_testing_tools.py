@@ -9,7 +9,14 @@ from hypothesis import given
 
 import tokensel
 from tokensel.batch import Selection
-from tokensel.objectives import CoverageObjective, FacilityLocation, MaxKCoverage, Modular, MultimodalCoverage, WeightedSum
+from tokensel.objectives import (
+    CoverageObjective,
+    FacilityLocation,
+    MaxKCoverage,
+    Modular,
+    MultimodalCoverage,
+    WeightedSum,
+)
 from tokensel.selectors.simple import available_in_order
 from tokensel.solvers import Solution, register_solver, unregister_solver
 from tokensel.testing import check_objective, check_selector, check_solver, image_alone

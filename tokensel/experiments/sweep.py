@@ -339,7 +339,7 @@ def _run_points(points: list, force: bool, dist) -> dict[str, str]:
             todo.append((point, prepared))
             status[point.key] = "resumed" if found == "partial" and not force else "ran"
     models: dict[str, Any] = {}
-    for point, prepared in tqdm(todo, desc="sweep", disable=not dist.is_main or not todo, dynamic_ncols=True):
+    for _, prepared in tqdm(todo, desc="sweep", disable=not dist.is_main or not todo, dynamic_ncols=True):
         key = OmegaConf.to_yaml(prepared.cfg.model)
         if key not in models:
             models.clear()
@@ -354,10 +354,9 @@ def summarize_sweep(spec: DictConfig, points: list, print_results: bool = True) 
     ``summary.txt``), ``summary.json``, metric-vs-k plots with error bars and a W&B summary run."""
     import json
 
+    from tokensel.experiments.runner import _run_parent
     from tokensel.experiments.tables import format_table
     from tokensel.experiments.tracking import WandbRun
-
-    from tokensel.experiments.runner import _run_parent
 
     cfg0 = points[0][1].cfg
     out_dir = _run_parent(cfg0)
