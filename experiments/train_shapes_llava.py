@@ -104,6 +104,7 @@ weights up to floating-point reduction order.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -575,15 +576,44 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def main_optimizer(model, params: list, args) -> torch.optim.AdamW:
+    """AdamW over ``params``: weight decay on matrices only; the vision tower's groups carry the
+    learning-rate multiplier ``--vision-lr-scale`` (as ``"scale"``)."""
+    tower = {id(p) for p in model.model.vision_tower.parameters()}
+    groups = []
+    for in_tower, scale in ((False, 1.0), (True, args.vision_lr_scale)):
+        mine = [p for p in params if (id(p) in tower) == in_tower]
+        groups += [{"params": [p for p in mine if p.dim() >= 2], "weight_decay": 0.01, "scale": scale},
+                   {"params": [p for p in mine if p.dim() < 2], "weight_decay": 0.0, "scale": scale}]
+    return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.98))
+
+
+def main_lr(args, step: int) -> float:
+    """Main-phase learning rate: linear warm-up, constant, cosine decay over the last
+    ``--decay-fraction`` of the steps (down to 2% of ``--lr``)."""
+    decay_from = int(args.steps * (1 - args.decay_fraction))
+    if step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    if step < decay_from:
+        return args.lr
+    t = (step - decay_from) / max(1, args.steps - decay_from)
+    return args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def check_shipped(ap: argparse.ArgumentParser, args) -> None:
+    """``--recipe shipped`` fixes every option except ``--out``, ``--threads`` and ``--seed``."""
+    free = {"recipe", "out", "threads", "seed"}
+    fixed = sorted(k for k, v in vars(args).items() if k not in free and v != ap.get_default(k))
+    if fixed:
+        ap.error("--recipe shipped sets every option except --out, --threads and --seed; got "
+                 + ", ".join("--" + k.replace("_", "-") for k in fixed))
+
+
 def main(argv=None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
     if args.recipe == "shipped":
-        free = {"recipe", "out", "threads", "seed"}
-        fixed = sorted(k for k, v in vars(args).items() if k not in free and v != ap.get_default(k))
-        if fixed:
-            ap.error("--recipe shipped sets every option except --out, --threads and --seed; got "
-                     + ", ".join("--" + k.replace("_", "-") for k in fixed))
+        check_shipped(ap, args)
         return run_shipped_recipe(args.out, args.threads, args.seed)
     if args.count_per_object and args.count_ratio <= 0:
         ap.error("--count-per-object needs --count-ratio > 0")
@@ -610,24 +640,8 @@ def main(argv=None) -> int:
     word_ids = torch.tensor(tok.convert_tokens_to_ids(COLORS_LIST + list(SHAPES)))
 
     params = list(model.parameters()) + list(probe.parameters()) + list(qprobe.parameters()) + [align]
-    tower = {id(p) for p in model.model.vision_tower.parameters()}
-    groups = []
-    for in_tower, scale in ((False, 1.0), (True, args.vision_lr_scale)):
-        mine = [p for p in params if (id(p) in tower) == in_tower]
-        groups += [{"params": [p for p in mine if p.dim() >= 2], "weight_decay": 0.01, "scale": scale},
-                   {"params": [p for p in mine if p.dim() < 2], "weight_decay": 0.0, "scale": scale}]
-    opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.98))
-
-    decay_from = int(args.steps * (1 - args.decay_fraction))
-
-    def lr_at(step):
-        # linear warm-up, constant, cosine decay over the last --decay-fraction of the steps
-        if step < args.warmup:
-            return args.lr * (step + 1) / args.warmup
-        if step < decay_from:
-            return args.lr
-        t = (step - decay_from) / max(1, args.steps - decay_from)
-        return args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+    opt = main_optimizer(model, params, args)
+    lr_at = functools.partial(main_lr, args)
 
     val = generate_split("val", args.eval_images, seed=args.seed)
     val_scenes = list({r.image_id: r.scene for r in val}.values())[:20]

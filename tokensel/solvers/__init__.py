@@ -25,7 +25,6 @@ from typing import Callable
 import torch
 
 from tokensel.objectives.base import CoverageObjective
-from tokensel.selectors.base import check_budget
 from tokensel.solvers.consistency import checked_blocks
 from tokensel.solvers.exact import brute_force, ilp, trim_by_tolerance
 from tokensel.solvers.greedy import fast_path, lazy_greedy, naive_greedy, stochastic_greedy, stochastic_sample_size
@@ -33,7 +32,7 @@ from tokensel.solvers.incremental import dense_greedy, incremental_greedy
 from tokensel.solvers.incremental_registered import incremental_batched, incremental_solver
 from tokensel.solvers.registry import SolverInfo, list_solvers, register_solver, solver_info, unregister_solver
 from tokensel.solvers.solution import Solution
-from tokensel.validation import check_int, check_number
+from tokensel.validation import check_budget, check_int, check_number
 
 __all__ = [
     "Solution",
