@@ -84,9 +84,6 @@ class SweepPoint:
     #: Run key of the point's effective configuration.
     key: str = ""
 
-    def as_dotlist(self) -> list[str]:
-        return [f"{k}={_yaml_value(v)}" for k, v in self.overrides.items()]
-
 
 def _yaml_value(v: Any) -> str:
     if v is None:
