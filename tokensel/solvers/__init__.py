@@ -97,7 +97,7 @@ def _ilp(objective, k, tol, time_limit: float = 60.0, mip_rel_gap: float = 1e-9)
 
 def _brute(objective, k, tol, max_subsets: int = 2_000_000):
     max_subsets = check_int("max_subsets", max_subsets, 1)
-    chosen, _ = brute_force(objective, k, max_subsets=max_subsets)
+    chosen = brute_force(objective, k, max_subsets=max_subsets)
     return _exact_report(objective, chosen, tol, True, objective.value(chosen), "exhaustive search")
 
 
