@@ -460,7 +460,7 @@ def export_wandb_sweep(spec: DictConfig, base: Path, out: str | os.PathLike, swe
 
 def main(argv: list[str] | None = None) -> int:
     """``tokensel sweep``; errors become one line on stderr and a non-zero exit code."""
-    from tokensel.cli import guarded
+    from tokensel.experiments.guard import guarded
 
     return guarded("sweep", _main, list(sys.argv[1:] if argv is None else argv))
 
