@@ -23,8 +23,14 @@ def build(args):
     import torch
     from PIL import Image
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import (CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration,
-                              LlavaProcessor, PreTrainedTokenizerFast)
+    from transformers import (
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        PreTrainedTokenizerFast,
+    )
     from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
 
     words = ["<pad>", "<unk>", "<s>", "</s>", "<image>", "USER:", "ASSISTANT:"]
@@ -85,7 +91,7 @@ def main(argv=None) -> int:
     sel = {name: [] for name, _, _ in settings}
     lengths = {}
     with torch.inference_mode():
-        for name, _, wrapper in settings:  # warm-up
+        for _, _, wrapper in settings:  # warm-up
             (wrapper or model)(**inputs, logits_to_keep=1)
         # round-robin over the settings so that load changes on the shared machine hit all alike
         for _ in range(args.reps):
@@ -97,15 +103,15 @@ def main(argv=None) -> int:
                     sel[name].append(wrapper.last_timing["selection"])
                     lengths[name] = wrapper.last_input_lengths[0]
     rows = []
-    for name, kept, wrapper in settings:
+    for name, kept, _ in settings:
         s = statistics.median(sel[name]) if sel[name] else None
         length = lengths.get(name, 0 if name.startswith("(") else inputs["input_ids"].shape[1])
         rows.append((name, kept, statistics.median(times[name]), s, length))
 
     base = rows[0][2]
     print()
-    print(f"| setting | kept | LM input | prefill (s) | speed-up | selection (ms) | selection share |")
-    print(f"|---|---|---|---|---|---|---|")
+    print("| setting | kept | LM input | prefill (s) | speed-up | selection (ms) | selection share |")
+    print("|---|---|---|---|---|---|---|")
     for name, kept, t, s, length in rows:
         sel_ms = "-" if s is None else f"{1000 * s:.1f}"
         share = "-" if s is None else f"{100 * s / t:.1f}%"

@@ -44,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         n, k = (int(v) for v in spec.split(":"))
         x = torch.nn.functional.normalize(torch.randn(n, 64, generator=torch.Generator().manual_seed(0)), dim=1)
         obj = FacilityLocation((x @ x.T).clamp_min(0))
-        lazy = best_of(lambda: tokensel.maximize(obj, k, solver="lazy"), args.reps)
-        stoch = best_of(lambda: tokensel.maximize(obj, k, solver="stochastic"), args.reps)
+        lazy = best_of(lambda obj=obj, k=k: tokensel.maximize(obj, k, solver="lazy"), args.reps)
+        stoch = best_of(lambda obj=obj, k=k: tokensel.maximize(obj, k, solver="stochastic"), args.reps)
         ratio = tokensel.maximize(obj, k, solver="stochastic").value / tokensel.maximize(obj, k, solver="lazy").value
         print(f"{n:>6} {k:>5} {lazy:>9.3f} {stoch:>9.3f} {stoch / lazy:>11.2f} {ratio:>12.4f}")
     return 0

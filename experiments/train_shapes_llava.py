@@ -1,109 +1,27 @@
 """Train ``shapes-llava`` from scratch on the synthetic shapes VQA (CPU, seeded, reproducible).
 
+The shipped weights (``tokensel/zoo/weights/shapes-llava``) come from::
+
     OMP_NUM_THREADS=2 python experiments/train_shapes_llava.py --recipe shipped --threads 2 --out <folder>
 
-Objective per step (batch of ``--scenes`` images, all questions of each image):
+which runs the two stages of ``SHIPPED_STAGES`` one after the other (stage 1 into
+``<out>-stage1``). Stage 1: phase 0 trains the vision side alone (``--vision-steps``), then the
+whole model trains on a token-subset curriculum; stage 2 starts from stage 1 with the counting
+hints. Each step's loss is the answer cross-entropy plus training-only terms (patch/word
+alignment, question probe, retrieval and counting attention hints, centre and size probes);
+only the LLaVA weights are saved. Validation (all 576 tokens) runs every ``--eval-every`` steps
+and each evaluation saves the weights and ``training_info.json``.
 
-* answer loss: cross-entropy of the answer word at the last prompt position and of ``</s>``
-  after it (the LM sees the full 576 projected patch tokens, LLaVA-1.5 prompt format);
-* alignment loss (what makes MMTok's text-vision term meaningful): every projected patch token
-  x_j and the LM input embeddings e_w of the 6 colour and 4 shape words are L2-normalised and
-  scored as ``s * cos(x_j, e_w) + b``; a binary cross-entropy asks patches covered by an object
-  to match exactly that object's colour word and shape word, and background patches to match
-  none. ``s`` and ``b`` are training-only scalars. This puts question words and projected
-  vision tokens in one space, so cos(embed_tokens(word), vision token) is high where the word
-  is depicted;
-* question probe: a training-only linear probe on the LM's first-layer output at the answer
-  position predicts the question's colour word, shape word and type; without it the small LM
-  sat on a plateau answering from the image alone (the question must reach the answer position
-  in layer 1 before layer 2 can retrieve the matching image tokens);
-* retrieval hint: head 0 of the LM's last layer, at the answer position, is asked to put its
-  image attention on the patches of the objects the question names (-log of that mass);
-  the other heads are free. Training uses eager attention in the LM to read the maps;
-* centre loss: a training-only linear probe on the vision features (the layer the projector
-  reads) predicts which patch holds each object's centre, which helps counting;
-* size loss (``--size-weight``): the centre probe's second output regresses, on every object
-  patch, the log of the number of patches its object covers, so the vision side exposes object
-  size (which the counting head needs to give large and small objects the same share);
-* counting hint (``--count-weight``): on count questions head 1 of the LM's last layer, at the
-  answer position, is asked to put a share of its attention on each counted object and the
-  rest on ``<s>``, so its output moves with the count (softmax attention alone normalises the
-  count away). Shipped: each counted object's patches together get r / (1 + c r) with r = 1
-  (``--count-per-object --count-ratio 1``), plus a squared error on each object's log share
-  (``--count-log-weight 2``); by default 1/5 goes to each object's centre patch;
-* extra counting questions (``--extra-counts``): besides the scene's own questions (one of them
-  a count), each training image also asks how many of every other colour and shape it holds
-  (up to 6 more, one of them with the answer 0, see :func:`extra_count_questions`). The image
-  runs through the LM once per step however many questions it has, so this costs about a third
-  more time per step and gives the counting hint several counted sets per image.
+Determinism: a fixed ``--seed`` fixes initialisation, data order and schedule; a rerun with the
+same thread count gives the same weights up to floating-point reduction order.
 
-Counting is what limits accuracy. The counting head reads a count from how much attention
-the counted objects draw relative to ``<s>``, so it is only as good as that mass is even from
-object to object; the log-ratio between two adjacent counts c and c + 1 is log((1 + (c+1) r) /
-(1 + c r)), 0.22 between 3 and 4. Measured on validation scenes 100-399 (300 scenes, 1154
-questions, about 300 of them counting), each a stage 2 from the same stage-1 weights:
-
-=============================================================  ========  =======  ===========
-stage-2 recipe                                                  counting  overall  POPE F1
-=============================================================  ========  =======  ===========
-1/5 of the attention on each counted centre patch                 69.0%    91.7%   99.5
-per-object share r = 1, ``--count-log-weight 0.5``                72.0%    92.4%   99.3
- + ``--size-weight 2 --vision-lr-scale 0.5`` (shipped before)     74.7%    93.2%   99.7
- + ``--extra-counts 6``                                           85.0%    96.1%   100
- + ``--extra-counts 6 --count-log-weight 2``                       89.3%    97.1%   99.8
- the same, re-run with two threads (shipped)                      87.7%    96.7%   99.8
-=============================================================  ========  =======  ===========
-
-(The two ``--extra-counts`` rows above the last were trained with one thread each, side by
-side; thread count changes the floating-point reduction order and so the exact weights.) The
-shipped weights score 96.5% on the first 1000 test scenes (3798 questions; counting 87.6%, POPE
-F1 99.7). Stage 2 took 16.4 minutes, 52.2 minutes in all with stage 1.
-
-Before the extra questions, the spread of the per-object attention mass (log-standard-deviation
-0.38 relative to ``<s>``) was the same on training and validation scenes: the head was short of
-training signal, not overfitting. One count question per image gives the hint 8 counted sets
-per step; the extra questions give about 50. Object size explains part of the spread
-(correlation 0.54 with the log patch count), which is what ``--size-weight`` addresses. Tried
-and not kept: counting in the first LM layer at the counted word; refitting the digit rows of
-``lm_head``; aligning each centre patch to the word "many"; broadcasting per-attribute counts
-into every patch through a uniform-attention vision head.
-
-Phase 0 (``--vision-steps``): before any LM step, the vision side alone (tower, projector, the
-colour/shape word embeddings) learns from the alignment and centre losses. A ViT from scratch
-learns shapes slowly: the per-patch shape word stayed near 55% for hundreds of steps in every
-plain set-up tried. ``--local-init`` starts the first two vision layers as a convolution (each
-head attends to one neighbouring patch, see :func:`init_local_attention`); with it the phase
-passes 90% per-patch shape accuracy after about 650 steps of 16 images and reaches 100%.
-
-Curriculum: for the first ``--subset-fraction`` of the steps the LM sees, per image, every
-object patch plus random background patches (``--subset-tokens`` in all, original RoPE
-positions kept), which teaches it to read the image tokens quickly and cheaply; the remaining
-steps (the LR decay) use all 576 tokens, as at inference. Validation (all 576 tokens) runs every
-``--eval-every`` steps and each evaluation saves the weights.
-
-The shipped weights were trained in two runs (see training_info.json), which
-``--recipe shipped`` runs one after the other (stage 1 into ``<out>-stage1``)::
-
-    python experiments/train_shapes_llava.py --recipe shipped --threads 2 --out tokensel/zoo/weights/shapes-llava
-
-That is, stage 1 and then stage 2 (``SHIPPED_STAGES``):
-
-    python experiments/train_shapes_llava.py --local-init --vision-steps 1200 --vision-scenes 16 \
-        --steps 1800 --subset-fraction 0.6 --eval-every 300 --threads 2 --out /tmp/stage1
-    python experiments/train_shapes_llava.py --init-from /tmp/stage1 --data-start 33600 \
-        --steps 1200 --subset-fraction 0.4 --warmup 20 --lr 1.5e-3 --count-weight 1.0 --count-ratio 1.0 \
-        --count-log-weight 2.0 --count-per-object --size-weight 2.0 --vision-lr-scale 0.5 --extra-counts 6 \
-        --eval-every 300 --threads 2 --out tokensel/zoo/weights/shapes-llava
-
-Only the LLaVA weights are saved (the probe and the scalars are discarded). Determinism: a fixed
-``--seed`` fixes initialisation, data order (scene seeds are consecutive) and the schedule; the
-step count is fixed (not time based), so a rerun with the same thread count gives the same
-weights up to floating-point reduction order.
+The losses in detail, the recipes compared and what was tried: docs/training-shapes-llava.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -127,11 +45,11 @@ from tokensel.data.shapes import (  # noqa: E402
     VQARecord,
     answer_vocabulary,
     count_question,
+    generate_split,
     make_questions,
     patch_labels,
     sample_scene,
     scene_seed,
-    generate_split,
 )
 from tokensel.zoo.integrity import write_manifest  # noqa: E402
 from tokensel.zoo.shapes_llava import (  # noqa: E402
@@ -575,15 +493,44 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def main_optimizer(model, params: list, args) -> torch.optim.AdamW:
+    """AdamW over ``params``: weight decay on matrices only; the vision tower's groups carry the
+    learning-rate multiplier ``--vision-lr-scale`` (as ``"scale"``)."""
+    tower = {id(p) for p in model.model.vision_tower.parameters()}
+    groups = []
+    for in_tower, scale in ((False, 1.0), (True, args.vision_lr_scale)):
+        mine = [p for p in params if (id(p) in tower) == in_tower]
+        groups += [{"params": [p for p in mine if p.dim() >= 2], "weight_decay": 0.01, "scale": scale},
+                   {"params": [p for p in mine if p.dim() < 2], "weight_decay": 0.0, "scale": scale}]
+    return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.98))
+
+
+def main_lr(args, step: int) -> float:
+    """Main-phase learning rate: linear warm-up, constant, cosine decay over the last
+    ``--decay-fraction`` of the steps (down to 2% of ``--lr``)."""
+    decay_from = int(args.steps * (1 - args.decay_fraction))
+    if step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    if step < decay_from:
+        return args.lr
+    t = (step - decay_from) / max(1, args.steps - decay_from)
+    return args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def check_shipped(ap: argparse.ArgumentParser, args) -> None:
+    """``--recipe shipped`` fixes every option except ``--out``, ``--threads`` and ``--seed``."""
+    free = {"recipe", "out", "threads", "seed"}
+    fixed = sorted(k for k, v in vars(args).items() if k not in free and v != ap.get_default(k))
+    if fixed:
+        ap.error("--recipe shipped sets every option except --out, --threads and --seed; got "
+                 + ", ".join("--" + k.replace("_", "-") for k in fixed))
+
+
 def main(argv=None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
     if args.recipe == "shipped":
-        free = {"recipe", "out", "threads", "seed"}
-        fixed = sorted(k for k, v in vars(args).items() if k not in free and v != ap.get_default(k))
-        if fixed:
-            ap.error("--recipe shipped sets every option except --out, --threads and --seed; got "
-                     + ", ".join("--" + k.replace("_", "-") for k in fixed))
+        check_shipped(ap, args)
         return run_shipped_recipe(args.out, args.threads, args.seed)
     if args.count_per_object and args.count_ratio <= 0:
         ap.error("--count-per-object needs --count-ratio > 0")
@@ -610,24 +557,8 @@ def main(argv=None) -> int:
     word_ids = torch.tensor(tok.convert_tokens_to_ids(COLORS_LIST + list(SHAPES)))
 
     params = list(model.parameters()) + list(probe.parameters()) + list(qprobe.parameters()) + [align]
-    tower = {id(p) for p in model.model.vision_tower.parameters()}
-    groups = []
-    for in_tower, scale in ((False, 1.0), (True, args.vision_lr_scale)):
-        mine = [p for p in params if (id(p) in tower) == in_tower]
-        groups += [{"params": [p for p in mine if p.dim() >= 2], "weight_decay": 0.01, "scale": scale},
-                   {"params": [p for p in mine if p.dim() < 2], "weight_decay": 0.0, "scale": scale}]
-    opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.98))
-
-    decay_from = int(args.steps * (1 - args.decay_fraction))
-
-    def lr_at(step):
-        # linear warm-up, constant, cosine decay over the last --decay-fraction of the steps
-        if step < args.warmup:
-            return args.lr * (step + 1) / args.warmup
-        if step < decay_from:
-            return args.lr
-        t = (step - decay_from) / max(1, args.steps - decay_from)
-        return args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+    opt = main_optimizer(model, params, args)
+    lr_at = functools.partial(main_lr, args)
 
     val = generate_split("val", args.eval_images, seed=args.seed)
     val_scenes = list({r.image_id: r.scene for r in val}.values())[:20]

@@ -31,8 +31,6 @@ _LAZY = {
     "zoo": None,
     "models": None,
     "testing": None,
-    "objectives": None,
-    "solvers": None,
 }
 
 __all__ = [

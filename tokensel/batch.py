@@ -147,55 +147,9 @@ class TokenBatch:
             raise ValueError(f"vision must hold at least one image (B >= 1), got shape {tuple(v.shape)}")
         if n < 1:
             raise ValueError("vision must hold at least one token (n >= 1)")
-        if b.vision_raw is not None:
-            _check_float("vision_raw", b.vision_raw, 3, device, finite)
-            if b.vision_raw.shape[:2] != (bs, n):
-                raise ValueError(
-                    f"vision_raw must have shape [B={bs}, n={n}, d], got {tuple(b.vision_raw.shape)}"
-                )
-        if b.cls is not None:
-            _check_float("cls", b.cls, 2, device, finite)
-            space = b.vision_raw if b.vision_raw is not None else v
-            if tuple(b.cls.shape) != (bs, space.shape[2]):
-                which = "vision_raw" if b.vision_raw is not None else "vision"
-                raise ValueError(
-                    f"cls must have shape [B={bs}, {space.shape[2]}] (the feature size of {which}), "
-                    f"got {tuple(b.cls.shape)}"
-                )
-        if b.text is not None:
-            _check_float("text", b.text, 3, device, finite)
-            if b.text.shape[0] != bs:
-                raise ValueError(f"text must have batch size {bs} like vision, got shape {tuple(b.text.shape)}")
-            if b.text.shape[2] != v.shape[2]:
-                raise ValueError(
-                    f"text must have the feature size of vision (D={v.shape[2]}), got shape {tuple(b.text.shape)}"
-                )
-            if b.text.shape[1] < 1:
-                raise ValueError("text must hold at least one token (m >= 1)")
-            if b.text_mask is not None:
-                _check_bool("text_mask", b.text_mask, tuple(b.text.shape[:2]), device)
-                if not bool(b.text_mask.any(dim=1).all()):
-                    raise ValueError("text_mask leaves some sample with no text token")
-        elif b.text_mask is not None:
-            raise ValueError("text_mask was given without text")
-        if b.exclude is not None:
-            _check_bool("exclude", b.exclude, (bs, n), device)
-        if b.vision_mask is not None:
-            _check_bool("vision_mask", b.vision_mask, (bs, n), device)
-            if not bool(b.vision_mask.any(dim=1).all()):
-                raise ValueError("vision_mask leaves some sample with no vision token")
-        if b.cls_attention is not None:
-            _check_float("cls_attention", b.cls_attention, 2, device, finite)
-            if tuple(b.cls_attention.shape) != (bs, n):
-                raise ValueError(f"cls_attention must have shape {(bs, n)}, got {tuple(b.cls_attention.shape)}")
-        if b.llm_attention is not None:
-            _check_float("llm_attention", b.llm_attention, 2, device, finite)
-            if tuple(b.llm_attention.shape) != (bs, n):
-                raise ValueError(f"llm_attention must have shape {(bs, n)}, got {tuple(b.llm_attention.shape)}")
-        if b.keys is not None:
-            _check_float("keys", b.keys, 3, device, finite)
-            if b.keys.shape[:2] != (bs, n):
-                raise ValueError(f"keys must have shape [B={bs}, n={n}, dk], got {tuple(b.keys.shape)}")
+        _check_vision_extras(b, finite)
+        _check_text(b, finite)
+        _check_token_fields(b, finite)
         updates = {f.name: getattr(b, f.name).detach() for f in fields(b)
                    if isinstance(getattr(b, f.name), Tensor) and getattr(b, f.name).requires_grad}
         if b.grid is not None:
@@ -220,6 +174,70 @@ class TokenBatch:
         if b.vision_mask is not None:
             blocked |= ~b.vision_mask
         return blocked
+
+
+def _check_vision_extras(b: TokenBatch, finite: bool) -> None:
+    """``vision_raw`` and ``cls`` of a batched TokenBatch whose ``vision`` is checked."""
+    v = b.vision
+    bs, n, _ = v.shape
+    if b.vision_raw is not None:
+        _check_float("vision_raw", b.vision_raw, 3, v.device, finite)
+        if b.vision_raw.shape[:2] != (bs, n):
+            raise ValueError(f"vision_raw must have shape [B={bs}, n={n}, d], got {tuple(b.vision_raw.shape)}")
+    if b.cls is not None:
+        _check_float("cls", b.cls, 2, v.device, finite)
+        space = b.vision_raw if b.vision_raw is not None else v
+        if tuple(b.cls.shape) != (bs, space.shape[2]):
+            which = "vision_raw" if b.vision_raw is not None else "vision"
+            raise ValueError(
+                f"cls must have shape [B={bs}, {space.shape[2]}] (the feature size of {which}), "
+                f"got {tuple(b.cls.shape)}"
+            )
+
+
+def _check_text(b: TokenBatch, finite: bool) -> None:
+    """``text`` and ``text_mask`` of a batched TokenBatch whose ``vision`` is checked."""
+    v = b.vision
+    if b.text is None:
+        if b.text_mask is not None:
+            raise ValueError("text_mask was given without text")
+        return
+    _check_float("text", b.text, 3, v.device, finite)
+    if b.text.shape[0] != v.shape[0]:
+        raise ValueError(f"text must have batch size {v.shape[0]} like vision, got shape {tuple(b.text.shape)}")
+    if b.text.shape[2] != v.shape[2]:
+        raise ValueError(
+            f"text must have the feature size of vision (D={v.shape[2]}), got shape {tuple(b.text.shape)}"
+        )
+    if b.text.shape[1] < 1:
+        raise ValueError("text must hold at least one token (m >= 1)")
+    if b.text_mask is not None:
+        _check_bool("text_mask", b.text_mask, tuple(b.text.shape[:2]), v.device)
+        if not bool(b.text_mask.any(dim=1).all()):
+            raise ValueError("text_mask leaves some sample with no text token")
+
+
+def _check_token_fields(b: TokenBatch, finite: bool) -> None:
+    """The per-token fields (masks, attention scores, keys) of a batched TokenBatch."""
+    v = b.vision
+    bs, n, _ = v.shape
+    device = v.device
+    if b.exclude is not None:
+        _check_bool("exclude", b.exclude, (bs, n), device)
+    if b.vision_mask is not None:
+        _check_bool("vision_mask", b.vision_mask, (bs, n), device)
+        if not bool(b.vision_mask.any(dim=1).all()):
+            raise ValueError("vision_mask leaves some sample with no vision token")
+    for name in ("cls_attention", "llm_attention"):
+        scores = getattr(b, name)
+        if scores is not None:
+            _check_float(name, scores, 2, device, finite)
+            if tuple(scores.shape) != (bs, n):
+                raise ValueError(f"{name} must have shape {(bs, n)}, got {tuple(scores.shape)}")
+    if b.keys is not None:
+        _check_float("keys", b.keys, 3, device, finite)
+        if b.keys.shape[:2] != (bs, n):
+            raise ValueError(f"keys must have shape [B={bs}, n={n}, dk], got {tuple(b.keys.shape)}")
 
 
 @dataclass

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import traceback
 from typing import Any, Callable
 
 __all__ = ["SUBCOMMANDS", "main", "guarded"]
@@ -32,33 +31,11 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
-def _debug() -> bool:
-    return os.environ.get("TOKENSEL_DEBUG", "").lower() not in ("", "0", "false", "no")
-
-
-def _input_errors() -> tuple[type, ...]:
-    from tokensel.experiments.config import ConfigError
-    from tokensel.experiments.data import DatasetError
-
-    return (ConfigError, DatasetError)
-
-
 def guarded(name: str, fn: Callable[[list[str]], Any], argv: list[str]) -> int:
-    """``fn(argv)`` as subcommand ``name``: any exception becomes one line on stderr and an
-    exit code (the traceback too with ``TOKENSEL_DEBUG=1``)."""
-    try:
-        return int(fn(argv) or 0)
-    except KeyboardInterrupt:
-        print(f"tokensel {name}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # noqa: BLE001 - the command line's one error boundary
-        if _debug():
-            traceback.print_exc()
-        kind = "config error" if isinstance(exc, _input_errors()) else f"error ({type(exc).__name__})"
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        hint = "" if _debug() else "  [traceback: tokensel --debug ...]"
-        print(f"tokensel {name}: {kind}: {message}{hint}", file=sys.stderr)
-        return 2 if isinstance(exc, _input_errors()) else 1
+    """``fn(argv)`` as subcommand ``name``; see :func:`tokensel.experiments.guard.guarded`."""
+    from tokensel.experiments.guard import guarded as run_guarded
+
+    return run_guarded(name, fn, argv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,10 +32,8 @@ import csv
 import inspect
 import json
 import math
-import os
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -152,7 +150,6 @@ def _predict(model, processor, records, batch_size: int, progress=None, image_to
     import torch
 
     from tokensel.zoo import answer_from_logits
-    from tokensel.zoo.shapes_llava import format_prompt
 
     preds: list[str] = []
     for s in range(0, len(records), batch_size):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["all_finite", "pow2_rescale", "safe_norms", "l2_normalize"]
+__all__ = ["all_finite", "pow2_rescale", "safe_norms", "l2_normalize", "available_in_order"]
 
 # Norms inside [2^-20, 2^40] come from elements whose squares neither overflow float32 (for any
 # D < 2^40) nor lose relevant bits to underflow (the largest element is >= norm / sqrt(D)).
@@ -94,3 +94,10 @@ def l2_normalize(x: Tensor, eps: float = 1e-8, out: Tensor | None = None) -> Ten
         norms = torch.linalg.vector_norm(xf, dim=-1)
     norm = norms.clamp_min(eps).unsqueeze(-1)
     return xf / norm if out is None else torch.div(xf, norm, out=out)
+
+
+def available_in_order(blocked: Tensor) -> tuple[Tensor, Tensor]:
+    """For bool ``[B, n]`` blocked: (long ``[B, n]`` token indices with the pickable ones first,
+    in raster order; long ``[B]`` count of pickable tokens per row)."""
+    order = torch.argsort(blocked.to(torch.int8), dim=1, stable=True)
+    return order, (~blocked).sum(dim=1)

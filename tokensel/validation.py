@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "check_budget",
     "check_int",
     "check_optional_int",
     "check_number",
@@ -70,6 +71,12 @@ def check_int(name: str, value: object, low: int | None = None, high: int | None
     v = _as_int(name, value)
     _check_bounds(name, v, low, high, False, False, "an integer")
     return v
+
+
+def check_budget(k: object, name: str = "k") -> int:
+    """Return ``k`` as an int, or raise unless it is an integer >= 1 (``int``, ``numpy.int64``,
+    0-d integer tensor; bools and floats are refused). A token budget (selectors, solvers)."""
+    return check_int(name, k, 1)
 
 
 def check_optional_int(name: str, value: object, low: int | None = None, high: int | None = None) -> int | None:

@@ -29,9 +29,9 @@ import pytest
 import torch
 
 import tokensel
-from tokensel.testing.tiny_vlms import build_tokenizer, rand_image
 from tokensel.models.llava import LlavaAdapter
 from tokensel.models.qwen2_5_vl import Qwen2_5_VLAdapter
+from tokensel.testing.tiny_vlms import build_tokenizer, rand_image
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "baseline_vectors"
 CASES = [c for c in json.loads((DATA / "cases.json").read_text())["cases"] if c["baseline"] == "divprune"]

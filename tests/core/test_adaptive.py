@@ -106,7 +106,7 @@ def test_batch_row_equals_image_alone(seed, rule, k_min):
 
 def test_easy_and_hard_images_get_different_lengths():
     g = torch.Generator().manual_seed(0)
-    vision, text = torch.randn(2, 40, 8, generator=g), torch.randn(2, 3, 8, generator=g)
+    vision = torch.randn(2, 40, 8, generator=g)
     vision[0] = vision[0, :1] + 1e-3 * vision[0]
     out = create_selector("mmtok-vision")(TokenBatch(vision=vision), k=AdaptiveBudget(32, coverage=0.95))
     assert int(out.lengths[0]) < int(out.lengths[1])

@@ -8,9 +8,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tokensel.testing.strategies import coverage_matrices, multimodal_instances
 from tokensel.objectives import FacilityLocation, MaxKCoverage, MultimodalCoverage, WeightedSum
 from tokensel.objectives.multimodal import gram_
+from tokensel.testing.strategies import coverage_matrices, multimodal_instances
 
 
 def objectives_from(C, inst, which):

@@ -22,7 +22,6 @@ from tokensel.selectors.base import Selector
 from tokensel.selectors.mmtok import MMTok
 from tokensel.selectors.pool import grid_cells
 from tokensel.selectors.registry import register_selector
-
 from tokensel.testing.strategies import coverage_matrices
 
 VISION = tokensel.list_selectors(stage="vision")

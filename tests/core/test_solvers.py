@@ -8,10 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tokensel
-from tokensel.testing.strategies import coverage_matrices, multimodal_instances
 from tokensel.objectives import FacilityLocation, MaxKCoverage, MultimodalCoverage
 from tokensel.solvers import dense_greedy, incremental_greedy, stochastic_sample_size
 from tokensel.solvers.incremental import column_subsets_reproduce, decision_columns
+from tokensel.testing.strategies import coverage_matrices, multimodal_instances
 
 E = 1 - 1 / math.e
 

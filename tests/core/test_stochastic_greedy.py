@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tokensel
-from tokensel.testing.strategies import coverage_matrices, multimodal_instances
 from tokensel.objectives import FacilityLocation, MultimodalCoverage, WeightedSum
 from tokensel.objectives.base import CoverageObjective
 from tokensel.solvers.greedy import stochastic_greedy
+from tokensel.testing.strategies import coverage_matrices, multimodal_instances
 
 
 def dyadic(C: torch.Tensor) -> torch.Tensor:
@@ -50,7 +50,7 @@ def test_full_sample_is_the_exact_greedy(case):
 
 
 def _assert_true_marginal_gains(obj, picks, gains):
-    for t, (j, g) in enumerate(zip(picks, gains)):
+    for t, g in enumerate(gains):
         true = obj.value(picks[: t + 1]) - obj.value(picks[:t])
         assert g == pytest.approx(true, rel=1e-9, abs=1e-9)
     assert not set(picks) & set(torch.nonzero(obj.exclude).flatten().tolist())

@@ -8,7 +8,6 @@ build in ``test_site.py`` (which runs after this module) reuses these results.
 from __future__ import annotations
 
 import pytest
-
 from docs_helpers import ROOT, load_docs_module
 
 hooks = load_docs_module("hooks")

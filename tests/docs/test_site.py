@@ -13,7 +13,6 @@ import subprocess
 import sys
 
 import pytest
-
 from docs_helpers import DOCS, ROOT, load_docs_module
 
 check_site = load_docs_module("check_site")

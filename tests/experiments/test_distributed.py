@@ -20,7 +20,8 @@ def test_torchrun_two_processes_equal_one(tmp_path):
     dataset = make_dataset(tmp_path / "ds", n=7)  # odd: ranks get 4 and 3 samples
     common = [f"dataset.path={dataset}", "selector.name=mmtok", "budget.k=8", "eval.progress=false"]
 
-    single = run_eval(prepare(TINY, common + [f"logging.output_dir={tmp_path / 'one'}", "logging.wandb_mode=disabled"]), print_results=False)
+    one = [f"logging.output_dir={tmp_path / 'one'}", "logging.wandb_mode=disabled"]
+    single = run_eval(prepare(TINY, common + one), print_results=False)
 
     env = installed_copy(tmp_path)
     cmd = [

@@ -82,7 +82,8 @@ def test_cli_entry_points(dataset, tmp_path):
     from tokensel.cli import main as cli_main
 
     out = tmp_path / "cli"
-    args = [TINY, f"dataset.path={dataset}", f"logging.output_dir={out}", "logging.wandb_mode=disabled", "dataset.limit=3", "logging.run_name=x"]
+    args = [TINY, f"dataset.path={dataset}", f"logging.output_dir={out}", "logging.wandb_mode=disabled",
+            "dataset.limit=3", "logging.run_name=x"]
     assert cli_main(["eval", *args]) == 0
     assert json.loads((out / "x" / "metrics.json").read_text())["num_samples"] == 3
     assert not list(out.rglob("*.wandb"))  # disabled means no W&B files

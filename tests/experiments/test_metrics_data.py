@@ -87,7 +87,8 @@ def test_converters(tmp_path):
     (tmp_path / "images").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "images" / "n1.jpg")
     gqa = tmp_path / "testdev_balanced_questions.json"
-    gqa.write_text(json.dumps({"201": {"imageId": "n1", "question": "What color is it?", "answer": "red", "types": {"structural": "query"}}}))
+    question = {"imageId": "n1", "question": "What color is it?", "answer": "red", "types": {"structural": "query"}}
+    gqa.write_text(json.dumps({"201": question}))
     g = convert_gqa(gqa)
     assert (g[0].id, g[0].answer, g[0].category) == ("201", "red", "query") and g[0].image.endswith("images/n1.jpg")
 

@@ -11,7 +11,8 @@ import yaml
 from exp_helpers import TINY, installed_copy
 
 from tokensel.experiments.config import ConfigError
-from tokensel.experiments.sweep import expand_points, load_sweep, main as sweep_main, run_sweep
+from tokensel.experiments.sweep import expand_points, load_sweep, run_sweep
+from tokensel.experiments.sweep import main as sweep_main
 from tokensel.experiments.tracking import find_offline_runs, read_offline_run
 
 
@@ -19,7 +20,8 @@ def write_sweep(tmp_path: Path, dataset: Path, grid: dict, seeds=(0,), name="tin
     spec = {
         "name": name,
         "base": TINY,
-        "overrides": [f"dataset.path={dataset}", f"logging.output_dir={tmp_path / 'runs'}", "eval.progress=false", "logging.num_overlays=1"],
+        "overrides": [f"dataset.path={dataset}", f"logging.output_dir={tmp_path / 'runs'}", "eval.progress=false",
+                      "logging.num_overlays=1"],
         "grid": grid,
         "seeds": list(seeds),
     }
@@ -46,7 +48,8 @@ def test_sweep_runs_and_logs_what_it_prints(dataset, tmp_path, capsys):
         logged = read_offline_run(wb)
         assert logged["group"] == "tiny-grid"
         assert logged["config"]["selector.name"] == r["selector"] and logged["config"]["budget.k"] == r["k"]
-        for key in ("accuracy", "pope_f1", "pope_precision", "pope_recall", "pope_yes_ratio", "mean_kept_tokens", "prefill_ms", "selection_ms"):
+        for key in ("accuracy", "pope_f1", "pope_precision", "pope_recall", "pope_yes_ratio", "mean_kept_tokens",
+                    "prefill_ms", "selection_ms"):
             assert logged["summary"][key] == pytest.approx(metrics[key]), key
         # the printed summary table shows this run's accuracy
         assert f"{r['accuracy']:.4f}" in printed

@@ -14,7 +14,8 @@ from exp_helpers import TINY
 import tokensel
 from tokensel.batch import Selection
 from tokensel.experiments.modeling import LoadedModel, build_tiny_llava, register_model
-from tokensel.experiments.sweep import load_sweep, main as sweep_main, run_sweep
+from tokensel.experiments.sweep import load_sweep, run_sweep
+from tokensel.experiments.sweep import main as sweep_main
 from tokensel.experiments.tracking import find_offline_runs, read_offline_run
 from tokensel.selectors.base import Selector
 

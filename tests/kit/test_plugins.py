@@ -11,9 +11,9 @@ import sys
 
 import pytest
 import torch
-from tests.kit.plugin_helpers import REPO, install_plugins
 
 import tokensel
+from tests.kit.plugin_helpers import REPO, install_plugins
 from tokensel.selectors.plugins import PluginError
 from tokensel.selectors.registry import _REGISTRY
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 from PIL import Image
-
 from tiny_vlms import rand_image
+
 from tokensel import AdaptiveBudget
 from tokensel.models import prune
 

@@ -19,10 +19,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tokensel.testing import rand_image
 
 from tokensel.models import prune
 from tokensel.selectors import budget_from_ratio
+from tokensel.testing import rand_image
 
 
 def reference_divprune(x: torch.Tensor, k: int) -> list[int]:

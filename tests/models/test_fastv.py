@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import tokensel
-from tokensel.testing import rand_image
 from tokensel.models import prune
+from tokensel.testing import rand_image
 
 
 def image_for(tiny, seed=0):

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tokensel.testing import rand_image
 from tokensel.models import prune
 from tokensel.selectors.llm import DecoderLayerInputs, LLMSelector, attention_rows
+from tokensel.testing import rand_image
 
 
 class FirstTextRater(LLMSelector):

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import tokensel
-from tokensel.testing import rand_image
 from tokensel.models._text import extract_last_user_turn, filter_question
+from tokensel.testing import rand_image
 
 
 def test_top_level_exports():

@@ -108,7 +108,9 @@ def test_the_guard_sees_a_real_attempt():
     from huggingface_hub import hf_hub_download
 
     with hub_online(), network_guard() as attempts, tempfile.TemporaryDirectory() as tmp:
-        with pytest.raises(Exception):
+        # huggingface_hub wraps the refused connection in a type that varies by version: what is
+        # checked is that the guard saw the attempt
+        with pytest.raises(Exception):  # noqa: B017
             hf_hub_download("no-such-org/no-such-model", "config.json", cache_dir=tmp)
     assert attempts, "the guard recorded nothing: it would not catch a DNS lookup"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tokensel.testing import rand_image
 from tokensel.models import prune
 from tokensel.models.wrapper import PrunedVLM
+from tokensel.testing import rand_image
 
 
 def images_for(tiny, seed=0, shape=None):

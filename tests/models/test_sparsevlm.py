@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import tokensel
-from tokensel.testing import rand_image
 from tokensel.models import prune
 from tokensel.selectors.sparsevlm import density_peak_merge, select_raters
+from tokensel.testing import rand_image
 
 LAYERS = (0, 2)  # the tiny models have 4 decoder layers: score at 0 and 2, prune from 1 and 3
 SCHEDULE = (12, 5)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 from test_prune_wrapper import LMInputs
-from tokensel.testing import rand_image
 
 import tokensel
 from tokensel.models import prune
+from tokensel.testing import rand_image
 
 
 def tower_inputs(model, pixel_values):

@@ -15,7 +15,13 @@ from tokensel.batch import Selection, TokenBatch  # noqa: E402
 from tokensel.selectors.base import Selector  # noqa: E402
 from tokensel.selectors.registry import _REGISTRY, register_selector  # noqa: E402
 from tokensel.testing.tiny_vlms import (  # noqa: E402,F401
-    SPECIALS, Tiny, build_llava, build_llava_next, build_qwen, build_tokenizer, rand_image,
+    SPECIALS,
+    Tiny,
+    build_llava,
+    build_llava_next,
+    build_qwen,
+    build_tokenizer,
+    rand_image,
 )
 
 # ----------------------------------------------------------------------------- test selectors

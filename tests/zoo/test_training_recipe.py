@@ -7,9 +7,9 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
-import torch
 
 from tokensel.data.shapes import GRID, generate_split, sample_scene, scene_seed
 from tokensel.zoo.shapes_llava import build_model, build_tokenizer

@@ -146,7 +146,7 @@ def bench_one(B, n, k, reps, seed=0, backend="auto", device="cpu"):
         dt, ours = _time(lambda: sel(batch, k=k).indices, device)
         times["tokensel"].append(dt)
         phases: dict = {}
-        dt, ref = _time(lambda: reference_mmtok(z, x, v, k, phases), device)
+        dt, ref = _time(lambda phases=phases: reference_mmtok(z, x, v, k, phases), device)
         times["reference"].append(dt)
         times["reference_greedy"].append(phases["greedy"])
         times["matmul"].append(_time(lambda: [v[b] @ v[b].T for b in range(B)], device)[0])
@@ -201,7 +201,8 @@ def print_table(rows, threads, backend="auto", device="cpu"):
             f" {_fmt_ms(med['reference'])} [{1e3*lo['reference']:.0f}-{1e3*hi['reference']:.0f}]"
             f" {_fmt_ms(med['matmul'])} {med['reference'] / med['tokensel']:7.1f}x {med['tokensel'] / med['matmul']:6.2f}"
             f" {_fmt_ms(med['tokensel_greedy'])} {_fmt_ms(med['reference_greedy'])}"
-            f" {med['reference_greedy'] / med['tokensel_greedy']:8.1f}x {str(r['identical_to_reference']):>5} {str(r['valid_greedy_picks']):>5}"
+            f" {med['reference_greedy'] / med['tokensel_greedy']:8.1f}x"
+            f" {str(r['identical_to_reference']):>5} {str(r['valid_greedy_picks']):>5}"
             f" {_paper(r):>6}"
         )
 

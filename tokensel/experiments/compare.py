@@ -60,7 +60,7 @@ def comparison_table(rows: list[dict], title: str | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tokensel.cli import guarded
+    from tokensel.experiments.guard import guarded
 
     return guarded("compare", _main, list(sys.argv[1:] if argv is None else argv))
 

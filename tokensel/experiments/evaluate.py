@@ -18,7 +18,7 @@ selector.name=none (or budget.k=null) evaluates the unpruned model.
 
 def main(argv: list[str] | None = None) -> int:
     """``tokensel eval``; errors become one line on stderr and a non-zero exit code."""
-    from tokensel.cli import guarded
+    from tokensel.experiments.guard import guarded
 
     return guarded("eval", _main, list(sys.argv[1:] if argv is None else argv))
 

@@ -16,9 +16,9 @@ from typing import Any, Optional
 from omegaconf import DictConfig
 
 from tokensel.experiments.config import (
+    ConfigError,
     budget_args,
     budget_label,
-    ConfigError,
     effective_selector_params,
     load_config,
 )

@@ -84,9 +84,6 @@ class SweepPoint:
     #: Run key of the point's effective configuration.
     key: str = ""
 
-    def as_dotlist(self) -> list[str]:
-        return [f"{k}={_yaml_value(v)}" for k, v in self.overrides.items()]
-
 
 def _yaml_value(v: Any) -> str:
     if v is None:
@@ -310,8 +307,8 @@ def accuracy_vs_k_figure(rows: list[dict], metric: str = "accuracy", metric_keys
 
 def _check_budgets(points: list, loaded: Any) -> None:
     """Before any point of this model runs: no point's k may keep every vision token."""
-    from tokensel.experiments.records import is_unpruned
     from tokensel.experiments.config import budget_args
+    from tokensel.experiments.records import is_unpruned
     from tokensel.experiments.runner import image_token_count
 
     for point, prepared in points:
@@ -342,7 +339,7 @@ def _run_points(points: list, force: bool, dist) -> dict[str, str]:
             todo.append((point, prepared))
             status[point.key] = "resumed" if found == "partial" and not force else "ran"
     models: dict[str, Any] = {}
-    for point, prepared in tqdm(todo, desc="sweep", disable=not dist.is_main or not todo, dynamic_ncols=True):
+    for _, prepared in tqdm(todo, desc="sweep", disable=not dist.is_main or not todo, dynamic_ncols=True):
         key = OmegaConf.to_yaml(prepared.cfg.model)
         if key not in models:
             models.clear()
@@ -357,10 +354,9 @@ def summarize_sweep(spec: DictConfig, points: list, print_results: bool = True) 
     ``summary.txt``), ``summary.json``, metric-vs-k plots with error bars and a W&B summary run."""
     import json
 
+    from tokensel.experiments.runner import _run_parent
     from tokensel.experiments.tables import format_table
     from tokensel.experiments.tracking import WandbRun
-
-    from tokensel.experiments.runner import _run_parent
 
     cfg0 = points[0][1].cfg
     out_dir = _run_parent(cfg0)
@@ -467,7 +463,7 @@ def export_wandb_sweep(spec: DictConfig, base: Path, out: str | os.PathLike, swe
 
 def main(argv: list[str] | None = None) -> int:
     """``tokensel sweep``; errors become one line on stderr and a non-zero exit code."""
-    from tokensel.cli import guarded
+    from tokensel.experiments.guard import guarded
 
     return guarded("sweep", _main, list(sys.argv[1:] if argv is None else argv))
 

@@ -144,13 +144,6 @@ class WandbRun:
 
         self.run.log({key: wandb.Image(str(path))})
 
-    def log_figure(self, key: str, figure) -> None:
-        if self.run is None:
-            return
-        import wandb
-
-        self.run.log({key: wandb.Image(figure)})
-
     def finish(self, timeout: float = 60.0) -> None:
         """Finish the run; offline, also wait until its transaction log is complete on disk
         (wandb-core may still be writing it when ``finish`` returns)."""

@@ -245,6 +245,125 @@ def _region_tables(state: LLMPruneState, region: int, hidden: Tensor) -> None:
     state.region_pe[region] = state.rotary(hidden, pid)
 
 
+def _at_prefill(state: LLMPruneState, hidden: Tensor | None) -> bool:
+    """Whether a layer's input ``hidden`` belongs to the prefill (the whole current prompt) of a
+    call whose stages have not all run yet."""
+    return hidden is not None and state.done < len(state.stages) and hidden.shape[1] == state.cur_index.shape[1] \
+        and hidden.shape[1] > 1
+
+
+def _first_layer_hook(state: LLMPruneState, prompt_len: int):
+    def hook(module, args, kwargs):
+        hidden = _hidden_of(args, kwargs)
+        if state.done != 0 or not _at_prefill(state, hidden):
+            return
+        state.expand(hidden.shape[0])
+        state.pe_full = kwargs["position_embeddings"]
+        pid = kwargs.get("position_ids")
+        state.pid_full = pid if isinstance(pid, Tensor) and pid.shape[-1] == prompt_len else None
+        if "embeddings" in state.selector.needs:
+            state.embeddings = hidden.detach()
+        return
+
+    return hook
+
+
+def _score_hook(state: LLMPruneState, stage_no: int):
+    def hook(module, args, kwargs):
+        hidden = _hidden_of(args, kwargs)
+        if state.done != stage_no or not _at_prefill(state, hidden):
+            return
+        cos, sin = kwargs["position_embeddings"]
+        text_full = _text_after_image(state.attention_mask.bool(), state.image_mask)
+        # text-ness belongs to the prompt slot: the same text tokens as in the full prompt
+        text = torch.gather(text_full, 1, state.cur_index.clamp(min=0)) & state.cur_valid & ~state.cur_img
+        emb = {}
+        if state.embeddings is not None:
+            emb = {"embeddings": state.embeddings, "embeddings_image": state.image_mask,
+                   "embeddings_text": text_full}
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            inputs = layer_inputs(module, hidden.detach(), cos, sin, key_valid=state.cur_valid,
+                                  image=state.cur_img, text=text,
+                                  layer=state.stages[stage_no] - 1, **emb)
+            state.pending = state.selector.score(inputs)
+        state.seconds += time.perf_counter() - t0
+        return
+
+    return hook
+
+
+def _decode_mask(state: LLMPruneState, region: int, q: int, like) -> Tensor:
+    """The attention mask of a decoding step of ``q`` new tokens in ``region`` (pruned cache)."""
+    prefix = state.region_valid[region]
+    rows = prefix.shape[0]
+    t_prev = state.region_extra[region]
+    new_keys = t_prev + q
+    qi = torch.arange(q, device=prefix.device)
+    ui = torch.arange(new_keys, device=prefix.device)
+    tail = ui[None, :] <= (t_prev + qi)[:, None]
+    allowed = torch.cat(
+        [prefix[:, None, :].expand(rows, q, prefix.shape[1]), tail[None].expand(rows, q, new_keys)], dim=-1
+    )
+    state.region_extra[region] = new_keys
+    return _format_mask(allowed[:, None], like)
+
+
+def _decode_positions(state: LLMPruneState, region: int, hidden: Tensor, kwargs: dict) -> None:
+    """Shift a decoding step's positions by what ``region`` pruned (``positions='contiguous'``)."""
+    pid = kwargs.get("position_ids")
+    if not isinstance(pid, Tensor):
+        raise RuntimeError("positions='contiguous' needs the decoding step's position_ids")
+    shifted = pid.expand(hidden.shape[0], -1) - state.region_shift[region][:, None]
+    kwargs["position_ids"] = shifted
+    kwargs["position_embeddings"] = state.rotary(hidden, shifted)
+
+
+def _use_region_tables(state: LLMPruneState, region: int, kwargs: dict) -> None:
+    kwargs["position_embeddings"] = state.region_pe[region]
+    if state.region_pid[region] is not None:
+        kwargs["position_ids"] = state.region_pid[region]
+
+
+def _layer_hook(state: LLMPruneState, layer_idx: int):
+    stages = state.stages
+    region = sum(1 for s in stages if s <= layer_idx)
+    is_stage = layer_idx in stages
+    stage_no = stages.index(layer_idx) if is_stage else -1
+
+    def run_stage(args, kwargs, hidden):
+        if not _at_prefill(state, hidden) or state.pending is None:
+            return None
+        with torch.no_grad():
+            new_hidden = _apply_stage(state, stage_no, hidden, kwargs)
+        state.pending = None
+        state.prefilled.add(layer_idx)
+        _use_region_tables(state, region, kwargs)
+        kwargs["attention_mask"] = state.region_mask[region]
+        return _with_hidden(args, kwargs, new_hidden)
+
+    def hook(module, args, kwargs):
+        hidden = _hidden_of(args, kwargs)
+        if is_stage and state.done == stage_no:
+            return run_stage(args, kwargs, hidden)
+        if region not in state.region_valid or hidden is None:
+            return None
+        if layer_idx not in state.prefilled:
+            # prefill, after this region's stage: the model hands every layer the unpruned tables
+            state.prefilled.add(layer_idx)
+            _use_region_tables(state, region, kwargs)
+        else:
+            # a decoding step: this region's cache is shorter; build its mask once per step
+            if is_stage:
+                state.region_mask[region] = _decode_mask(state, region, hidden.shape[1], kwargs.get("attention_mask"))
+            if state.selector.positions == "contiguous":
+                _decode_positions(state, region, hidden, kwargs)
+        kwargs["attention_mask"] = state.region_mask[region]
+        return args, kwargs
+
+    return hook
+
+
 def install_llm_hooks(layers: nn.ModuleList, state: LLMPruneState) -> list:
     """Register the hooks; return the handles (remove them after the call)."""
     stages = state.stages
@@ -258,113 +377,9 @@ def install_llm_hooks(layers: nn.ModuleList, state: LLMPruneState) -> list:
     state.cur_img = state.image_mask.clone()
     state.cur_rec = torch.zeros_like(state.image_mask)
     state.kept, state.recycled = [], []
-
-    def region_of(layer_idx: int) -> int:
-        return sum(1 for s in stages if s <= layer_idx)
-
-    def at_prefill(hidden: Tensor | None) -> bool:
-        return hidden is not None and state.done < len(stages) and hidden.shape[1] == state.cur_index.shape[1] \
-            and hidden.shape[1] > 1
-
-    def first_layer_hook(module, args, kwargs):
-        hidden = _hidden_of(args, kwargs)
-        if state.done != 0 or not at_prefill(hidden):
-            return
-        state.expand(hidden.shape[0])
-        state.pe_full = kwargs["position_embeddings"]
-        pid = kwargs.get("position_ids")
-        state.pid_full = pid if isinstance(pid, Tensor) and pid.shape[-1] == prompt_len else None
-        if "embeddings" in state.selector.needs:
-            state.embeddings = hidden.detach()
-        return
-
-    def score_hook_for(stage_no: int):
-        def hook(module, args, kwargs):
-            hidden = _hidden_of(args, kwargs)
-            if state.done != stage_no or not at_prefill(hidden):
-                return
-            cos, sin = kwargs["position_embeddings"]
-            text_full = _text_after_image(state.attention_mask.bool(), state.image_mask)
-            # text-ness belongs to the prompt slot: the same text tokens as in the full prompt
-            text = torch.gather(text_full, 1, state.cur_index.clamp(min=0)) & state.cur_valid & ~state.cur_img
-            emb = {}
-            if state.embeddings is not None:
-                emb = {"embeddings": state.embeddings, "embeddings_image": state.image_mask,
-                       "embeddings_text": text_full}
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                inputs = layer_inputs(module, hidden.detach(), cos, sin, key_valid=state.cur_valid,
-                                      image=state.cur_img, text=text,
-                                      layer=stages[stage_no] - 1, **emb)
-                state.pending = state.selector.score(inputs)
-            state.seconds += time.perf_counter() - t0
-            return
-
-        return hook
-
-    def decode_mask(region: int, q: int, like) -> Tensor:
-        prefix = state.region_valid[region]
-        rows = prefix.shape[0]
-        t_prev = state.region_extra[region]
-        new_keys = t_prev + q
-        qi = torch.arange(q, device=prefix.device)
-        ui = torch.arange(new_keys, device=prefix.device)
-        tail = ui[None, :] <= (t_prev + qi)[:, None]
-        allowed = torch.cat(
-            [prefix[:, None, :].expand(rows, q, prefix.shape[1]), tail[None].expand(rows, q, new_keys)], dim=-1
-        )
-        state.region_extra[region] = new_keys
-        return _format_mask(allowed[:, None], like)
-
-    def decode_positions(region: int, hidden: Tensor, kwargs: dict) -> None:
-        pid = kwargs.get("position_ids")
-        if not isinstance(pid, Tensor):
-            raise RuntimeError("positions='contiguous' needs the decoding step's position_ids")
-        shifted = pid.expand(hidden.shape[0], -1) - state.region_shift[region][:, None]
-        kwargs["position_ids"] = shifted
-        kwargs["position_embeddings"] = state.rotary(hidden, shifted)
-
-    def layer_hook_for(layer_idx: int):
-        region = region_of(layer_idx)
-        is_stage = layer_idx in stages
-        stage_no = stages.index(layer_idx) if is_stage else -1
-
-        def hook(module, args, kwargs):
-            hidden = _hidden_of(args, kwargs)
-            if is_stage and state.done == stage_no:
-                if not at_prefill(hidden) or state.pending is None:
-                    return None
-                with torch.no_grad():
-                    new_hidden = _apply_stage(state, stage_no, hidden, kwargs)
-                state.pending = None
-                state.prefilled.add(layer_idx)
-                kwargs["position_embeddings"] = state.region_pe[region]
-                if state.region_pid[region] is not None:
-                    kwargs["position_ids"] = state.region_pid[region]
-                kwargs["attention_mask"] = state.region_mask[region]
-                return _with_hidden(args, kwargs, new_hidden)
-            if region not in state.region_valid or hidden is None:
-                return None
-            if layer_idx not in state.prefilled:
-                # prefill, after this region's stage: the model hands every layer the unpruned tables
-                state.prefilled.add(layer_idx)
-                kwargs["position_embeddings"] = state.region_pe[region]
-                if state.region_pid[region] is not None:
-                    kwargs["position_ids"] = state.region_pid[region]
-            else:
-                # a decoding step: this region's cache is shorter; build its mask once per step
-                if is_stage:
-                    state.region_mask[region] = decode_mask(region, hidden.shape[1], kwargs.get("attention_mask"))
-                if state.selector.positions == "contiguous":
-                    decode_positions(region, hidden, kwargs)
-            kwargs["attention_mask"] = state.region_mask[region]
-            return args, kwargs
-
-        return hook
-
-    handles = [layers[0].register_forward_pre_hook(first_layer_hook, with_kwargs=True)]
+    handles = [layers[0].register_forward_pre_hook(_first_layer_hook(state, prompt_len), with_kwargs=True)]
     for s_no, layer in enumerate(stages):
-        handles.append(layers[layer - 1].self_attn.register_forward_pre_hook(score_hook_for(s_no), with_kwargs=True))
+        handles.append(layers[layer - 1].self_attn.register_forward_pre_hook(_score_hook(state, s_no), with_kwargs=True))
     for idx in range(stages[0], len(layers)):
-        handles.append(layers[idx].register_forward_pre_hook(layer_hook_for(idx), with_kwargs=True))
+        handles.append(layers[idx].register_forward_pre_hook(_layer_hook(state, idx), with_kwargs=True))
     return handles

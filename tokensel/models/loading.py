@@ -18,9 +18,17 @@ import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from tokensel.models.checkpoint import (CheckpointError, check_finite, check_headers, check_loading_info,
-                                        downloads_disabled, find_folder, looks_like_hub_id, read_config,
-                                        weight_files)
+from tokensel.models.checkpoint import (
+    CheckpointError,
+    check_finite,
+    check_headers,
+    check_loading_info,
+    downloads_disabled,
+    find_folder,
+    looks_like_hub_id,
+    read_config,
+    weight_files,
+)
 
 __all__ = ["CheckpointError", "LoadedVLM", "load_vlm", "SUPPORTED_FAMILIES"]
 

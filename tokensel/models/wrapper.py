@@ -66,10 +66,10 @@ import torch
 from torch import Tensor, nn
 
 from tokensel.batch import Selection, TokenBatch
+from tokensel.budget import AdaptiveBudget
 from tokensel.models._base import ImageFeatures, VisionAdapter
 from tokensel.models._llm import LLMPruneState, install_llm_hooks
 from tokensel.models._text import embed_questions, extract_last_user_turn, filter_question
-from tokensel.budget import AdaptiveBudget
 from tokensel.selectors.base import Selector, budget_from_ratio, check_budget
 from tokensel.selectors.llm import LLMSelector
 from tokensel.selectors.registry import create_selector

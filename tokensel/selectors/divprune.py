@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from tokensel.batch import Selection, TokenBatch
-from tokensel.objectives.multimodal import l2_normalize
+from tokensel.ops import l2_normalize
 from tokensel.selectors.base import Selector, check_ratio_rounding
 from tokensel.selectors.registry import register_selector
 

@@ -8,9 +8,9 @@ import torch
 from torch import Tensor
 
 from tokensel.batch import Selection, TokenBatch
+from tokensel.ops import available_in_order
 from tokensel.selectors.base import Selector
 from tokensel.selectors.registry import register_selector
-from tokensel.selectors.simple import available_in_order
 
 __all__ = ["PoolSelector", "UniformSelector", "cell_pooling", "grid_cells", "infer_grid"]
 

@@ -1,23 +1,17 @@
-"""Sanity baseline: random selection (and the pickable-tokens helper other selectors share)."""
+"""Sanity baseline: random selection. (``available_in_order`` now lives in :mod:`tokensel.ops`;
+it is re-exported here for old imports.)"""
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
 from tokensel.batch import Selection, TokenBatch
+from tokensel.ops import available_in_order
 from tokensel.selectors.base import Selector
 from tokensel.selectors.registry import register_selector
 from tokensel.validation import check_int
 
 __all__ = ["RandomSelector", "available_in_order"]
-
-
-def available_in_order(blocked: Tensor) -> tuple[Tensor, Tensor]:
-    """For bool ``[B, n]`` blocked: (long ``[B, n]`` token indices with the pickable ones first,
-    in raster order; long ``[B]`` count of pickable tokens per row)."""
-    order = torch.argsort(blocked.to(torch.int8), dim=1, stable=True)
-    return order, (~blocked).sum(dim=1)
 
 
 @register_selector("random")

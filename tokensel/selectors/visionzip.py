@@ -7,10 +7,9 @@ import torch
 from torch import Tensor
 
 from tokensel.batch import Selection, TokenBatch
-from tokensel.objectives.multimodal import l2_normalize
+from tokensel.ops import available_in_order, l2_normalize
 from tokensel.selectors.base import Selector
 from tokensel.selectors.registry import register_selector
-from tokensel.selectors.simple import available_in_order
 from tokensel.validation import check_number, check_optional_int
 
 __all__ = ["VisionZip", "visionzip_split"]

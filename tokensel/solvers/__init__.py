@@ -25,7 +25,6 @@ from typing import Callable
 import torch
 
 from tokensel.objectives.base import CoverageObjective
-from tokensel.selectors.base import check_budget
 from tokensel.solvers.consistency import checked_blocks
 from tokensel.solvers.exact import brute_force, ilp, trim_by_tolerance
 from tokensel.solvers.greedy import fast_path, lazy_greedy, naive_greedy, stochastic_greedy, stochastic_sample_size
@@ -33,7 +32,7 @@ from tokensel.solvers.incremental import dense_greedy, incremental_greedy
 from tokensel.solvers.incremental_registered import incremental_batched, incremental_solver
 from tokensel.solvers.registry import SolverInfo, list_solvers, register_solver, solver_info, unregister_solver
 from tokensel.solvers.solution import Solution
-from tokensel.validation import check_int, check_number
+from tokensel.validation import check_budget, check_int, check_number
 
 __all__ = [
     "Solution",
@@ -98,7 +97,7 @@ def _ilp(objective, k, tol, time_limit: float = 60.0, mip_rel_gap: float = 1e-9)
 
 def _brute(objective, k, tol, max_subsets: int = 2_000_000):
     max_subsets = check_int("max_subsets", max_subsets, 1)
-    chosen, _ = brute_force(objective, k, max_subsets=max_subsets)
+    chosen = brute_force(objective, k, max_subsets=max_subsets)
     return _exact_report(objective, chosen, tol, True, objective.value(chosen), "exhaustive search")
 
 

@@ -41,7 +41,9 @@ def compiled_greedy_available() -> bool:
     return True
 
 
-def _run(C, blocked, best, g, picks, t, low, forced, slack, k, window, accumulation, first):
+# One numba kernel on purpose (complexity 18): helpers would have to be compiled and called
+# per step from the innermost loop of the hot path; kept whole so that it stays one compiled unit.
+def _run(C, blocked, best, g, picks, t, low, forced, slack, k, window, accumulation, first):  # noqa: C901
     """Advance the images ``b = first, first + 1, ...`` of the batch in turn, each from step
     ``t[b]`` until it has ``k`` picks; at the first near tie, return that image's index (then
     ``t[b] < k`` and ``low[b]`` is the window's lower end), else return B. ``forced[b] >= 0`` is

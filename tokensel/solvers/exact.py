@@ -32,8 +32,8 @@ def trim_by_tolerance(objective: CoverageObjective, chosen: list[int], tol: floa
     return order, gains
 
 
-def brute_force(objective: CoverageObjective, k: int, max_subsets: int = 2_000_000) -> tuple[list[int], bool]:
-    """Evaluate every k-subset of the allowed candidates (tiny n only)."""
+def brute_force(objective: CoverageObjective, k: int, max_subsets: int = 2_000_000) -> list[int]:
+    """The best k-subset of the allowed candidates, found by evaluating every one (tiny n only)."""
     allowed = [j for j in range(objective.n) if not objective.exclude[j]]
     k = min(k, len(allowed))
     count = math.comb(len(allowed), k)
@@ -47,7 +47,7 @@ def brute_force(objective: CoverageObjective, k: int, max_subsets: int = 2_000_0
         val = objective.value(list(subset))
         if val > best_val:
             best_val, best_set = val, list(subset)
-    return best_set, True
+    return best_set
 
 
 _HIGHS_STATUS = {

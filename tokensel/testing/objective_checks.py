@@ -104,7 +104,7 @@ def _check_greedy_bound(c: _Case, k: int, max_subsets: int) -> None:
     k = min(k, allowed)
     if k < 1 or math.comb(allowed, k) > max_subsets:
         return
-    best, _ = brute_force(c.obj, k, max_subsets=max_subsets)
+    best = brute_force(c.obj, k, max_subsets=max_subsets)
     opt = c.f(best)
     picks, _ = naive_greedy(c.obj, k)
     got = c.f(picks)

@@ -159,7 +159,8 @@ def token_batches(
 
 
 def _unbatch(batch: TokenBatch) -> TokenBatch:
-    from dataclasses import fields as dc_fields, replace
+    from dataclasses import fields as dc_fields
+    from dataclasses import replace
 
     updates = {f.name: getattr(batch, f.name)[0] for f in dc_fields(batch) if isinstance(getattr(batch, f.name), torch.Tensor)}
     return replace(batch, **updates)
