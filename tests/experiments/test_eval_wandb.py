@@ -14,6 +14,17 @@ from tokensel.experiments.runner import prepare, run_eval
 from tokensel.experiments.tracking import find_offline_runs, read_offline_run, resolve_wandb_mode
 
 
+def _flat(metrics: dict) -> dict:
+    """The metrics with each list value (a confidence interval) spread over keys ``name[i]``."""
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, (list, tuple)):
+            out.update({f"{key}[{i}]": v for i, v in enumerate(value)})
+        else:
+            out[key] = value
+    return out
+
+
 def test_auto_mode_goes_offline_without_key(monkeypatch, tmp_path):
     assert "WANDB_MODE" not in os.environ
     assert resolve_wandb_mode("auto") == "offline" and os.environ["WANDB_MODE"] == "offline"
@@ -55,7 +66,8 @@ def test_eval_logs_what_it_returns(dataset, tmp_path, capsys, selector, k):
     assert [r["id"] for r in lines] == [f"q{i}" for i in range(8)]
     assert sum(r["correct"] for r in lines) / 8 == pytest.approx(m["accuracy"])
     doc = json.loads((run_dir / "metrics.json").read_text())
-    assert {k: v for k, v in doc.items() if k not in ("config", "environment")} == pytest.approx(m)
+    written = {k: v for k, v in doc.items() if k not in ("config", "environment")}
+    assert _flat(written) == pytest.approx(_flat(m))  # intervals ([low, high]) compared entry by entry
 
     # the offline W&B run holds the same config and metrics
     (wandb_dir,) = find_offline_runs(run_dir)
