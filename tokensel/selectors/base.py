@@ -135,7 +135,10 @@ class Selector(ABC):
         """The first ``k`` picks of each row in pick order with their gains (and coverage
         shortfalls), for adaptive budgets. ``batch`` is validated and batched; every row has at
         least k pickable tokens. Selectors listing ``adaptive_rules`` implement it."""
-        raise NotImplementedError(f"selector {type(self).__name__} has no ranking")
+        # an optional hook: only reached for selectors that list adaptive_rules (checked above)
+        raise NotImplementedError(
+            f"selector {type(self).__name__} lists adaptive_rules {self.adaptive_rules} but does not implement ranking()"
+        )
 
     def __call__(self, batch: TokenBatch, k: int | AdaptiveBudget) -> Selection:
         """Select ``k`` tokens per row (an int >= 1), or per-row counts under an

@@ -21,6 +21,7 @@ in-LLM selector ranks by ``TokenBatch.llm_attention`` (higher first, lower index
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
@@ -182,14 +183,14 @@ class LLMSelector(Selector):
                 f"l <= {num_layers - 2}); choose layers for this model"
             )
 
+    @abstractmethod
     def schedule(self, budget: int, num_image: int) -> tuple[int, ...]:
         """Image tokens kept by score at each stage (before recycling), for ``budget`` and
         ``num_image`` image tokens of the prompt. ``ValueError`` when undefined."""
-        raise NotImplementedError
 
+    @abstractmethod
     def score(self, inputs: DecoderLayerInputs) -> Tensor:
         """Float ``[B, L]``: the score of each slot of ``inputs`` (only image slots are read)."""
-        raise NotImplementedError
 
     def recycle(self, pruned: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
         """Tokens merged from the ``pruned`` image tokens ``[P, D]`` (layer ``l``'s output, slot
