@@ -64,7 +64,7 @@ API_OBJECTS = {
                        "tokensel.selectors.visionzip", "tokensel.selectors.divprune", "tokensel.selectors.fastv",
                        "tokensel.selectors.sparsevlm"],
     "api/models/": ["tokensel.models.prune", "tokensel.models.PrunedVLM", "tokensel.models.load_vlm"],
-    "api/zoo/": ["tokensel.zoo", "tokensel.zoo.load", "tokensel.data.shapes"],
+    "api/zoo/": ["tokensel.zoo", "tokensel.zoo.load", "tokensel.zoo.shapes"],
     "api/experiments/": ["tokensel.experiments.config", "tokensel.experiments.runner",
                          "tokensel.experiments.sweep", "tokensel.experiments.tracking"],
     "api/tools/": ["tokensel.demo", "tokensel.bench.selection"],

@@ -57,6 +57,6 @@ def installed_copy(tmp_path: Path) -> dict:
     bindir = tmp_path / "bin"
     bindir.mkdir()
     script = bindir / "tokensel"
-    script.write_text(f"#!/bin/sh\nexec {sys.executable} -m tokensel.cli \"$@\"\n")
+    script.write_text(f"#!/bin/sh\nexec {sys.executable} -m tokensel.experiments.cli \"$@\"\n")
     script.chmod(0o755)
     return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(site), PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}")

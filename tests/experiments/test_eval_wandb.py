@@ -91,7 +91,7 @@ def test_eval_logs_what_it_returns(dataset, tmp_path, capsys, selector, k):
 
 
 def test_cli_entry_points(dataset, tmp_path):
-    from tokensel.cli import main as cli_main
+    from tokensel.experiments.cli import main as cli_main
 
     out = tmp_path / "cli"
     args = [TINY, f"dataset.path={dataset}", f"logging.output_dir={out}", "logging.wandb_mode=disabled",

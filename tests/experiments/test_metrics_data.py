@@ -7,7 +7,7 @@ import json
 import pytest
 from PIL import Image
 
-from tokensel.experiments.data import DatasetError, convert_gqa, convert_mme, convert_pope, read_jsonl, write_jsonl
+from tokensel.experiments.datasets import DatasetError, convert_gqa, convert_mme, convert_pope, read_jsonl, write_jsonl
 from tokensel.experiments.metrics import compute_metrics, is_correct, yes_no
 
 
@@ -105,7 +105,7 @@ def test_converters(tmp_path):
         ("artwork/10/0", "no", "artwork"), ("color/0001/0", "yes", "color"), ("color/0001/1", "no", "color"),
     ]
     # the CLI writes tokensel JSONL that reads back identically
-    from tokensel.experiments.data import main
+    from tokensel.experiments.datasets import main
 
     assert main(["mme", str(mme), "-o", str(tmp_path / "mme.jsonl")]) == 0
     back = read_jsonl(tmp_path / "mme.jsonl")

@@ -9,9 +9,9 @@ The tokensel JSONL format has one sample per line::
 line number and ``category`` is optional. Converters read local copies of POPE, GQA and
 MME-style benchmarks (nothing is downloaded) and either return samples or write the JSONL file::
 
-    python -m tokensel.experiments.data pope coco_pope_random.json --images val2014 -o pope.jsonl
-    python -m tokensel.experiments.data gqa testdev_balanced_questions.json --images images -o gqa.jsonl
-    python -m tokensel.experiments.data mme MME_Benchmark_release_version -o mme.jsonl
+    python -m tokensel.experiments.datasets pope coco_pope_random.json --images val2014 -o pope.jsonl
+    python -m tokensel.experiments.datasets gqa testdev_balanced_questions.json --images images -o gqa.jsonl
+    python -m tokensel.experiments.datasets mme MME_Benchmark_release_version -o mme.jsonl
 """
 
 from __future__ import annotations
@@ -239,7 +239,7 @@ def convert_mme(root: str | os.PathLike) -> list[Sample]:
 
 def _generate_shapes(path: Path, num_images: int, split: str = "test", seed: int = 0) -> None:
     """Write ``num_images`` scenes of the synthetic shapes set (several questions each)."""
-    from tokensel.data import shapes
+    from tokensel.zoo import shapes
 
     shapes.write_jsonl(path.parent, shapes.iter_split(split, num_images, seed=seed), filename=path.name)
 
@@ -249,7 +249,7 @@ def candidate_answers(samples: list[Sample], dataset_format: str = "jsonl") -> d
     samples without a category). Yes/no questions always choose between yes and no."""
     out: dict = {}
     if dataset_format == "shapes":
-        from tokensel.data.shapes import answer_vocabulary
+        from tokensel.zoo.shapes import answer_vocabulary
 
         for cat in {s.category for s in samples}:
             out[cat] = [str(a) for a in answer_vocabulary(cat)]
@@ -314,7 +314,8 @@ def load_dataset(ds_cfg, check_images: bool = True, with_all: bool = False):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tokensel.experiments.data", description="convert a local benchmark copy to tokensel JSONL")
+    ap = argparse.ArgumentParser(prog="python -m tokensel.experiments.datasets",
+                                 description="convert a local benchmark copy to tokensel JSONL")
     ap.add_argument("format", choices=["pope", "gqa", "mme"])
     ap.add_argument("source", help="POPE question file, GQA question JSON, or MME root folder")
     ap.add_argument("--images", default=None, help="image folder (POPE: COCO val2014; GQA: images/)")

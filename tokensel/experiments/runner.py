@@ -22,7 +22,7 @@ from tokensel.experiments.config import (
     effective_selector_params,
     load_config,
 )
-from tokensel.experiments.data import DatasetError, Sample, candidate_answers, candidates_for, load_dataset
+from tokensel.experiments.datasets import DatasetError, Sample, candidate_answers, candidates_for, load_dataset
 from tokensel.experiments.dist import DistContext, init_distributed
 from tokensel.experiments.metrics import compute_metrics, is_correct
 from tokensel.experiments.tables import results_tables
