@@ -1,4 +1,21 @@
-"""Evaluation data: one JSONL format and converters from the usual local layouts.
+"""Evaluation datasets: the registry (``@register_dataset``), one JSONL format, and the built-in
+datasets (``jsonl``, ``shapes``, ``pope``, ``gqa``, ``mme``) registered through it.
+
+A dataset is a loader from the config group ``dataset`` to :class:`Sample` s, plus what the
+rest of a run needs to know about it: how ``dataset.path`` is checked before anything loads,
+the metrics it adds to the common ones (:func:`tokensel.experiments.metrics.compute_metrics`),
+its headline metrics, its console tables and its closed answer sets (``eval.scoring:
+choice``). ``dataset.format`` names it. A new dataset is one module::
+
+    from tokensel.experiments import register_dataset, read_jsonl
+
+    @register_dataset("mine", path="file", headline=("my_metric",), metrics=my_metrics, table=my_table)
+    def load_mine(ds):            # ds: the dataset config group (path, image_root, ...)
+        return read_jsonl(ds.path)
+
+Other distributions register datasets through the entry-point group ``tokensel.datasets``
+(one entry per name, naming a :class:`Dataset`; loaded as the selector plug-ins are, see
+:class:`tokensel.plugins.PluginGroup`).
 
 The tokensel JSONL format has one sample per line::
 
@@ -17,14 +34,29 @@ MME-style benchmarks (nothing is downloaded) and either return samples or write 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+from tokensel.experiments.metrics import N_BOOTSTRAP, compute_metrics, is_yes_no_set, mme_error_bars, mme_metrics
+from tokensel.experiments.tables import mme_table
+from tokensel.plugins import PluginGroup
+from tokensel.zoo import shapes
 
 __all__ = [
+    "Dataset",
+    "register_dataset",
+    "unregister_dataset",
+    "get_dataset",
+    "list_datasets",
+    "DATASET_PLUGINS",
+    "PATH_RULES",
+    "answers_by_category",
+    "candidate_answers",
     "Sample",
     "read_jsonl",
     "write_jsonl",
@@ -237,28 +269,164 @@ def convert_mme(root: str | os.PathLike) -> list[Sample]:
     return out
 
 
-def _generate_shapes(path: Path, num_images: int, split: str = "test", seed: int = 0) -> None:
-    """Write ``num_images`` scenes of the synthetic shapes set (several questions each)."""
-    from tokensel.zoo import shapes
+# ----------------------------------------------------------------------------- registry
 
-    shapes.write_jsonl(path.parent, shapes.iter_split(split, num_images, seed=seed), filename=path.name)
+#: ``path=`` rules of :func:`register_dataset`: what ``dataset.path`` must be before loading.
+PATH_RULES = ("file", "folder", "file-or-missing")
+
+Loader = Callable[[Any], "list[Sample]"]
 
 
-def candidate_answers(samples: list[Sample], dataset_format: str = "jsonl") -> dict:
-    """Closed answer sets for ``eval.scoring: choice``: ``{category: [answers]}`` (key None for
-    samples without a category). Yes/no questions always choose between yes and no."""
-    out: dict = {}
-    if dataset_format == "shapes":
-        from tokensel.zoo.shapes import answer_vocabulary
+@dataclass(frozen=True)
+class Dataset:
+    """A registered dataset (see :func:`register_dataset`); calling it calls its loader."""
 
-        for cat in {s.category for s in samples}:
-            out[cat] = [str(a) for a in answer_vocabulary(cat)]
+    name: str
+    #: ``load(ds) -> list[Sample]`` for the config group ``ds`` (``ds.path``, ``ds.image_root``,
+    #: ``ds.generate_images``); ``offset`` / ``limit`` and the image checks (every image file of
+    #: the samples kept exists and decodes, with ``eval.check_images``) are applied after it.
+    load: Loader
+    #: One of :data:`PATH_RULES`: ``file`` (must exist), ``folder`` (a folder that must exist),
+    #: ``file-or-missing`` (a file, or nothing yet: the loader creates it).
+    path: str = "file"
+    #: ``metrics(records) -> dict``: metrics added to the common ones.
+    metrics: Optional[Callable[[list], dict]] = None
+    #: ``error_bars(records, seed=, n_boot=) -> dict``: error bars of those metrics.
+    error_bars: Optional[Callable[..., dict]] = None
+    #: Metrics printed (and summarised) beside accuracy, when present.
+    headline: tuple = ()
+    #: ``table(metrics) -> str | None``: console tables printed after the common ones.
+    tables: tuple = ()
+    #: ``candidates(samples) -> {category: [answers]}`` for ``eval.scoring: choice``
+    #: (default: the answers seen in each category, :func:`answers_by_category`).
+    candidates: Optional[Callable[[list], dict]] = None
+    description: str = ""
+
+    def __call__(self, ds: Any) -> "list[Sample]":
+        return self.load(ds)
+
+    def compute_metrics(self, records: Iterable[dict], *, error_bars_on: bool = True, seed: int = 0,
+                        n_boot: int = N_BOOTSTRAP) -> dict:
+        """The common metrics of :func:`~tokensel.experiments.metrics.compute_metrics` and this
+        dataset's own, with their error bars when ``error_bars_on``."""
+        records = list(records)
+        out = compute_metrics(records, error_bars_on=error_bars_on, seed=seed, n_boot=n_boot)
+        if self.metrics is not None:
+            out.update(self.metrics(records))
+        if error_bars_on and self.error_bars is not None:
+            out.update(self.error_bars(records, seed=seed, n_boot=n_boot))
         return out
+
+    def check_path(self, path: Path) -> Optional[str]:
+        """Why ``path`` does not fit the path rule, or None."""
+        if self.path == "folder":
+            return None if path.is_dir() else f"{self.name} folder not found: {str(path)!r}"
+        if self.path == "file-or-missing":
+            ok = not path.exists() or path.is_file()
+            return None if ok else f"must be a file (created if missing), got a folder: {str(path)!r}"
+        return None if path.is_file() else f"dataset file not found: {str(path)!r}"
+
+
+_DATASETS: dict[str, Dataset] = {}
+
+
+def _check_registration(name: str, path: str, load: object) -> None:
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"register_dataset: name must be a non-empty str, got {name!r}")
+    if name in _DATASETS:
+        raise ValueError(f"a dataset named {name!r} is already registered")
+    if path not in PATH_RULES:
+        raise ValueError(f"register_dataset({name!r}): path must be one of {PATH_RULES}, got {path!r}")
+    if not callable(load):
+        raise TypeError(f"register_dataset({name!r}) decorates the loader, a callable; got {load!r}")
+
+
+def register_dataset(
+    name: str,
+    *,
+    path: str = "file",
+    metrics: Optional[Callable[[list], dict]] = None,
+    error_bars: Optional[Callable[..., dict]] = None,
+    headline: Sequence[str] = (),
+    tables: Sequence[Callable[[dict], Optional[str]]] = (),
+    candidates: Optional[Callable[[list], dict]] = None,
+) -> Callable[[Loader], Dataset]:
+    """Decorator: register the loader ``load(ds) -> list[Sample]`` as the dataset ``name``
+    (``dataset.format: name`` in a config); returns the :class:`Dataset`. The arguments are
+    the fields of :class:`Dataset`."""
+
+    def decorator(load: Loader) -> Dataset:
+        _check_registration(name, path, load)
+        doc = inspect.getdoc(load) or ""
+        ds = Dataset(name=name, load=load, path=path, metrics=metrics, error_bars=error_bars,
+                     headline=tuple(headline), tables=tuple(tables), candidates=candidates,
+                     description=doc.splitlines()[0] if doc else "")
+        _DATASETS[name] = ds
+        return ds
+
+    return decorator
+
+
+def unregister_dataset(name: str) -> None:
+    """Remove the dataset registered as ``name`` (for tests)."""
+    if name not in _DATASETS:
+        raise ValueError(f"no dataset named {name!r} is registered")
+    del _DATASETS[name]
+
+
+def _register_plugin(name: str, ds: object) -> None:
+    assert isinstance(ds, Dataset)
+    _check_registration(name, ds.path, ds.load)
+    _DATASETS[name] = replace(ds, name=name)
+
+
+#: The dataset entry-point group ``tokensel.datasets``: each entry names a :class:`Dataset`.
+DATASET_PLUGINS = PluginGroup(
+    group="tokensel.datasets",
+    kind="dataset",
+    expected="a tokensel.experiments.datasets.Dataset (what @register_dataset returns)",
+    accepts=lambda obj: isinstance(obj, Dataset),
+    register=_register_plugin,
+    registered=lambda: _DATASETS,
+)
+
+
+def get_dataset(name: str) -> Dataset:
+    """The dataset registered as ``name`` (a plug-in is loaded on first use); ``ValueError``
+    listing the registered names if there is none."""
+    if not isinstance(name, str):
+        raise TypeError(f"dataset name must be a str, got {type(name).__name__}")
+    if name not in _DATASETS and not DATASET_PLUGINS.load(name):
+        raise ValueError(f"unknown dataset {name!r}; registered: {', '.join(list_datasets())}")
+    return _DATASETS[name]
+
+
+def list_datasets() -> list[str]:
+    """Sorted names of the registered datasets, installed plug-ins included."""
+    DATASET_PLUGINS.load_all(stacklevel=3)
+    return sorted(_DATASETS)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def answers_by_category(samples: list[Sample]) -> dict:
+    """``{category: [answers]}``: the distinct answers of each category (key None for samples
+    without one), in order of appearance."""
+    out: dict = {}
     for s in samples:
         answers = out.setdefault(s.category, [])
         if s.answer.strip().lower() not in answers:
             answers.append(s.answer.strip().lower())
     return out
+
+
+def candidate_answers(samples: list[Sample], dataset_format: str = "jsonl") -> dict:
+    """Closed answer sets for ``eval.scoring: choice``: ``{category: [answers]}`` (key None for
+    samples without a category), from the dataset's ``candidates`` (default
+    :func:`answers_by_category`). Yes/no questions always choose between yes and no."""
+    rule = get_dataset(dataset_format).candidates or answers_by_category
+    return rule(samples)
 
 
 def candidates_for(sample: Sample, table: dict) -> list[str]:
@@ -281,52 +449,102 @@ def verify_images(paths: Iterable[str]) -> None:
 
 
 def load_dataset(ds_cfg, check_images: bool = True, with_all: bool = False):
-    """Samples described by a ``dataset`` config group, after ``offset`` / ``limit``
-    (with ``with_all``: also every sample before slicing)."""
-    fmt, path = ds_cfg.format, Path(ds_cfg.path)
-    if fmt == "jsonl":
-        samples = read_jsonl(path, check_images=check_images)
-    elif fmt == "shapes":
-        if not path.is_file():
-            _generate_shapes(path, int(ds_cfg.generate_images))
-        samples = read_jsonl(path, check_images=check_images)
-    elif fmt == "pope":
-        samples = convert_pope(path, ds_cfg.image_root)
-    elif fmt == "gqa":
-        samples = convert_gqa(path, ds_cfg.image_root)
-    elif fmt == "mme":
-        samples = convert_mme(path)
-    else:
-        raise DatasetError(f"unknown dataset format {fmt!r}")
+    """Samples described by a ``dataset`` config group (``ds_cfg.format`` names a registered
+    dataset), after ``offset`` / ``limit`` (with ``with_all``: also every sample before slicing)."""
+    samples = get_dataset(ds_cfg.format).load(ds_cfg)
     everything = samples
     start = int(ds_cfg.offset)
     stop = None if ds_cfg.limit is None else start + int(ds_cfg.limit)
     samples = samples[start:stop]
     if not samples:
-        raise DatasetError(f"dataset.offset/limit select no samples from {path}")
-    if check_images and fmt != "jsonl":
-        missing = [s.image for s in samples if not Path(s.image).is_file()]
-        if missing:
-            raise DatasetError(f"{len(missing)} image file(s) not found, e.g. {missing[0]!r}")
+        raise DatasetError(f"dataset.offset/limit select no samples from {ds_cfg.path}")
     if check_images:
+        missing = [s for s in samples if not Path(s.image).is_file()]
+        if missing:
+            raise DatasetError(f"{len(missing)} image file(s) not found, e.g. {missing[0].image!r} (sample {missing[0].id!r})")
         verify_images(s.image for s in samples)
     return (samples, everything) if with_all else samples
+
+
+# ----------------------------------------------------------------------------- built-in datasets
+
+
+def _mme_if_categorised(records: list) -> dict:
+    """The MME score of yes/no-only records with categories (any MME-style data)."""
+    return mme_metrics(records) if _categorised_yes_no(records) else {}
+
+
+def _mme_bars_if_categorised(records: list, *, seed: int, n_boot: int) -> dict:
+    return mme_error_bars(records, seed=seed, n_boot=n_boot) if _categorised_yes_no(records) else {}
+
+
+def _categorised_yes_no(records: list) -> bool:
+    return is_yes_no_set(records) and any(r.get("category") for r in records)
+
+
+_COMMON = dict(metrics=_mme_if_categorised, error_bars=_mme_bars_if_categorised, headline=("mme_score",),
+               tables=(mme_table,))
+
+
+@register_dataset("jsonl", **_COMMON)
+def load_jsonl(ds: Any) -> list[Sample]:
+    """The tokensel JSONL format (``dataset.path``: the file)."""
+    return read_jsonl(Path(ds.path), check_images=False)
+
+
+def _shapes_candidates(samples: list[Sample]) -> dict:
+    return {cat: [str(a) for a in shapes.answer_vocabulary(cat)] for cat in {s.category for s in samples}}
+
+
+@register_dataset("shapes", path="file-or-missing", candidates=_shapes_candidates, **_COMMON)
+def load_shapes(ds: Any) -> list[Sample]:
+    """The synthetic shapes set as JSONL, ``dataset.generate_images`` scenes written first if
+    the file is missing."""
+    path = Path(ds.path)
+    if not path.is_file():
+        shapes.write_jsonl(path.parent, shapes.iter_split("test", int(ds.generate_images), seed=0), filename=path.name)
+    return read_jsonl(path, check_images=False)
+
+
+@register_dataset("pope", **_COMMON)
+def load_pope(ds: Any) -> list[Sample]:
+    """A POPE question file and the COCO image folder ``dataset.image_root``."""
+    return convert_pope(ds.path, ds.image_root)
+
+
+@register_dataset("gqa", **_COMMON)
+def load_gqa(ds: Any) -> list[Sample]:
+    """A GQA balanced question JSON and the image folder ``dataset.image_root``."""
+    return convert_gqa(ds.path, ds.image_root)
+
+
+def _mme_if_yes_no(records: list) -> dict:
+    return mme_metrics(records) if is_yes_no_set(records) else {}
+
+
+def _mme_bars_if_yes_no(records: list, *, seed: int, n_boot: int) -> dict:
+    return mme_error_bars(records, seed=seed, n_boot=n_boot) if is_yes_no_set(records) else {}
+
+
+@register_dataset("mme", path="folder", metrics=_mme_if_yes_no, error_bars=_mme_bars_if_yes_no,
+                  headline=("mme_score",), tables=(mme_table,))
+def load_mme(ds: Any) -> list[Sample]:
+    """An MME-style root folder (one folder per category)."""
+    return convert_mme(ds.path)
+
+
+_CONVERTERS = {"pope": convert_pope, "gqa": convert_gqa, "mme": lambda source, images: convert_mme(source)}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tokensel.experiments.datasets",
                                  description="convert a local benchmark copy to tokensel JSONL")
-    ap.add_argument("format", choices=["pope", "gqa", "mme"])
+    ap.add_argument("format", choices=list(_CONVERTERS))
     ap.add_argument("source", help="POPE question file, GQA question JSON, or MME root folder")
     ap.add_argument("--images", default=None, help="image folder (POPE: COCO val2014; GQA: images/)")
     ap.add_argument("-o", "--output", required=True, help="JSONL file to write")
     args = ap.parse_args(argv)
-    if args.format == "pope":
-        samples = convert_pope(args.source, args.images)
-    elif args.format == "gqa":
-        samples = convert_gqa(args.source, args.images)
-    else:
-        samples = convert_mme(args.source)
+    samples = _CONVERTERS[args.format](args.source, args.images)
     write_jsonl(samples, args.output)
     print(f"wrote {len(samples)} samples to {args.output}")
     return 0
