@@ -47,6 +47,8 @@ __all__ = [
     "image_token_count",
     "HEADLINE_METRICS",
     "headline_metrics",
+    "wandb_config",
+    "wandb_metrics",
     "RUN_MODES",
 ]
 
@@ -411,7 +413,7 @@ def _num_tokens(records: list[dict]) -> Optional[int]:
     return vals[0] if vals else None
 
 
-def _wandb_config(result: EvalResult) -> dict:
+def wandb_config(result: EvalResult) -> dict:
     """The W&B run config: the flat effective configuration and ``env.*`` entries."""
     from tokensel.experiments.records import flat_effective_config
 
@@ -420,7 +422,7 @@ def _wandb_config(result: EvalResult) -> dict:
     return flat
 
 
-def _wandb_metrics(metrics: dict) -> dict:
+def wandb_metrics(metrics: dict) -> dict:
     """The metrics, and each ``<metric>_ci`` also as the scalars ``_ci_low`` / ``_ci_high``
     (W&B charts plot scalars)."""
     out = dict(metrics)
@@ -440,11 +442,11 @@ def _write_outputs(cfg: DictConfig, result: EvalResult, *, print_results: bool, 
         group=cfg.logging.group,
         tags=list(cfg.logging.tags),
         name=name,
-        config=_wandb_config(result),
+        config=wandb_config(result),
         directory=run_dir,
     )
     try:
-        run.log_metrics(_wandb_metrics(result.metrics))
+        run.log_metrics(wandb_metrics(result.metrics))
         if run.active and cfg.logging.log_table:
             rows = [[r.get(c) for c in TABLE_COLUMNS] for r in result.records]
             run.log_table("results", TABLE_COLUMNS, rows)
