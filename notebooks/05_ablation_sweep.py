@@ -164,7 +164,9 @@ plt.show()
 # sweep's table and the accuracy-vs-k plot.
 
 # %%
-for folder in find_offline_runs("runs/mmtok-alpha-ablation"):
+folders = find_offline_runs("runs/mmtok-alpha-ablation")
+print(f"{len(folders)} offline W&B runs to sync, with the media they logged:")
+for folder in folders:
     media = sorted(p.relative_to(folder / "files" / "media").parent.as_posix() for p in (folder / "files" / "media").rglob("*.*"))
     owner = folder.parent.parent.name
     print(f"{owner:<34} {next(folder.glob('run-*.wandb')).name:<22} media: {dict(Counter(media))}")
