@@ -147,6 +147,8 @@ def test_a_plugin_that_is_not_a_dataset_names_its_distribution(plugin_site, monk
                                               r"group 'tokensel.datasets' of tsdata-tsv 0.1.0\) must name a "
                                               r"tokensel.experiments.datasets.Dataset"):
             get_dataset("tsv-notadataset")
+        with pytest.raises(ConfigError, match="dataset.format: dataset plug-in 'tsv-notadataset'.*tsdata-tsv 0.1.0"):
+            load_config(TINY, ["dataset.format=tsv-notadataset", "dataset.path=x"])
         with pytest.warns(RuntimeWarning, match="'tsv-notadataset'.*tsdata-tsv 0.1.0"):
             names = list_datasets()
         assert "tsv-yesno" in names and "tsv-notadataset" not in names  # the good entry is unaffected

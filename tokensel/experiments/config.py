@@ -26,6 +26,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from tokensel.experiments.datasets import get_dataset, list_datasets
+from tokensel.plugins import PluginError
 
 __all__ = [
     "ConfigError",
@@ -508,6 +509,8 @@ def _validate_selector(cfg: DictConfig) -> None:
 def _validate_dataset(ds: DictConfig) -> None:
     try:
         dataset = get_dataset(ds.format)
+    except PluginError as err:  # an installed dataset plug-in of that name that fails to import
+        _fail("dataset.format", str(err))
     except (TypeError, ValueError):
         _fail("dataset.format", f"must be a registered dataset ({', '.join(list_datasets())}), got {ds.format!r}")
     problem = dataset.check_path(Path(ds.path))
