@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tokensel.data.shapes import (  # noqa: E402
+from tokensel.zoo.integrity import write_manifest  # noqa: E402
+from tokensel.zoo.shapes import (  # noqa: E402
     COLORS,
     GRID,
     MAX_COUNT,
@@ -51,7 +52,6 @@ from tokensel.data.shapes import (  # noqa: E402
     sample_scene,
     scene_seed,
 )
-from tokensel.zoo.integrity import write_manifest  # noqa: E402
 from tokensel.zoo.shapes_llava import (  # noqa: E402
     CLIP_MEAN,
     CLIP_STD,

@@ -34,7 +34,7 @@ import matplotlib.pyplot as plt
 import torch
 
 import tokensel
-from tokensel.data import shapes
+from tokensel.zoo import shapes
 from tokensel.demo import draw_kept
 from tokensel.zoo.shapes_llava import format_prompt
 
@@ -46,7 +46,7 @@ print(tokensel.list_selectors())
 #
 # `tokensel.zoo.load` returns a regular transformers `LlavaForConditionalGeneration` and its
 # processor. The weights ship inside the package, so nothing is downloaded. The images come from
-# the synthetic shapes VQA generator in `tokensel.data.shapes`: coloured shapes on a noisy
+# the synthetic shapes VQA generator in `tokensel.zoo.shapes`: coloured shapes on a noisy
 # background, with existence, colour and counting questions whose answers are known exactly.
 
 # %%

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 import tokensel
-from tokensel.data import shapes
+from tokensel.zoo import shapes
 from tokensel.demo import draw_kept
 from tokensel.zoo.shapes_llava import format_prompt
 

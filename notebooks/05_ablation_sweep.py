@@ -25,6 +25,7 @@
 # %%
 import json
 import os
+from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -35,7 +36,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from tokensel.experiments.sweep import load_sweep, main as sweep_cli, run_sweep
-from tokensel.experiments.tracking import find_offline_runs, read_offline_run
+from tokensel.experiments.tracking import find_offline_runs
 
 torch.set_num_threads(1)
 
@@ -154,24 +155,21 @@ plt.show()
 # %% [markdown]
 # ## What W&B recorded
 #
-# Each offline run is a `.wandb` file under `wandb/offline-run-*`. `read_offline_run` parses
-# one back into its config, logged history and summary, the same values the W&B web UI would
-# show after `wandb sync runs/mmtok-alpha-ablation/*/wandb/offline-run-*`. The summary run
-# (`<sweep>-summary`) holds the table and the accuracy-vs-k plot.
+# Each run also went to an offline W&B run, `wandb/offline-run-*` inside its run folder:
+# W&B's transaction log `run-<id>.wandb` (which `wandb sync` uploads, e.g. `wandb sync
+# runs/mmtok-alpha-ablation/*/wandb/offline-run-*`) and the media logged under `files/media`
+# (the per-question results table, the selection overlays). Its config is the run's
+# `config.yaml`, flattened, and its summary the run's `metrics.json`, so the numbers above
+# are the ones the W&B web UI shows after syncing. The summary run (`summary/`) holds the
+# sweep's table and the accuracy-vs-k plot.
 
 # %%
-runs = [read_offline_run(p) for p in find_offline_runs("runs/mmtok-alpha-ablation")]
-print(f"{len(runs)} offline W&B runs in group {runs[0]['group']!r}")
-for run in sorted(runs, key=lambda r: r["name"]):
-    cfg, summ = run["config"], run["summary"]
-    if "accuracy" in summ:
-        k = "all" if cfg.get("selector.name") == "none" else cfg.get("budget.k")
-        print(
-            f"{run['name']:<34} selector={cfg.get('selector.name'):<9} k={str(k):<4} "
-            f"accuracy={summ['accuracy']:.3f}  kept={summ.get('mean_kept_tokens')}"
-        )
-    else:
-        print(f"{run['name']:<34} (summary run: {sorted(k for k in summ if not k.startswith('_'))})")
+folders = find_offline_runs("runs/mmtok-alpha-ablation")
+print(f"{len(folders)} offline W&B runs to sync, with the media they logged:")
+for folder in folders:
+    media = sorted(p.relative_to(folder / "files" / "media").parent.as_posix() for p in (folder / "files" / "media").rglob("*.*"))
+    owner = folder.parent.parent.name
+    print(f"{owner:<34} {next(folder.glob('run-*.wandb')).name:<22} media: {dict(Counter(media))}")
 
 # %% [markdown]
 # Per-question records make error analysis easy, for instance accuracy per question category

@@ -226,7 +226,7 @@ print("the saturated selector passes check_selector")
 # the 576 patches each method keeps at k = 32 on one scene.
 
 # %%
-from tokensel.data.shapes import generate_split
+from tokensel.zoo.shapes import generate_split
 from tokensel.zoo.shapes_llava import format_prompt
 
 model, processor = tokensel.zoo.load("shapes-llava")

@@ -44,7 +44,7 @@ import torch
 import tokensel
 from tokensel import AdaptiveBudget
 from tokensel.budget import Ranking, kept_token_stats
-from tokensel.data.shapes import generate_split
+from tokensel.zoo.shapes import generate_split
 from tokensel.selectors.mmtok import MMTok
 from tokensel.zoo import answer_from_logits
 from tokensel.zoo.shapes_llava import format_prompt

@@ -196,8 +196,8 @@ def run_demo(
     from tqdm.auto import tqdm
 
     import tokensel
-    from tokensel.data.shapes import iter_split
     from tokensel.zoo import load
+    from tokensel.zoo.shapes import iter_split
 
     torch.manual_seed(seed)
     model, processor = load(model_name)
@@ -380,8 +380,8 @@ def plot_kept_tokens(selectors: Sequence[str], k: int, path: Path, seed: int = 0
     import torch
 
     import tokensel
-    from tokensel.data.shapes import GRID, iter_split
     from tokensel.zoo import answer_from_logits, load
+    from tokensel.zoo.shapes import GRID, iter_split
 
     model, processor = load(model_name)
     rec = next(r for r in iter_split("test", 4, seed=0) if r.category == "existence" and r.answer == "yes")

@@ -65,3 +65,12 @@ def test_device_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
 def test_compiled_backend_on_another_device_is_refused(tmp_path, capsys):
     assert main(["--device", "cuda", "--backend", "compiled", "--out", str(tmp_path)]) == 2
     assert "tokensel bench: error: --" in capsys.readouterr().err
+
+
+def test_bench_solvers_subcommand_prints_one_row_per_size(capsys):
+    from tokensel.experiments.cli import main as cli_main
+
+    assert cli_main(["bench", "solvers", "--sizes", "120:6", "200:8", "--reps", "1"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [(int(r[0]), int(r[1])) for r in rows] == [(120, 6), (200, 8)]
+    assert all(float(r[5]) >= 1 - 1 / 2.718281828 - 0.01 for r in rows)  # stochastic greedy's guarantee

@@ -156,7 +156,7 @@ def _best_of(fn, reps=3):
 
 
 def test_block_path_keeps_the_guarantee_at_scale():
-    """Issue 21's size (3000 x 3000, k=100). Speed is measured by experiments/bench_solvers.py
+    """Issue 21's size (3000 x 3000, k=100). Speed is measured by `tokensel bench solvers`
     (side by side, not a timed assertion here); this checks the fast path's value."""
     x = torch.nn.functional.normalize(torch.randn(3000, 64, generator=torch.Generator().manual_seed(0)), dim=1)
     obj = FacilityLocation((x @ x.T).clamp_min(0))

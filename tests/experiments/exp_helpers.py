@@ -57,6 +57,36 @@ def installed_copy(tmp_path: Path) -> dict:
     bindir = tmp_path / "bin"
     bindir.mkdir()
     script = bindir / "tokensel"
-    script.write_text(f"#!/bin/sh\nexec {sys.executable} -m tokensel.cli \"$@\"\n")
+    script.write_text(f"#!/bin/sh\nexec {sys.executable} -m tokensel.experiments.cli \"$@\"\n")
     script.chmod(0o755)
     return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(site), PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}")
+
+
+def offline_wandb_run(run_dir: Path) -> dict:
+    """The one offline W&B run under ``run_dir``, through what W&B documents it writes offline
+    (its transaction log itself is W&B's private format, read by ``wandb sync`` alone):
+    ``{"dir", "run_id"}`` from ``wandb/offline-run-<time>-<id>/run-<id>.wandb``, ``"tables"``:
+    ``{key: {"columns", "data"}}`` from ``files/media/table/<key>_<step>_<hash>.table.json``,
+    ``"images"``: ``{key: number of files}`` from ``files/media/images/<key>_<step>_<hash>.png``."""
+    from tokensel.experiments.tracking import find_offline_runs
+
+    (folder,) = find_offline_runs(run_dir)
+    (log,) = folder.glob("run-*.wandb")
+    media = folder / "files" / "media"
+    tables = {p.name.rsplit("_", 2)[0]: json.loads(p.read_text()) for p in media.glob("table/*.table.json")}
+    images: dict = {}
+    for p in media.glob("images/*.png"):
+        key = p.name.rsplit("_", 2)[0]
+        images[key] = images.get(key, 0) + 1
+    return {"dir": folder, "run_id": log.stem[len("run-"):], "tables": tables, "images": images}
+
+
+def wandb_sync_dry_run(cwd: Path) -> str:
+    """The output of ``wandb sync --dry-run`` (lists the offline runs it would upload; no network)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "wandb", "sync", "--dry-run"], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout + proc.stderr

@@ -14,7 +14,6 @@ from tokensel import AdaptiveBudget
 from tokensel.experiments.config import ConfigError, budget_args, budget_label, load_config
 from tokensel.experiments.runner import prepare, run_eval
 from tokensel.experiments.sweep import load_sweep, run_sweep
-from tokensel.experiments.tracking import find_offline_runs, read_offline_run
 
 ADAPTIVE = ["budget.adaptive={k_max: 12, k_min: 2, coverage: 0.9}"]
 
@@ -62,10 +61,8 @@ def test_eval_with_adaptive_budget_reports_kept_token_statistics(dataset, tmp_pa
     doc = json.loads((result.run_dir / "metrics.json").read_text())
     assert doc["kept_tokens_p90"] == m["kept_tokens_p90"] and doc["config"]["budget"]["adaptive"]["k_max"] == 12
     assert "adaptive-kmax12" in result.run_dir.name
-    (wb,) = find_offline_runs(result.run_dir)
-    summary = read_offline_run(wb)["summary"]
     for key in ("mean_kept_tokens", "kept_tokens_median", "kept_tokens_p10", "kept_tokens_p90"):
-        assert summary[key] == pytest.approx(m[key])
+        assert doc[key] == pytest.approx(m[key])
 
 
 def test_ratio_budget_runs(dataset, tmp_path):

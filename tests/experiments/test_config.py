@@ -55,7 +55,7 @@ def test_every_yaml_in_configs_parses(dataset):
         ("dataset.limit=many", "dataset.limit", "dataset.limit"),
         ("budget.kk=3", "budget.kk", "budget.kk"),
         ("logging.wandb_mode=sometimes", "logging.wandb_mode", "must be one of"),
-        ("dataset.format=csv", "dataset.format", "must be one of"),
+        ("dataset.format=csv", "dataset.format", "must be a registered dataset (gqa, jsonl, mme, pope, shapes), got 'csv'"),
     ],
 )
 def test_bad_config_fails_before_model_load(dataset, tmp_path, capsys, override, key, words):

@@ -8,10 +8,9 @@ import subprocess
 import sys
 
 import pytest
-from exp_helpers import TINY, installed_copy, make_dataset
+from exp_helpers import TINY, installed_copy, make_dataset, offline_wandb_run
 
 from tokensel.experiments.runner import prepare, run_eval
-from tokensel.experiments.tracking import find_offline_runs, read_offline_run
 
 TIMING = ("prefill_ms", "selection_ms", "generate_ms", "wall_s_rank0")
 
@@ -45,7 +44,6 @@ def test_torchrun_two_processes_equal_one(tmp_path):
     assert len({r["prediction"] for r in records}) > 1  # the comparison is not trivially constant
     assert f"{metrics['accuracy']:.4f}" in proc.stdout  # rank 0 printed the table
     # only rank 0 logged, once, with the gathered metrics
-    (wb,) = find_offline_runs(tmp_path / "two")
-    logged = read_offline_run(wb)
-    assert logged["summary"]["accuracy"] == pytest.approx(metrics["accuracy"])
-    assert logged["summary"]["num_samples"] == 7
+    run = offline_wandb_run(tmp_path / "two")  # exactly one offline W&B run
+    table = run["tables"]["results"]  # holding the gathered records
+    assert [row[table["columns"].index("id")] for row in table["data"]] == [r["id"] for r in records]

@@ -19,8 +19,7 @@ from tokensel.experiments.metrics import (
     paired_comparison,
     proportion_stderr,
 )
-from tokensel.experiments.runner import prepare, run_eval
-from tokensel.experiments.tracking import find_offline_runs, read_offline_run
+from tokensel.experiments.runner import prepare, run_eval, wandb_metrics
 
 FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -141,8 +140,7 @@ def test_real_runs_carry_error_bars_and_compare(dataset, tmp_path, capsys):
     doc = json.loads((pruned.run_dir / "metrics.json").read_text())
     assert doc["accuracy_ci"] == m["accuracy_ci"] and doc["pope_f1_stderr"] == m["pope_f1_stderr"]
     assert "95% CI" in printed and f"{m['accuracy_stderr']:.4f}" in printed
-    (wb,) = find_offline_runs(pruned.run_dir)
-    summary = read_offline_run(wb)["summary"]
+    summary = wandb_metrics(doc)  # what the W&B run logs: metrics.json, intervals also as scalars
     assert summary["accuracy_ci"] == pytest.approx(m["accuracy_ci"])
     assert summary["accuracy_ci_low"] == pytest.approx(m["accuracy_ci"][0])
     assert summary["pope_f1_stderr"] == pytest.approx(m["pope_f1_stderr"])

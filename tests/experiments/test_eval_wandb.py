@@ -1,17 +1,17 @@
-"""One evaluation end to end on the tiny test model, read back from its offline W&B run."""
+"""One evaluation end to end on the tiny test model: its run directory, what it hands to W&B,
+and the real offline W&B run (its documented files: media, ``wandb sync``)."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
-from exp_helpers import TINY
+from exp_helpers import TINY, offline_wandb_run, wandb_sync_dry_run
 
-from tokensel.experiments.runner import prepare, run_eval
-from tokensel.experiments.tracking import find_offline_runs, read_offline_run, resolve_wandb_mode
+from tokensel.experiments.records import flat_effective_config
+from tokensel.experiments.runner import prepare, run_eval, wandb_config, wandb_metrics
+from tokensel.experiments.tracking import resolve_wandb_mode
 
 
 def _flat(metrics: dict) -> dict:
@@ -69,36 +69,34 @@ def test_eval_logs_what_it_returns(dataset, tmp_path, capsys, selector, k):
     written = {k: v for k, v in doc.items() if k not in ("config", "environment")}
     assert _flat(written) == pytest.approx(_flat(m))  # intervals ([low, high]) compared entry by entry
 
-    # the offline W&B run holds the same config and metrics
-    (wandb_dir,) = find_offline_runs(run_dir)
-    assert wandb_dir == result.wandb_dir
-    run = read_offline_run(wandb_dir)
-    assert run["config"]["selector.name"] == selector and run["config"]["budget.k"] == k
-    assert run["config"]["dataset.path"] == str(dataset)
-    for key, value in m.items():
-        assert run["summary"][key] == pytest.approx(value), key
-    table = run["summary"]["results"]
-    assert table["_type"] == "table-file" and table["nrows"] == 8
-    rows = json.loads((wandb_dir / "files" / table["path"]).read_text())
-    assert [r[rows["columns"].index("prediction")] for r in rows["data"]] == [r["prediction"] for r in lines]
-    has_overlays = any(k_.startswith("selection_overlays") for k_ in run["summary"])
-    assert has_overlays == (k is not None)
-    if k is not None:  # `wandb sync` finds the offline run to upload (dry run: no network)
-        proc = subprocess.run(
-            [sys.executable, "-m", "wandb", "sync", "--dry-run"], cwd=run_dir, capture_output=True, text=True, timeout=120
-        )
-        assert proc.returncode == 0 and run["run_id"] in proc.stdout + proc.stderr
+    # what goes to W&B: the effective config, flattened, and the metrics of metrics.json
+    config = wandb_config(result)
+    assert config["selector.name"] == selector and config["budget.k"] == k and config["dataset.path"] == str(dataset)
+    assert {key: config[key] for key in flat_effective_config(doc["config"])} == flat_effective_config(doc["config"])
+    logged = wandb_metrics(m)
+    assert _flat({key: logged[key] for key in m}) == pytest.approx(_flat(written))
+    assert logged["accuracy_ci_low"] == m["accuracy_ci"][0] and logged["accuracy_ci_high"] == m["accuracy_ci"][1]
+
+    # the real offline W&B run: the results table and the overlays as W&B wrote them, and
+    # `wandb sync` finds the run to upload
+    run = offline_wandb_run(run_dir)
+    assert run["dir"] == result.wandb_dir
+    table = run["tables"]["results"]
+    assert len(table["data"]) == 8
+    assert [row[table["columns"].index("prediction")] for row in table["data"]] == [r["prediction"] for r in lines]
+    assert run["images"].get("selection_overlays", 0) == (2 if k is not None else 0)
+    assert run["run_id"] in wandb_sync_dry_run(run_dir)
 
 
 def test_cli_entry_points(dataset, tmp_path):
-    from tokensel.cli import main as cli_main
+    from tokensel.experiments.cli import main as cli_main
 
     out = tmp_path / "cli"
     args = [TINY, f"dataset.path={dataset}", f"logging.output_dir={out}", "logging.wandb_mode=disabled",
             "dataset.limit=3", "logging.run_name=x"]
     assert cli_main(["eval", *args]) == 0
     assert json.loads((out / "x" / "metrics.json").read_text())["num_samples"] == 3
-    assert not list(out.rglob("*.wandb"))  # disabled means no W&B files
+    assert not list(out.rglob("offline-run-*")) and not list(out.rglob("*.wandb"))  # disabled: no W&B files
 
 
 @pytest.mark.parametrize("scoring", ["generate", "choice"])

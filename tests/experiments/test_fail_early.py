@@ -129,7 +129,7 @@ def test_crash_loses_no_sample_and_resume_finishes_the_run(dataset, tmp_path):
 
 def test_cli_prints_one_line_and_debug_shows_traceback(dataset, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", "tokensel.cli", "eval", TINY, *overrides(dataset, tmp_path / "runs"), "selector.params=[0.3]"]
+    cmd = [sys.executable, "-m", "tokensel.experiments.cli", "eval", TINY, *overrides(dataset, tmp_path / "runs"), "selector.params=[0.3]"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -7,10 +7,10 @@ from types import SimpleNamespace
 import pytest
 from PIL import Image
 
-from tokensel.data.shapes import generate_split
 from tokensel.experiments.config import ConfigError
 from tokensel.experiments.lmms_eval_model import MODEL_ID, TokenselLlava
 from tokensel.experiments.modeling import build_tiny_llava, infer_sample, wrap_model
+from tokensel.zoo.shapes import generate_split
 
 
 def request(context, doc_id, task="pope", split="test", **gen_kwargs):

@@ -7,7 +7,15 @@ import json
 import pytest
 from PIL import Image
 
-from tokensel.experiments.data import DatasetError, convert_gqa, convert_mme, convert_pope, read_jsonl, write_jsonl
+from tokensel.experiments.datasets import (
+    DatasetError,
+    convert_gqa,
+    convert_mme,
+    convert_pope,
+    get_dataset,
+    read_jsonl,
+    write_jsonl,
+)
 from tokensel.experiments.metrics import compute_metrics, is_correct, yes_no
 
 
@@ -48,7 +56,7 @@ def test_mme_score_by_hand():
         rec("yes", "yes", "A", "2"), rec("yes", "no", "A", "2"),
         rec("no", "yes", "code_reasoning", "3"), rec("yes", "no", "code_reasoning", "3"),
     ]
-    m = compute_metrics(records, dataset_format="mme")
+    m = get_dataset("mme").compute_metrics(records)
     assert m["mme/A/acc"] == pytest.approx(75.0) and m["mme/A/acc_plus"] == pytest.approx(50.0)
     assert m["mme_perception"] == pytest.approx(125.0) and m["mme_cognition"] == pytest.approx(0.0)
     assert m["mme_score"] == pytest.approx(125.0)
@@ -105,7 +113,7 @@ def test_converters(tmp_path):
         ("artwork/10/0", "no", "artwork"), ("color/0001/0", "yes", "color"), ("color/0001/1", "no", "color"),
     ]
     # the CLI writes tokensel JSONL that reads back identically
-    from tokensel.experiments.data import main
+    from tokensel.experiments.datasets import main
 
     assert main(["mme", str(mme), "-o", str(tmp_path / "mme.jsonl")]) == 0
     back = read_jsonl(tmp_path / "mme.jsonl")

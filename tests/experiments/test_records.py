@@ -11,11 +11,10 @@ import pytest
 import torch
 import transformers
 import yaml
-from exp_helpers import REPO, TINY
+from exp_helpers import REPO, TINY, offline_wandb_run
 
 import tokensel
-from tokensel.experiments.runner import prepare, run_eval
-from tokensel.experiments.tracking import find_offline_runs, read_offline_run
+from tokensel.experiments.runner import prepare, run_eval, wandb_config
 
 
 def _run(dataset: Path, out: Path, *extra: str):
@@ -41,11 +40,11 @@ def test_effective_config_everywhere(dataset, tmp_path, selector, k, params):
     assert saved["selector"]["params"] == params
     doc = json.loads((result.run_dir / "metrics.json").read_text())
     assert doc["config"] == saved
-    (wb,) = find_offline_runs(result.run_dir)
-    logged = read_offline_run(wb)["config"]
+    logged = wandb_config(result)  # the W&B run's config
     assert logged["selector.name"] == selector and logged["budget.k"] == k
     for key, value in params.items():
         assert logged[f"selector.params.{key}"] == value, key
+    assert offline_wandb_run(result.run_dir)["run_id"]  # a real offline W&B run was written
     # the effective config is a valid config that repeats the run
     again = run_eval(prepare(result.run_dir / "config.yaml", [f"logging.output_dir={tmp_path / 'again'}",
                                                               "logging.wandb_mode=disabled"]), print_results=False)
@@ -61,7 +60,6 @@ def test_environment_is_recorded(dataset, tmp_path):
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     assert env["tokensel_git_commit"] == head  # imported from this checkout
     assert isinstance(env["tokensel_git_dirty"], bool)
-    (wb,) = find_offline_runs(result.run_dir)
-    logged = read_offline_run(wb)["config"]
+    logged = wandb_config(result)
     assert logged["env.tokensel_git_commit"] == head and logged["env.torch_version"] == torch.__version__
     assert logged["env.seed"] == 3 and logged["eval.seed"] == 3

@@ -25,7 +25,7 @@ def test_shapes_config_generates_data_and_evaluates(tmp_path):
     assert pruned["mean_kept_tokens"] == 16 and full["mean_kept_tokens"] == 576
     # the shapes set records POPE modes: per-mode POPE metrics
     assert {"pope/random/f1", "pope/popular/f1"} <= set(full)
-    from tokensel.data.shapes import answer_vocabulary
+    from tokensel.zoo.shapes import answer_vocabulary
 
     for run in ("k16", "full"):
         for line in (out / run / "results.jsonl").read_text().splitlines():

@@ -1,4 +1,5 @@
-"""A 2 selectors x 2 budgets sweep end to end, checked against its offline W&B runs; export."""
+"""A 2 selectors x 2 budgets sweep end to end, checked against its run folders and its offline
+W&B runs (their documented files); export."""
 
 from __future__ import annotations
 
@@ -8,12 +9,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from exp_helpers import TINY, installed_copy
+from exp_helpers import TINY, installed_copy, offline_wandb_run, wandb_sync_dry_run
 
 from tokensel.experiments.config import ConfigError
 from tokensel.experiments.sweep import expand_points, load_sweep, run_sweep
 from tokensel.experiments.sweep import main as sweep_main
-from tokensel.experiments.tracking import find_offline_runs, read_offline_run
 
 
 def write_sweep(tmp_path: Path, dataset: Path, grid: dict, seeds=(0,), name="tiny-grid") -> Path:
@@ -44,22 +44,18 @@ def test_sweep_runs_and_logs_what_it_prints(dataset, tmp_path, capsys):
         run_dir = Path(r["run_dir"])
         metrics = json.loads((run_dir / "metrics.json").read_text())
         assert r["accuracy"] == metrics["accuracy"] and r["mean_kept_tokens"] == r["k"]
-        (wb,) = find_offline_runs(run_dir)
-        logged = read_offline_run(wb)
-        assert logged["group"] == "tiny-grid"
-        assert logged["config"]["selector.name"] == r["selector"] and logged["config"]["budget.k"] == r["k"]
-        for key in ("accuracy", "pope_f1", "pope_precision", "pope_recall", "pope_yes_ratio", "mean_kept_tokens",
-                    "prefill_ms", "selection_ms"):
-            assert logged["summary"][key] == pytest.approx(metrics[key]), key
+        assert metrics["config"]["selector"]["name"] == r["selector"] and metrics["config"]["budget"]["k"] == r["k"]
+        assert metrics["config"]["logging"]["group"] == "tiny-grid"
+        run = offline_wandb_run(run_dir)
+        assert len(run["tables"]["results"]["data"]) == metrics["num_samples"] and run["images"]["selection_overlays"] == 1
         # the printed summary table shows this run's accuracy
         assert f"{r['accuracy']:.4f}" in printed
     # the summary run: table with one row per point + accuracy-vs-k plot
     out = tmp_path / "runs" / "tiny-grid"
-    (summary_wb,) = find_offline_runs(out / "summary")
-    summary = read_offline_run(summary_wb)
-    assert summary["group"] == "tiny-grid" and summary["summary"]["summary"]["nrows"] == 4
-    assert "accuracy_vs_k" in summary["summary"] and (out / "accuracy_vs_k.png").is_file()
-    table = json.loads((summary_wb / "files" / summary["summary"]["summary"]["path"]).read_text())
+    summary = offline_wandb_run(out / "summary")
+    table = summary["tables"]["summary"]
+    assert len(table["data"]) == 4 and summary["images"]["accuracy_vs_k"] == 1 and (out / "accuracy_vs_k.png").is_file()
+    assert summary["run_id"] in wandb_sync_dry_run(out / "summary")
     acc = table["columns"].index("accuracy")
     assert [row[acc] for row in table["data"]] == pytest.approx([r["accuracy"] for r in rows])
 

@@ -9,14 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from exp_helpers import TINY
+from exp_helpers import TINY, offline_wandb_run
 
 import tokensel
 from tokensel.batch import Selection
 from tokensel.experiments.modeling import LoadedModel, build_tiny_llava, register_model
 from tokensel.experiments.sweep import load_sweep, run_sweep
 from tokensel.experiments.sweep import main as sweep_main
-from tokensel.experiments.tracking import find_offline_runs, read_offline_run
 from tokensel.selectors.base import Selector
 
 LOADS: list[str] = []
@@ -74,10 +73,10 @@ def test_second_run_skips_everything_and_rebuilds_the_summary(dataset, tmp_path,
     none_row = next(r for r in first if r["selector"] == "none")
     assert none_row["k"] is None and "alpha" not in none_row
     for row in first:
-        (wb,) = find_offline_runs(Path(row["run_dir"]))
-        cfg = read_offline_run(wb)["config"]
+        cfg = yaml.safe_load((Path(row["run_dir"]) / "config.yaml").read_text())  # the effective config
         expect_alpha = 0.5 if row["selector"] == "mmtok" else None
-        assert cfg["selector.params.alpha"] == expect_alpha and cfg["budget.k"] == row["k"]
+        assert cfg["selector"]["params"]["alpha"] == expect_alpha and cfg["budget"]["k"] == row["k"]
+        assert offline_wandb_run(Path(row["run_dir"]))["run_id"]
         assert "accuracy_stderr" in row
     summary = tmp_path / "runs" / "resumable" / "summary.json"
     summary.unlink()

@@ -30,8 +30,9 @@ import tokensel_missing_dependency  # noqa: F401
 '''
 
 
-def write_distribution(root: Path, dist: str, module: str, source: str, entries: dict[str, str]) -> Path:
-    """A source tree ``root/dist`` with ``module.py`` and entry points ``name = value``."""
+def write_distribution(root: Path, dist: str, module: str, source: str, entries: dict[str, str],
+                       group: str = "tokensel.selectors") -> Path:
+    """A source tree ``root/dist`` with ``module.py`` and entry points ``name = value`` in ``group``."""
     src = root / dist
     src.mkdir(parents=True)
     (src / f"{module}.py").write_text(textwrap.dedent(source))
@@ -48,7 +49,7 @@ def write_distribution(root: Path, dist: str, module: str, source: str, entries:
         [tool.setuptools]
         py-modules = ["{module}"]
 
-        [project.entry-points."tokensel.selectors"]
+        [project.entry-points."{group}"]
     ''') + eps + "\n")
     return src
 

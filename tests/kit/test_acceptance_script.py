@@ -88,7 +88,7 @@ def cosine_fl(image):
 selector = tokensel.ObjectiveSelector(cosine_fl)
 check_selector(selector)
 model, processor = tokensel.zoo.load("shapes-llava")
-from tokensel.data.shapes import generate_split
+from tokensel.zoo.shapes import generate_split
 from tokensel.zoo import predict
 
 recs = generate_split("test", 1)[:3]
@@ -97,7 +97,7 @@ print("answers", predict(pruned, processor, [r.image for r in recs], [r.question
                          [r.category for r in recs]))
 assert [len(s[0]) for s in pruned.last_selection] == [24] * 3
 
-proc = subprocess.run([sys.executable, "-m", "tokensel.cli", "eval", sys.argv[1], "selector.name=plug-cosine",
+proc = subprocess.run([sys.executable, "-m", "tokensel.experiments.cli", "eval", sys.argv[1], "selector.name=plug-cosine",
                        "budget.k=16", "dataset.path=shapes/data.jsonl", "dataset.generate_images=1", "dataset.limit=2",
                        "logging.output_dir=runs", "logging.run_name=plug", "logging.wandb_mode=disabled",
                        "eval.progress=false"], capture_output=True, text=True)

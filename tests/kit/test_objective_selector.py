@@ -113,8 +113,8 @@ def test_mmtok_objective_of_an_image_is_its_multimodal_coverage():
 
 
 def test_objective_selector_prunes_the_shipped_model():
-    from tokensel.data.shapes import generate_split
     from tokensel.zoo import predict
+    from tokensel.zoo.shapes import generate_split
 
     model, processor = tokensel.zoo.load("shapes-llava")
     records = generate_split("test", 2)[:4]

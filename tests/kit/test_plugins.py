@@ -76,7 +76,7 @@ def test_tokensel_eval_runs_a_plugin_on_the_shipped_model(site, tmp_path):
         if "broken" not in entry.name:
             os.symlink(entry, good / entry.name)
     env = _env(good)
-    listing = subprocess.run([sys.executable, "-m", "tokensel.cli", "selectors"], env=env, cwd=tmp_path,
+    listing = subprocess.run([sys.executable, "-m", "tokensel.experiments.cli", "selectors"], env=env, cwd=tmp_path,
                              capture_output=True, text=True, timeout=300)
     assert listing.returncode == 0, listing.stderr
     assert "plug-cosine" in listing.stdout
@@ -85,7 +85,7 @@ def test_tokensel_eval_runs_a_plugin_on_the_shipped_model(site, tmp_path):
             "+selector.params.solver=lazy", "budget.k=16", f"dataset.path={tmp_path / 'shapes' / 'data.jsonl'}",
             "dataset.generate_images=1", "dataset.limit=3", f"logging.output_dir={out}", "logging.run_name=plug",
             "logging.wandb_mode=disabled", "eval.progress=false"]
-    proc = subprocess.run([sys.executable, "-m", "tokensel.cli", "eval", *args], env=env, cwd=tmp_path,
+    proc = subprocess.run([sys.executable, "-m", "tokensel.experiments.cli", "eval", *args], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     metrics = json.loads((out / "plug" / "metrics.json").read_text())

@@ -6,7 +6,7 @@ import torch
 
 import tokensel
 from tokensel import AdaptiveBudget
-from tokensel.data.shapes import generate_split
+from tokensel.zoo.shapes import generate_split
 from tokensel.zoo.shapes_llava import format_prompt
 
 

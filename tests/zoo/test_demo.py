@@ -28,8 +28,8 @@ def test_pope_f1():
 
 def test_full_row_is_the_model_run(small_run):
     import tokensel
-    from tokensel.data.shapes import generate_split
     from tokensel.zoo import predict
+    from tokensel.zoo.shapes import generate_split
 
     model, processor = tokensel.zoo.load("shapes-llava")
     recs = generate_split("test", 24)[:24]

@@ -11,7 +11,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tokensel.data.shapes import GRID, generate_split, sample_scene, scene_seed
+from tokensel.zoo.shapes import GRID, generate_split, sample_scene, scene_seed
 from tokensel.zoo.shapes_llava import build_model, build_tokenizer
 
 SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "train_shapes_llava.py"
@@ -144,7 +144,7 @@ def test_per_object_count_target_lets_the_share_spread_inside_an_object(recipe, 
 
 @given(index=st.integers(0, 10**6), limit=st.integers(1, 8))
 def test_extra_count_questions_are_true_new_and_answerable(recipe, index, limit):
-    from tokensel.data.shapes import COLORS, MAX_COUNT, PLURALS, SHAPES, make_questions
+    from tokensel.zoo.shapes import COLORS, MAX_COUNT, PLURALS, SHAPES, make_questions
 
     scene = sample_scene(scene_seed("train", index), index=index)
     extra = recipe.extra_count_questions(scene, limit)

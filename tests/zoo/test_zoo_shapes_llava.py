@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import tokensel
-from tokensel.data.shapes import COLORS, SHAPES, generate_split, patch_labels
 from tokensel.zoo import answer_from_logits, predict
+from tokensel.zoo.shapes import COLORS, SHAPES, generate_split, patch_labels
 from tokensel.zoo.shapes_llava import format_prompt
 
 NUM_TEST_IMAGES = 60  # fixed subset: the first 60 scenes of the test split (~230 questions)

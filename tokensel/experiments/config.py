@@ -25,6 +25,9 @@ from typing import Any, Dict, List, Optional, Sequence
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from tokensel.experiments.datasets import get_dataset, list_datasets
+from tokensel.plugins import PluginError
+
 __all__ = [
     "ConfigError",
     "ModelConfig",
@@ -153,6 +156,7 @@ def _validate_budget(cfg: DictConfig) -> None:
 
 @dataclass
 class DatasetConfig:
+    #: A registered dataset (:func:`tokensel.experiments.datasets.register_dataset`); built in:
     #: ``jsonl`` (the tokensel format) | ``pope`` | ``gqa`` | ``mme`` (local copies in their usual
     #: layouts, converted on load) | ``shapes`` (synthetic set, generated if the file is missing).
     format: str = "jsonl"
@@ -219,7 +223,6 @@ class ExperimentConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 
-_DATASET_FORMATS = ("jsonl", "pope", "gqa", "mme", "shapes")
 _WANDB_MODES = ("auto", "online", "offline", "disabled")
 _DTYPES = ("float32", "float16", "bfloat16", "auto")
 _BACKENDS = ("auto", "gloo", "nccl")
@@ -504,17 +507,15 @@ def _validate_selector(cfg: DictConfig) -> None:
 
 
 def _validate_dataset(ds: DictConfig) -> None:
-    if ds.format not in _DATASET_FORMATS:
-        _fail("dataset.format", f"must be one of {_DATASET_FORMATS}, got {ds.format!r}")
-    path = Path(ds.path)
-    if ds.format == "mme":
-        if not path.is_dir():
-            _fail("dataset.path", f"MME root folder not found: {str(path)!r}")
-    elif ds.format == "shapes":
-        if path.exists() and not path.is_file():
-            _fail("dataset.path", f"must be a JSONL file (generated if missing), got a folder: {str(path)!r}")
-    elif not path.is_file():
-        _fail("dataset.path", f"dataset file not found: {str(path)!r}")
+    try:
+        dataset = get_dataset(ds.format)
+    except PluginError as err:  # an installed dataset plug-in of that name that fails to import
+        _fail("dataset.format", str(err))
+    except (TypeError, ValueError):
+        _fail("dataset.format", f"must be a registered dataset ({', '.join(list_datasets())}), got {ds.format!r}")
+    problem = dataset.check_path(Path(ds.path))
+    if problem:
+        _fail("dataset.path", problem)
     if ds.image_root is not None and not Path(ds.image_root).is_dir():
         _fail("dataset.image_root", f"image folder not found: {ds.image_root!r}")
     if ds.limit is not None and ds.limit <= 0:

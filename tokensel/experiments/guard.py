@@ -1,7 +1,7 @@
 """The command line's one error boundary: a subcommand's exception becomes one line on stderr
 and an exit code (``tokensel --debug`` / ``TOKENSEL_DEBUG=1`` also print the traceback).
 
-It lives here, below :mod:`tokensel.cli`, so that the experiments' entry points
+It lives here, below :mod:`tokensel.experiments.cli`, so that the experiments' entry points
 (``python -m tokensel.experiments.evaluate`` ...) share it without importing the command line.
 """
 
@@ -21,7 +21,7 @@ def _debug() -> bool:
 
 def _input_errors() -> tuple[type, ...]:
     from tokensel.experiments.config import ConfigError
-    from tokensel.experiments.data import DatasetError
+    from tokensel.experiments.datasets import DatasetError
 
     return (ConfigError, DatasetError)
 

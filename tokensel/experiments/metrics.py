@@ -21,6 +21,7 @@ __all__ = [
     "yes_no",
     "is_correct",
     "compute_metrics",
+    "is_yes_no_set",
     "pope_metrics",
     "mme_metrics",
     "proportion_stderr",
@@ -132,26 +133,26 @@ def mme_metrics(records: list[dict]) -> dict:
     return out
 
 
-def _is_yes_no_set(records: list[dict]) -> bool:
+def is_yes_no_set(records: list[dict]) -> bool:
+    """True for a non-empty list of records whose answers are all yes or no."""
     return bool(records) and all(normalize_answer(r["answer"]) in ("yes", "no") for r in records)
 
 
 def compute_metrics(
     records: Iterable[dict],
-    dataset_format: str = "jsonl",
     *,
     error_bars_on: bool = True,
     seed: int = 0,
     n_boot: int = N_BOOTSTRAP,
 ) -> dict:
-    """All metrics that apply to the records.
+    """The metrics common to every dataset (a dataset adds its own, see
+    :meth:`tokensel.experiments.datasets.Dataset.compute_metrics`).
 
     Always: ``accuracy``, ``num_samples`` and, where recorded, ``mean_kept_tokens`` (with the
     distribution of kept tokens per sample: ``kept_tokens_median``, ``kept_tokens_p10``,
     ``kept_tokens_p90``; adaptive budgets make it vary), ``mean_image_tokens``, ``prefill_ms``,
     ``selection_ms``. The POPE metrics over the questions
-    whose answer is yes/no. Yes/no-only data with categories (or ``dataset_format='mme'``): the
-    MME score. Categories: ``acc/<category>``. With ``error_bars_on``, the error bars of
+    whose answer is yes/no. Categories: ``acc/<category>``. With ``error_bars_on``, the error bars of
     :func:`error_bars` (``<metric>_stderr``, ``<metric>_ci``; bootstrap seeded by ``seed``).
     """
     records = list(records)
@@ -183,13 +184,8 @@ def compute_metrics(
         for mode in modes:
             sub = pope_metrics([r for r in yn if r.get("pope_mode") == mode])
             out.update({f"pope/{mode}/{k[5:]}": v for k, v in sub.items()})
-    mme = _is_yes_no_set(records) and (dataset_format == "mme" or bool(cats))
-    if mme:
-        out.update(mme_metrics(records))
     if error_bars_on:
         out.update(error_bars(records, seed=seed, n_boot=n_boot))
-        if mme:
-            out.update(mme_error_bars(records, seed=seed, n_boot=n_boot))
     return out
 
 

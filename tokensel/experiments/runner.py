@@ -22,9 +22,17 @@ from tokensel.experiments.config import (
     effective_selector_params,
     load_config,
 )
-from tokensel.experiments.data import DatasetError, Sample, candidate_answers, candidates_for, load_dataset
+from tokensel.experiments.datasets import (
+    Dataset,
+    DatasetError,
+    Sample,
+    candidate_answers,
+    candidates_for,
+    get_dataset,
+    load_dataset,
+)
 from tokensel.experiments.dist import DistContext, init_distributed
-from tokensel.experiments.metrics import compute_metrics, is_correct
+from tokensel.experiments.metrics import is_correct
 from tokensel.experiments.tables import results_tables
 from tokensel.experiments.tracking import WandbRun
 
@@ -38,22 +46,24 @@ __all__ = [
     "load_finished",
     "image_token_count",
     "HEADLINE_METRICS",
+    "headline_metrics",
+    "wandb_config",
+    "wandb_metrics",
     "RUN_MODES",
 ]
 
-HEADLINE_METRICS = (
-    "accuracy",
-    "pope_f1",
-    "pope_precision",
-    "pope_recall",
-    "pope_yes_ratio",
-    "mme_score",
-    "mean_kept_tokens",
-    "prefill_ms",
-    "selection_ms",
-    "first_call_prefill_ms",
-    "first_call_selection_ms",
-)
+_HEADLINE_QUALITY = ("accuracy", "pope_f1", "pope_precision", "pope_recall", "pope_yes_ratio")
+_HEADLINE_COST = ("mean_kept_tokens", "prefill_ms", "selection_ms", "first_call_prefill_ms", "first_call_selection_ms")
+
+
+def headline_metrics(dataset: Dataset) -> tuple[str, ...]:
+    """The metrics printed first for a run on ``dataset``: the common quality metrics, the
+    dataset's ``headline``, then kept tokens and timings."""
+    return tuple(dict.fromkeys((*_HEADLINE_QUALITY, *dataset.headline, *_HEADLINE_COST)))
+
+
+#: The headline metrics of the built-in datasets.
+HEADLINE_METRICS = (*_HEADLINE_QUALITY, "mme_score", *_HEADLINE_COST)
 
 TABLE_COLUMNS = ["id", "category", "question", "answer", "prediction", "correct", "kept_tokens", "prefill_ms", "selection_ms"]
 
@@ -361,7 +371,7 @@ def run_eval(
         local = _evaluate(prepared, loaded, wrapper, timer, todo, dist, rd)
         wall = time.perf_counter() - t_start
         records = sorted(dist.gather(local) + done, key=lambda r: r["_pos"])
-        metrics = compute_metrics(records, dataset_format=cfg.dataset.format)
+        metrics = get_dataset(cfg.dataset.format).compute_metrics(records)
         metrics.update(first_call)
         result = EvalResult(metrics=metrics, records=records, run_dir=rd.path, config=cfg)
         result.extra.update(effective=effective, environment=env, resumed_samples=len(done))
@@ -403,7 +413,7 @@ def _num_tokens(records: list[dict]) -> Optional[int]:
     return vals[0] if vals else None
 
 
-def _wandb_config(result: EvalResult) -> dict:
+def wandb_config(result: EvalResult) -> dict:
     """The W&B run config: the flat effective configuration and ``env.*`` entries."""
     from tokensel.experiments.records import flat_effective_config
 
@@ -412,7 +422,7 @@ def _wandb_config(result: EvalResult) -> dict:
     return flat
 
 
-def _wandb_metrics(metrics: dict) -> dict:
+def wandb_metrics(metrics: dict) -> dict:
     """The metrics, and each ``<metric>_ci`` also as the scalars ``_ci_low`` / ``_ci_high``
     (W&B charts plot scalars)."""
     out = dict(metrics)
@@ -432,11 +442,11 @@ def _write_outputs(cfg: DictConfig, result: EvalResult, *, print_results: bool, 
         group=cfg.logging.group,
         tags=list(cfg.logging.tags),
         name=name,
-        config=_wandb_config(result),
+        config=wandb_config(result),
         directory=run_dir,
     )
     try:
-        run.log_metrics(_wandb_metrics(result.metrics))
+        run.log_metrics(wandb_metrics(result.metrics))
         if run.active and cfg.logging.log_table:
             rows = [[r.get(c) for c in TABLE_COLUMNS] for r in result.records]
             run.log_table("results", TABLE_COLUMNS, rows)
@@ -462,5 +472,6 @@ def _write_outputs(cfg: DictConfig, result: EvalResult, *, print_results: bool, 
         eff = result.extra.get("effective") or {}
         sel, k = eff.get("selector", {}).get("name", cfg.selector.name), eff.get("budget", {}).get("k", cfg.budget.k)
         title = f"\n{name}  (selector={sel}, {'k=' + str(k) if k is not None else budget_label(cfg)})"
-        print(results_tables(result.metrics, HEADLINE_METRICS, title=title))
+        dataset = get_dataset(cfg.dataset.format)
+        print(results_tables(result.metrics, headline_metrics(dataset), title=title, tables=dataset.tables))
         print(f"\nrun directory: {run_dir}" + (f"\nW&B ({run.mode}): {result.wandb_dir}" if result.wandb_dir else ""))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-__all__ = ["format_table", "format_value", "metrics_table", "format_ci", "results_tables", "is_error_bar_key"]
+__all__ = ["format_table", "format_value", "metrics_table", "format_ci", "results_tables", "mme_table", "is_error_bar_key"]
 
 
 def format_value(value: Any, digits: int = 4) -> str:
@@ -69,9 +69,13 @@ def metrics_table(metrics: dict, title: str | None = None, keys: Sequence[str] |
     return format_table(rows, cols, title=title)
 
 
-def results_tables(metrics: dict, headline: Sequence[str], title: str | None = None) -> str:
-    """The console report of one run: headline metrics, accuracy per category, POPE per
-    negative-sampling mode and the MME table, each with error bars where computed."""
+def results_tables(
+    metrics: dict, headline: Sequence[str], title: str | None = None,
+    tables: Sequence[Callable[[dict], str | None]] = (),
+) -> str:
+    """The console report of one run: headline metrics, accuracy per category and POPE per
+    negative-sampling mode, each with error bars where computed, then the dataset's own
+    ``tables`` (``table(metrics) -> str | None``, e.g. :func:`mme_table`)."""
     parts = [metrics_table(metrics, title=title, keys=["num_samples", *headline])]
     cats = sorted(k for k in metrics if k.startswith("acc/") and not is_error_bar_key(k))
     if cats:
@@ -85,12 +89,18 @@ def results_tables(metrics: dict, headline: Sequence[str], title: str | None = N
             row.update({f: metrics.get(f"pope/{m}/{f}") for f in ("precision", "recall", "yes_ratio")})
             rows.append(row)
         parts.append(format_table(rows, ["pope mode", "f1", "+/- stderr", "95% CI", "precision", "recall", "yes_ratio"]))
-    if "mme_score" in metrics:
-        mme = sorted(k[4:-6] for k in metrics if k.startswith("mme/") and k.endswith("/score"))
-        rows = [
-            {"category": c, "acc": metrics[f"mme/{c}/acc"], "acc+": metrics[f"mme/{c}/acc_plus"],
-             "score": metrics[f"mme/{c}/score"]}
-            for c in mme
-        ]
-        parts.append(format_table(rows, ["category", "acc", "acc+", "score"], title="MME"))
+    parts += [t for t in (table(metrics) for table in tables) if t]
     return "\n\n".join(parts)
+
+
+def mme_table(metrics: dict) -> str | None:
+    """The MME table (acc, acc+ and score per category), or None without ``mme_score``."""
+    if "mme_score" not in metrics:
+        return None
+    mme = sorted(k[4:-6] for k in metrics if k.startswith("mme/") and k.endswith("/score"))
+    rows = [
+        {"category": c, "acc": metrics[f"mme/{c}/acc"], "acc+": metrics[f"mme/{c}/acc_plus"],
+         "score": metrics[f"mme/{c}/score"]}
+        for c in mme
+    ]
+    return format_table(rows, ["category", "acc", "acc+", "score"], title="MME")

@@ -1,11 +1,10 @@
 """Coverage objectives: monotone submodular set functions that solvers maximise."""
 
-from tokensel.objectives.base import CoverageObjective
+from tokensel.objectives.base import CoverageObjective, WeightedSum
 from tokensel.objectives.facility_location import FacilityLocation
 from tokensel.objectives.max_coverage import MaxKCoverage, similarity_graph
 from tokensel.objectives.modular import Modular
 from tokensel.objectives.multimodal import MultimodalCoverage, l2_normalize, multimodal_coverage_matrix
-from tokensel.objectives.weighted_sum import WeightedSum
 
 __all__ = [
     "CoverageObjective",

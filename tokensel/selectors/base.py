@@ -16,18 +16,13 @@ from torch import Tensor
 
 from tokensel.batch import Selection, TokenBatch
 from tokensel.budget import AdaptiveBudget, Ranking, adaptive_lengths
-from tokensel.validation import check_int, reject_params
+from tokensel.selectors.table import registered_name
+from tokensel.validation import check_budget, reject_params
 
 __all__ = ["RATIO_ROUNDING", "Selector", "budget_from_ratio", "check_budget", "check_ratio_rounding"]
 
 #: How a selector turns a kept fraction into a token count (see :func:`budget_from_ratio`).
 RATIO_ROUNDING = ("floor", "round")
-
-
-def check_budget(k: object, name: str = "k") -> int:
-    """Return ``k`` as an int, or raise unless it is an integer >= 1 (``int``, ``numpy.int64``,
-    0-d integer tensor; bools and floats are refused)."""
-    return check_int(name, k, 1)
 
 
 def check_ratio_rounding(rounding: object, name: str = "ratio_rounding") -> str:
@@ -109,8 +104,6 @@ class Selector(ABC):
         given = self.__dict__.get("_name")
         if given:
             return given
-        from tokensel.selectors.registry import registered_name
-
         return registered_name(self)
 
     @name.setter

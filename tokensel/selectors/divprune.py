@@ -8,7 +8,7 @@ from torch import Tensor
 from tokensel.batch import Selection, TokenBatch
 from tokensel.ops import l2_normalize
 from tokensel.selectors.base import Selector, check_ratio_rounding
-from tokensel.selectors.registry import register_selector
+from tokensel.selectors.registration import register_selector
 
 __all__ = ["DivPrune"]
 

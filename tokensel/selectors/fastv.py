@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from tokensel.selectors.llm import DecoderLayerInputs, LLMSelector, attention_rows
-from tokensel.selectors.registry import register_selector
+from tokensel.selectors.registration import register_selector
 from tokensel.validation import check_int
 
 __all__ = ["FastVSelector"]

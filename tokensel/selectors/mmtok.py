@@ -20,7 +20,7 @@ from tokensel.objectives.base import CoverageObjective
 from tokensel.objectives.facility_location import FacilityLocation
 from tokensel.objectives.multimodal import VARIANTS, MultimodalCoverage, multimodal_coverage_matrix
 from tokensel.selectors.objective import ObjectiveSelector
-from tokensel.selectors.registry import register_selector
+from tokensel.selectors.registration import register_selector
 from tokensel.solvers.incremental import BACKENDS
 from tokensel.validation import check_bool, check_choice, check_number
 

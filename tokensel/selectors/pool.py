@@ -10,7 +10,7 @@ from torch import Tensor
 from tokensel.batch import Selection, TokenBatch
 from tokensel.ops import available_in_order
 from tokensel.selectors.base import Selector
-from tokensel.selectors.registry import register_selector
+from tokensel.selectors.registration import register_selector
 
 __all__ = ["PoolSelector", "UniformSelector", "cell_pooling", "grid_cells", "infer_grid"]
 

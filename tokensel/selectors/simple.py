@@ -8,7 +8,7 @@ import torch
 from tokensel.batch import Selection, TokenBatch
 from tokensel.ops import available_in_order
 from tokensel.selectors.base import Selector
-from tokensel.selectors.registry import register_selector
+from tokensel.selectors.registration import register_selector
 from tokensel.validation import check_int
 
 __all__ = ["RandomSelector", "available_in_order"]

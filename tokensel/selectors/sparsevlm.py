@@ -42,7 +42,7 @@ from tokensel.selectors.llm import (
     attention_rows,
     check_layers,
 )
-from tokensel.selectors.registry import register_selector
+from tokensel.selectors.registration import register_selector
 
 __all__ = ["DEFAULT_LAYERS", "KEEP_TABLES", "SparseVLMSelector", "density_peak_merge", "select_raters"]
 

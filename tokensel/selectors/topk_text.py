@@ -5,7 +5,7 @@ from __future__ import annotations
 from tokensel.batch import Selection, TokenBatch
 from tokensel.objectives.multimodal import multimodal_coverage_matrix
 from tokensel.selectors.base import Selector
-from tokensel.selectors.registry import register_selector
+from tokensel.selectors.registration import register_selector
 from tokensel.validation import check_number
 
 __all__ = ["TopKText"]

@@ -9,7 +9,7 @@ from torch import Tensor
 from tokensel.batch import Selection, TokenBatch
 from tokensel.ops import available_in_order, l2_normalize
 from tokensel.selectors.base import Selector
-from tokensel.selectors.registry import register_selector
+from tokensel.selectors.registration import register_selector
 from tokensel.validation import check_number, check_optional_int
 
 __all__ = ["VisionZip", "visionzip_split"]

@@ -7,7 +7,7 @@
 
 ``shapes-llava`` is a LLaVA-1.5-shaped model (CLIP ViT at 336 px / patch 14 -> 576 vision
 tokens, MLP projector, small Llama) trained from scratch on the synthetic shapes VQA
-(:mod:`tokensel.data.shapes`) by ``experiments/train_shapes_llava.py``. Its projected vision
+(:mod:`tokensel.zoo.shapes`) by ``experiments/train_shapes_llava.py``. Its projected vision
 tokens were trained to live in the LM's word-embedding space, so MMTok's text-vision coverage
 is meaningful on it.
 
@@ -94,7 +94,7 @@ def answer_from_logits(logits, categories: Sequence[str], tokenizer) -> builtins
     of one token (``model.generate(..., max_new_tokens=1)``) agrees with it whenever the model
     puts its top logit on a candidate word, which the trained model does.
     """
-    from tokensel.data.shapes import answer_vocabulary
+    from tokensel.zoo.shapes import answer_vocabulary
 
     out = []
     for row, cat in zip(logits, categories):

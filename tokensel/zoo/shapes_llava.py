@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokensel.data.shapes import IMAGE_SIZE, PATCH_SIZE, answer_vocabulary, question_vocabulary
+from tokensel.zoo.shapes import IMAGE_SIZE, PATCH_SIZE, answer_vocabulary, question_vocabulary
 
 __all__ = [
     "PROMPT_TEMPLATE",

@@ -1,4 +1,4 @@
-"""Prefill time of a mid-size random LLaVA-architecture model at 576 / 64 / 16 kept vision tokens.
+"""``tokensel bench prefill``: prefill time of a mid-size random LLaVA-architecture model at 576 / 64 / 16 kept vision tokens.
 
 The model is randomly initialised (nothing is downloaded): a CLIP-like tower at 336 px / patch 14
 (576 tokens) and a Llama-like language model, about 200M parameters together. Each setting
@@ -7,7 +7,7 @@ prefill), round-robin over the settings, and reports the median over ``--reps`` 
 selector (``pruned.last_timing["selection"]``). "unpruned" is the wrapped model itself; the
 vision tower alone is timed too (it is the same in every setting, so it bounds the speed-up).
 
-    OMP_NUM_THREADS=1 python experiments/bench_prefill.py --threads 1 --reps 5
+    OMP_NUM_THREADS=1 tokensel bench prefill --threads 1 --reps 5
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def build(args):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="tokensel bench prefill", description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--selector", default="mmtok")

@@ -7,8 +7,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from tokensel.data import shapes
-from tokensel.data.shapes import (
+from tokensel.zoo import shapes
+from tokensel.zoo.shapes import (
     COLORS,
     PAIR_PRIOR,
     POPE_MODES,
@@ -155,7 +155,7 @@ def test_write_and_read_jsonl(tmp_path):
         assert np.array_equal(np.asarray(row["image"]), np.asarray(rec.image))  # PNG is lossless
     assert len(list((tmp_path / "test" / "images").glob("*.png"))) == 3
     # the experiment runner's reader accepts the same file
-    from tokensel.experiments.data import read_jsonl as runner_read
+    from tokensel.experiments.datasets import read_jsonl as runner_read
 
     samples = runner_read(path)
     assert [s.question for s in samples] == [r.question for r in recs]

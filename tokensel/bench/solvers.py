@@ -1,6 +1,6 @@
-"""Stochastic vs lazy greedy on random facility-location instances, side by side in one run.
+"""``tokensel bench solvers``: stochastic vs lazy greedy on random facility-location instances, side by side.
 
-    OMP_NUM_THREADS=1 python experiments/bench_solvers.py [--sizes 3000:100 5000:200] [--reps 3]
+    OMP_NUM_THREADS=1 tokensel bench solvers [--sizes 3000:100 5000:200] [--reps 3]
 
 Prints, per (n, k): best-of-reps seconds of ``maximize(..., solver="lazy")`` and
 ``solver="stochastic"`` (default eps=0.01, seed=0), their ratio, and the value ratio.
@@ -10,18 +10,12 @@ The matrix is C = max(0, x x^T) for n random unit vectors in 64 dimensions.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import tokensel  # noqa: E402
-from tokensel.objectives import FacilityLocation  # noqa: E402
+import tokensel
+from tokensel.objectives import FacilityLocation
 
 
 def best_of(fn, reps: int) -> float:
@@ -34,7 +28,7 @@ def best_of(fn, reps: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="tokensel bench solvers", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["3000:100", "5000:200"], help="n:k pairs")
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args(argv)
@@ -52,4 +46,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

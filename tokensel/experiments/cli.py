@@ -17,7 +17,7 @@ __all__ = ["SUBCOMMANDS", "main", "guarded"]
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("tokensel.demo", "evaluate every selector on the embedded default model (the main job)"),
-    "bench": ("tokensel.bench.selection", "time MMTok selection against a dense reference greedy"),
+    "bench": ("tokensel.bench", "time MMTok selection against a dense reference greedy (bench solvers | prefill: more)"),
     "eval": ("tokensel.experiments.evaluate", "run an evaluation from a config: tokensel eval CONFIG [key=value ...]"),
     "sweep": ("tokensel.experiments.sweep", "run an ablation sweep from a sweep config"),
     "compare": ("tokensel.experiments.compare", "paired comparison of two runs: tokensel compare RUN_A RUN_B"),
