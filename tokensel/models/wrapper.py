@@ -247,6 +247,9 @@ class PrunedVLM:
         ad.check_inputs(inputs)
         for key in ("questions", *ad.wrapper_only_keys):
             inputs.pop(key, None)
+        if generate and inputs.get("use_cache") is False:
+            raise ValueError("use_cache=False: in-LLM pruning decodes with the KV cache of the pruned prefill "
+                             "(every decoding step would otherwise re-run the unpruned prompt)")
         ids = inputs["input_ids"]
         am = inputs.get("attention_mask")
         if am is None:
@@ -277,7 +280,7 @@ class PrunedVLM:
             timings=PruneTimings(state.seconds, time.perf_counter() - t_start),
             stage_selection=[[t.detach().cpu() for t in stage[::r]] for stage in state.kept],
             stage_recycled=[stage[::r] for stage in state.recycled],
-            image_tokens=[int(v.sum()) for v in state.cur_img[::r]],
+            image_tokens=[int(v.sum()) for v in state.layout.image[::r]],
         )
         return with_record(out, self._record)
 
