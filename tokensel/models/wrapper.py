@@ -254,6 +254,10 @@ class PrunedVLM:
         am = inputs.get("attention_mask")
         if am is None:
             am = torch.ones_like(ids)
+        if ad.keeps_positions and inputs.get("position_ids") is None:
+            # the model's own M-RoPE positions, passed explicitly: the model then caches no rope_deltas
+            with torch.no_grad():
+                inputs["position_ids"] = ad.rope_positions(inputs, am)[0]
         image_mask = ids == ad.image_token_id
         n_per = image_mask.sum(dim=1)
         if bool((n_per == 0).any()):
