@@ -105,7 +105,12 @@ def _check_budget(k, ratio) -> tuple[int | AdaptiveBudget | None, float | None]:
 
 
 class PrunedVLM:
-    """A VLM whose prefill keeps only the selected vision tokens. See the module docstring."""
+    """A VLM whose prefill keeps only the selected vision tokens. See the module docstring.
+
+    Calling it (or ``forward``) returns the model's output with a ``pruning`` field (a
+    :class:`~tokensel.models.PruneRecord`); ``generate`` returns what the model's ``generate``
+    returns. :attr:`record` is the record of the most recent call.
+    """
 
     def __init__(
         self,
