@@ -45,7 +45,7 @@ CHROMIUM_FLAGS = [
 EXPECTED = {
     "": ["tokensel", "Vision-token selection", "Thirty seconds of API"],
     "tutorials/": ["Tutorials", "Quick start", "Writing a selector", "Ablation sweep with W&B"],
-    "tutorials/01_quickstart/": ["Quick start: select tokens for one image", "tokensel.prune", "last_selection"],
+    "tutorials/01_quickstart/": ["Quick start: select tokens for one image", "tokensel.prune", "record.selection"],
     "tutorials/02_mmtok_objective/": ["MMTok from the objective up", "greedy / OPT", "proven optimal"],
     "tutorials/03_custom_selector/": ["Writing and registering a new selector", "register_selector", "passed: test_contract"],
     "tutorials/04_pruning_a_vlm/": ["Pruning a VLM", "load_vlm", "sequence length seen by the LM"],

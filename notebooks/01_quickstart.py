@@ -80,12 +80,12 @@ small = tokensel.zoo.predict(pruned, processor, [record.image], [record.question
 print(f"576 tokens: {full[0]!r}   16 MMTok tokens: {small[0]!r}   truth: {record.answer!r}")
 
 # %% [markdown]
-# After each call the wrapper remembers what it kept: `last_selection[sample][image]` holds the
-# kept token indices, in ascending raster order (index `i` is patch row `i // 24`, column
-# `i % 24`).
+# Each call returns a record of what it kept (`out.pruning` on a forward output, and
+# `pruned.record` for the most recent call): `record.selection[sample][image]` holds the kept
+# token indices, in ascending raster order (index `i` is patch row `i // 24`, column `i % 24`).
 
 # %%
-kept = pruned.last_selection[0][0]
+kept = pruned.record.selection[0][0]
 print(kept.tolist())
 
 # %% [markdown]
@@ -109,7 +109,7 @@ fig, axes = plt.subplots(2, 3, figsize=(9, 6.6))
 for ax, name in zip(axes.flat, names):
     p = tokensel.prune(model, name, k=16, tokenizer=processor)
     answer = tokensel.zoo.predict(p, processor, [record.image], [record.question], [record.category])[0]
-    sel = p.last_selection[0][0]
+    sel = p.record.selection[0][0]
     draw_kept(ax, record.image, sel, f"{name}: {answer!r}")
 fig.suptitle(f"{record.question}  (truth: {record.answer!r}), k = 16 of 576", fontsize=10)
 plt.tight_layout()

@@ -76,7 +76,7 @@ with torch.no_grad():
     logits_full = model(**inputs).logits
     logits_pruned = pruned(**inputs).logits
 print("sequence length seen by the LM:", logits_full.shape[1], "->", logits_pruned.shape[1])
-print("kept token indices:", pruned.last_selection[0][0].tolist())
+print("kept token indices:", pruned.record.selection[0][0].tolist())
 
 # %% [markdown]
 # ## Budgets: k or ratio
@@ -102,7 +102,7 @@ for row, name in enumerate(["mmtok", "divprune"]):
         p = tokensel.prune(model, name, k=k, tokenizer=processor)
         with torch.no_grad():
             p(**inputs)
-        draw_kept(axes[row, col], record.image, p.last_selection[0][0], f"{name}, k={k}")
+        draw_kept(axes[row, col], record.image, p.record.selection[0][0], f"{name}, k={k}")
 fig.suptitle(record.question, fontsize=10)
 plt.tight_layout()
 plt.show()
@@ -161,7 +161,7 @@ plt.show()
 # folder and load it back the way you would load `llava-hf/llava-1.5-7b-hf`.
 
 # %%
-print(tokensel.models.loading.SUPPORTED_FAMILIES)
+print(tokensel.models.list_families())  # the registered model families (config.model_type)
 
 
 def answer(path, image, question, selector="mmtok", k=64, max_new_tokens=8):

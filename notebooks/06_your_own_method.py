@@ -240,7 +240,7 @@ def kept_mask(name, k=32):
     with torch.no_grad():
         pruned(**inputs)
     mask = torch.zeros(576)
-    mask[pruned.last_selection[0][0]] = 1
+    mask[pruned.record.selection[0][0]] = 1
     return mask.view(24, 24)
 
 

@@ -80,7 +80,7 @@ def run(budget, selector=None, recs=records):
         times.append(time.perf_counter() - t0)
         preds = answer_from_logits(logits, [r.category for r in chunk], processor.tokenizer)
         correct += [p == r.answer for p, r in zip(preds, chunk)]
-        counts = [int(s[0].numel()) for s in pruned.last_selection]
+        counts = [int(s[0].numel()) for s in pruned.record.selection]
         kept += counts
         padded.append(max(counts))
     return {"correct": np.array(correct), "kept": np.array(kept), "batch_s": np.array(times),
@@ -257,7 +257,7 @@ def best_time(budget, selector, chunk, reps=3):
         t0 = time.perf_counter()
         with torch.no_grad():
             pruned(**enc)
-        out.append((time.perf_counter() - t0, pruned.last_timing["selection"]))
+        out.append((time.perf_counter() - t0, pruned.record.timings.selection_s))
     return np.array(min(out))
 
 

@@ -158,7 +158,7 @@ def _predict(model, processor, records, batch_size: int, progress=None, image_to
         with torch.no_grad():
             logits = model(**enc).logits[:, -1]
         if image_tokens is not None and getattr(getattr(model, "selector", None), "stage", "") == "llm":
-            image_tokens += model.last_image_tokens
+            image_tokens += model.record.image_tokens
         preds += answer_from_logits(logits, [r.category for r in chunk], processor.tokenizer)
         if progress is not None:
             progress.update(len(chunk))
@@ -418,7 +418,7 @@ def _kept_indices(pruned) -> list[int]:
     image of the last call. Merging selectors (pool, visionzip) report their anchor tokens."""
     import torch
 
-    sel = pruned.last_selection[0][0]
+    sel = pruned.record.selection[0][0]
     idx = sel if isinstance(sel, torch.Tensor) else getattr(sel, "indices", sel)
     return torch_tolist(idx)
 

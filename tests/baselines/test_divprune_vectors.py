@@ -169,7 +169,7 @@ def check_next_sequence(case, z):
         pruned = tokensel.prune(model, "divprune", ratio=k / n_packed, **case["params"])
         assert pruned.budget(n_packed) == k
         pruned(**inputs)
-        kept = pruned.last_selection[0][0]
+        kept = pruned.record.selection[0][0]
         assert kept.shape == (k,) and int(kept.max()) < n_packed  # one selection over the packed sequence
         lm = recorder.seen[-1][0]
         assert lm.shape[0] == ids.numel() - n_packed + k
@@ -177,7 +177,7 @@ def check_next_sequence(case, z):
         # the per-crop variant keeps case["k"] tokens of each crop (no newline tokens)
         per_crop = tokensel.prune(model, "divprune", k=case["k"], anyres="crops")
         per_crop(**inputs)
-        assert tuple(per_crop.last_selection[0][0].shape) == (crops.shape[0], min(case["k"], crops.shape[1]))
+        assert tuple(per_crop.record.selection[0][0].shape) == (crops.shape[0], min(case["k"], crops.shape[1]))
     finally:
         hook.remove()
         recorder.handle.remove()

@@ -134,11 +134,11 @@ def test_loglikelihood_pruned_keeps_the_generation_selection():
     model = TokenselLlava(pretrained="tiny-random-llava", selector="mmtok", k="4", alpha=0.5)
     model.task_dict = {"mc": {"test": [{"image": Image.new("RGB", (56, 56), (30, 60, 220))}]}}
     model.generate_until([request("is there a blue circle?", 0, task="mc", max_new_tokens=1)])
-    gen_sel = [[t.clone() for t in per_image] for per_image in model.wrapper.last_selection]
+    gen_sel = [[t.clone() for t in per_image] for per_image in model.wrapper.record.selection]
     [(lp, _)] = model.loglikelihood([_ll_request("is there a blue circle?", "yes", 0)])
     assert model.kept_tokens == [4, 4] and lp > 0
     # the continuation does not steer the selection
-    now = model.wrapper.last_selection
+    now = model.wrapper.record.selection
     assert len(now) == len(gen_sel) and all(torch.equal(a, b) for x, y in zip(now, gen_sel) for a, b in zip(x, y))
 
 

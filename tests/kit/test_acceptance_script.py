@@ -95,7 +95,7 @@ recs = generate_split("test", 1)[:3]
 pruned = tokensel.prune(model, selector, k=24, tokenizer=processor)
 print("answers", predict(pruned, processor, [r.image for r in recs], [r.question for r in recs],
                          [r.category for r in recs]))
-assert [len(s[0]) for s in pruned.last_selection] == [24] * 3
+assert [len(s[0]) for s in pruned.record.selection] == [24] * 3
 
 proc = subprocess.run([sys.executable, "-m", "tokensel.experiments.cli", "eval", sys.argv[1], "selector.name=plug-cosine",
                        "budget.k=16", "dataset.path=shapes/data.jsonl", "dataset.generate_images=1", "dataset.limit=2",

@@ -123,6 +123,6 @@ def test_objective_selector_prunes_the_shipped_model():
     answers = predict(pruned, processor, [r.image for r in records], [r.question for r in records],
                       [r.category for r in records])
     assert len(answers) == len(records)
-    assert [len(img[0]) for img in pruned.last_selection] == [32] * len(records)
+    assert [len(img[0]) for img in pruned.record.selection] == [32] * len(records)
     # the same picks as the selector run on the adapter's own TokenBatch: the image's 576 tokens
-    assert all(int(img[0].max()) < 576 for img in pruned.last_selection)
+    assert all(int(img[0].max()) < 576 for img in pruned.record.selection)

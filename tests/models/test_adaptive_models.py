@@ -33,19 +33,19 @@ def test_ragged_batch_equals_each_sample_alone(tiny, rule):
     pruned = prune(tiny.model, "mmtok", k=budget, tokenizer=tiny.tokenizer)
     batch = tiny.inputs([Q1, Q2], imgs)
     out_b = pruned(**batch).logits
-    sel_b, lens_b = pruned.last_selection, pruned.last_input_lengths
+    sel_b, lens_b = pruned.record.selection, pruned.record.input_lengths
     gen_b = pruned.generate(**batch, max_new_tokens=3, do_sample=False)
     counts = []
     for i, (q, img) in enumerate(zip((Q1, Q2), imgs)):
         single = tiny.inputs(q, [img])
         out_1 = pruned(**single).logits
-        sel_1 = pruned.last_selection[0]
+        sel_1 = pruned.record.selection[0]
         for a, b in zip(sel_1, sel_b[i]):
             if torch.is_tensor(a):
                 assert torch.equal(a, b)
             else:
                 assert all(torch.equal(x, y) for x, y in zip(a, b))
-        assert pruned.last_input_lengths[0] == lens_b[i]
+        assert pruned.record.input_lengths[0] == lens_b[i]
         assert (out_1[0, -1] - out_b[i, -1]).abs().max().item() < 1e-4
         gen_1 = pruned.generate(**single, max_new_tokens=3, do_sample=False)
         assert torch.equal(gen_1[0, single["input_ids"].shape[1]:], gen_b[i, batch["input_ids"].shape[1]:])

@@ -81,7 +81,7 @@ def run_packed(tiny, inputs, ratio):
         tiny.model(**inputs)
         pruned = prune(tiny.model, "divprune", ratio=ratio)
         pruned(**inputs)
-    k = pruned.last_selection[0][0].numel()
+    k = pruned.record.selection[0][0].numel()
     return rec.seen[0][0, first:first + length], rec.seen[1][0, first:first + k], pruned
 
 
@@ -94,7 +94,7 @@ def test_llava_next_one_selection_over_the_packed_sequence(llava_next):
     packed, lm_rows, pruned = run_packed(tiny, inputs, ratio)
     k = round(ratio * length)
     assert k == int(ratio * length) + 1 and pruned.budget(length) == k
-    kept = pruned.last_selection[0][0]
+    kept = pruned.record.selection[0][0]
     assert kept.shape == (k,)  # one selection over the whole packed sequence, not k per crop
     assert kept.tolist() == reference_divprune(packed, k)
     assert torch.equal(lm_rows, packed[kept])
@@ -109,11 +109,11 @@ def test_llava_next_k_is_the_packed_budget_and_crops_mode_is_per_crop(llava_next
     inputs = tiny.inputs("What is the color?", [rand_image(112, 56, 1)])
     pruned = prune(tiny.model, "divprune", k=7)
     pruned(**inputs)
-    assert pruned.last_selection[0][0].shape == (7,)
+    assert pruned.record.selection[0][0].shape == (7,)
     per_crop = prune(tiny.model, "divprune", k=5, anyres="crops")
     per_crop(**inputs)
     n_crops = inputs["pixel_values"].shape[1]
-    assert tuple(per_crop.last_selection[0][0].shape) == (n_crops, 5)
+    assert tuple(per_crop.record.selection[0][0].shape) == (n_crops, 5)
 
 
 @settings(max_examples=8)
@@ -125,7 +125,7 @@ def test_llava_next_packed_selection_property(llava_next, h, w, seed, ratio):
     inputs = tiny.inputs("Where is the bird?", [rand_image(h, w, seed)])
     packed, lm_rows, pruned = run_packed(tiny, inputs, ratio)
     k = min(len(packed), max(1, round(ratio * len(packed))))
-    kept = pruned.last_selection[0][0]
+    kept = pruned.record.selection[0][0]
     assert kept.numel() == k
     if k < len(packed):
         assert kept.tolist() == reference_divprune(packed, k)
@@ -144,7 +144,7 @@ def test_llava_on_projected_tokens_with_round(llava):
         pruned(**inputs)
     tokens = rec.seen[0][0, first:first + n]
     k = round(ratio * n)
-    kept = pruned.last_selection[0][0]
+    kept = pruned.record.selection[0][0]
     assert kept.tolist() == reference_divprune(tokens, k)
     assert torch.equal(rec.seen[1][0, first:first + k], tokens[kept])
 
@@ -183,12 +183,12 @@ def test_qwen_on_pooled_vit_features_with_int_budget(qwen):
         pruned(**inputs)
     assert pruned.selector.features == "vision_raw" and pruned.selector.ratio_rounding == "floor"
     k = int(ratio * n)
-    kept = pruned.last_selection[0][0]
+    kept = pruned.record.selection[0][0]
     assert kept.tolist() == reference_divprune(raw, k)
     assert torch.equal(rec.seen[0][0, first:first + k], merged[kept])
     rounded = prune(tiny.model, "divprune", ratio=ratio, ratio_rounding="round")
     rounded(**inputs)
-    assert rounded.last_selection[0][0].numel() == k + 1 == round(ratio * n)
+    assert rounded.record.selection[0][0].numel() == k + 1 == round(ratio * n)
 
 
 @given(ratio=st.floats(1e-6, 1.0), n=st.integers(1, 20_000))

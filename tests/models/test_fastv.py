@@ -61,7 +61,7 @@ def test_fastv_keeps_top_attended_tokens_of_layer_k(tiny, K):
     finally:
         h.remove()
         h_prev.remove()
-    kept = pruned.last_selection[0][0]
+    kept = pruned.record.selection[0][0]
     assert kept.tolist() == expected.tolist()
     n_img = img_pos.numel()
     assert lengths[0] == -ids.numel()  # layer K-1 still sees every token
@@ -85,7 +85,7 @@ def test_fastv_ratio(llava):
     inputs = llava.inputs("How many dogs are there?", image_for(llava))
     pruned = prune(llava.model, "fastv", ratio=0.25)
     pruned(**inputs)
-    assert pruned.last_selection[0][0].numel() == round(0.25 * 64)
+    assert pruned.record.selection[0][0].numel() == round(0.25 * 64)
 
 
 @torch.no_grad()
@@ -103,13 +103,13 @@ def test_fastv_generate_batch_equals_single(tiny):
     pruned = prune(tiny.model, "fastv", k=6, layer=2)
     out_b = pruned.generate(**batch, max_new_tokens=3, do_sample=False, output_scores=True,
                             return_dict_in_generate=True)
-    sel_b = pruned.last_selection
+    sel_b = pruned.record.selection
     assert torch.equal(out_b.sequences[:, : batch["input_ids"].shape[1]], batch["input_ids"])
     for i in range(2):
         single = tiny.inputs(qs[i], [imgs[i]])
         out_1 = pruned.generate(**single, max_new_tokens=3, do_sample=False, output_scores=True,
                                 return_dict_in_generate=True)
-        assert torch.equal(pruned.last_selection[0][0], sel_b[i][0])
+        assert torch.equal(pruned.record.selection[0][0], sel_b[i][0])
         for s_b, s_1 in zip(out_b.scores, out_1.scores):
             assert (s_b[i] - s_1[0]).abs().max().item() < 1e-4
         new_b = out_b.sequences[i, batch["input_ids"].shape[1]:]

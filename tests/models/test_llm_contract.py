@@ -59,11 +59,11 @@ def test_decoding_with_pruned_cache_equals_prefill(tiny, positions):
     pruned = prune(tiny.model, sel, k=8)
     gen = pruned.generate(**batch, max_new_tokens=2, do_sample=False, output_scores=True,
                           return_dict_in_generate=True)
-    assert pruned.last_stage_recycled == [[1, 1], [1, 1]]
-    stages = pruned.last_stage_selection
+    assert pruned.record.stage_recycled == [[1, 1], [1, 1]]
+    stages = pruned.record.stage_selection
     tok = gen.sequences[:, batch["input_ids"].shape[1]]
     logits = pruned(**appended(batch, tok)).logits[:, -1]
-    assert [[t.tolist() for t in s] for s in pruned.last_stage_selection] == [[t.tolist() for t in s] for s in stages]
+    assert [[t.tolist() for t in s] for s in pruned.record.stage_selection] == [[t.tolist() for t in s] for s in stages]
     assert (logits - gen.scores[1]).abs().max().item() < 1e-4
 
 
@@ -93,7 +93,7 @@ def test_text_slots_stay_aligned_with_the_prompt_when_an_image_is_dropped(llava)
     sel = LateSlots((per_image // 2, 3))
     pruned = prune(llava.model, sel, k=per_image)
     pruned(**inputs)
-    assert pruned.last_stage_selection[0][0].min() >= per_image  # the first image is gone
+    assert pruned.record.stage_selection[0][0].min() >= per_image  # the first image is gone
     first, second = sel.seen
     emb_text = first.embeddings_text[0]
     assert emb_text.sum() > 0 and torch.equal(second.embeddings_text[0], emb_text)

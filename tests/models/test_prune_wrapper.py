@@ -73,10 +73,10 @@ def test_pruned_length_outputs_and_generate(tiny):
         out = pruned(**inputs).logits
     expected = text_len + k * n_crops(tiny, inputs)
     assert rec.calls[0]["inputs_embeds"].shape[1] == expected
-    assert pruned.last_input_lengths == [expected]
+    assert pruned.record.input_lengths == [expected]
     assert out.shape[1] == expected
     assert (out[:, -1] - ref[:, -1]).abs().max().item() > 1e-4
-    sel = pruned.last_selection[0][0]
+    sel = pruned.record.selection[0][0]
     assert sel.shape[-1] == k
     gen = pruned.generate(**inputs, max_new_tokens=4, do_sample=False)
     assert gen.shape[0] == 1 and gen.shape[1] > ids.shape[1]
@@ -88,7 +88,7 @@ def test_ratio_budget(tiny):
     inputs = tiny.inputs("How many dogs?", images_for(tiny))
     pruned = prune(tiny.model, "test-firstk", ratio=0.25)
     pruned(**inputs)
-    sel = pruned.last_selection[0][0]
+    sel = pruned.record.selection[0][0]
     n = 20 if tiny.family == "qwen2_5_vl" else (16 if tiny.family == "llava_next" else 64)
     assert sel.shape[-1] == int(0.25 * n)
 
@@ -106,7 +106,7 @@ def test_qwen_kept_tokens_keep_original_positions(qwen):
         pruned(**inputs)
     pos = rec.calls[0]["position_ids"]
     img_pos = (ids[0] == tiny.model.config.image_token_id).nonzero().squeeze(1)
-    kept = pruned.last_selection[0][0]
+    kept = pruned.record.selection[0][0]
     keep_mask = ids[0] != tiny.model.config.image_token_id
     keep_mask[img_pos[kept]] = True
     expected = full_pos[:, 0, keep_mask]
@@ -162,15 +162,15 @@ def test_batch_equals_each_sample_alone(tiny):
     batch = tiny.inputs([q1, q2], imgs)
     pruned = prune(tiny.model, "test-textsim", k=3, tokenizer=tiny.tokenizer)
     out_b = pruned(**batch, **kw).logits
-    sel_b, qs_b = pruned.last_selection, pruned.last_questions
+    sel_b, qs_b = pruned.record.selection, pruned.record.questions
     assert len(sel_b) == 2 and qs_b[0] != qs_b[1]
     for i, (q, img) in enumerate(zip((q1, q2), imgs)):
         single = tiny.inputs(q, [img])
         kw1 = {"image_sizes": kw["image_sizes"][i : i + 1]} if kw else {}
         out_1 = pruned(**single, **kw1).logits
-        assert pruned.last_questions[0] == qs_b[i]
-        assert len(pruned.last_selection[0]) == len(sel_b[i]) == 1
-        assert torch.equal(pruned.last_selection[0][0], sel_b[i][0])
+        assert pruned.record.questions[0] == qs_b[i]
+        assert len(pruned.record.selection[0]) == len(sel_b[i]) == 1
+        assert torch.equal(pruned.record.selection[0][0], sel_b[i][0])
         assert (out_1[0, -1] - out_b[i, -1]).abs().max().item() < 1e-4
     gen = pruned.generate(**batch, **kw, max_new_tokens=3, do_sample=False)
     assert gen.shape[0] == 2 and torch.equal(gen[:, : batch["input_ids"].shape[1]], batch["input_ids"])
@@ -185,7 +185,7 @@ def test_question_conditions_selection(llava):
     for q in ("What is the color of the cat?", "How many dogs are there?", "Where is the bird sitting?",
               "zebra horse car street"):
         pruned(**tiny.inputs(q, img))
-        selections.add(tuple(pruned.last_selection[0][0].tolist()))
+        selections.add(tuple(pruned.record.selection[0][0].tolist()))
     assert len(selections) > 1
 
 
@@ -200,14 +200,14 @@ def test_multi_turn_uses_latest_question(tiny):
         inputs = tiny.inputs(latest, img, history=history)
     pruned = prune(tiny.model, "test-textsim", k=3, tokenizer=tiny.tokenizer)
     pruned(**inputs)
-    q_multi, sel_multi = pruned.last_questions[0], pruned.last_selection[0][0]
+    q_multi, sel_multi = pruned.record.questions[0], pruned.record.selection[0][0]
     assert "dogs" in q_multi and "scene" not in q_multi
     pruned(**tiny.inputs(latest, img))
-    assert pruned.last_questions[0] == q_multi
-    assert torch.equal(pruned.last_selection[0][0], sel_multi)
+    assert pruned.record.questions[0] == q_multi
+    assert torch.equal(pruned.record.selection[0][0], sel_multi)
     # a new prefill with another latest question recomputes the selection
     pruned(**tiny.inputs("zebra horse car street", img, history=history))
-    assert "zebra" in pruned.last_questions[0]
+    assert "zebra" in pruned.record.questions[0]
 
 
 @torch.no_grad()
@@ -221,7 +221,7 @@ def test_multiple_images_per_prompt(tiny):
     pruned = prune(tiny.model, "test-textsim", k=k, tokenizer=tiny.tokenizer)
     with LMInputs(tiny) as rec:
         pruned(**inputs)
-    assert len(pruned.last_selection) == 1 and len(pruned.last_selection[0]) == 2
+    assert len(pruned.record.selection) == 1 and len(pruned.record.selection[0]) == 2
     text_len = inputs["input_ids"].shape[1] - n_image_tokens(tiny, inputs)
     crops = 1
     if tiny.family == "llava_next":
@@ -272,7 +272,7 @@ def test_llava_next_layout_base_first_then_global_raster(llava_next):
     order = [(0, 0), (0, 15), (1, 0), (2, 0), (1, 15), (2, 15), (3, 0), (4, 0), (3, 15), (4, 15)]
     expected = torch.stack([proj[c, j] for c, j in order])
     assert torch.allclose(emb[first : first + len(order)], expected, atol=1e-5)
-    assert pruned.last_selection[0][0].shape == (5, 2)
+    assert pruned.record.selection[0][0].shape == (5, 2)
 
 
 @torch.no_grad()
@@ -287,12 +287,12 @@ def test_padding_patches_never_kept(llava):
     for name in ("test-firstk", "test-lastk", "test-textsim"):
         pruned = prune(tiny.model, name, k=8, tokenizer=tiny.tokenizer)
         pruned(**inputs, image_sizes=[shape])
-        kept = pruned.last_selection[0][0]
+        kept = pruned.record.selection[0][0]
         assert not excl[kept].any(), name
     # without the sizes nothing is excluded (documented): first-k then keeps padded patches
     pruned = prune(tiny.model, "test-firstk", k=8)
     pruned(**inputs)
-    assert excl[pruned.last_selection[0][0]].any()
+    assert excl[pruned.record.selection[0][0]].any()
 
 
 def test_padding_exclude_floor_rule():
@@ -378,7 +378,7 @@ def test_k_larger_than_image_keeps_everything(qwen):
     inputs = qwen.inputs("Where is the bird?", images_for(qwen))
     pruned = prune(qwen.model, "test-firstk", k=10_000)
     pruned(**inputs)
-    assert pruned.last_selection[0][0].tolist() == list(range(20))
+    assert pruned.record.selection[0][0].tolist() == list(range(20))
 
 
 @torch.no_grad()
@@ -387,10 +387,10 @@ def test_question_filtered_to_nothing_falls_back(llava):
     q = "Is this it? Answer the question using a single word or phrase."
     pruned = prune(tiny.model, "test-textsim", k=3, tokenizer=tiny.tokenizer)
     pruned(**tiny.inputs(q, images_for(tiny)))
-    assert pruned.last_questions == [q]
+    assert pruned.record.questions == [q]
     pruned(**tiny.inputs("What is the color of the cat? Answer the question using a single word or phrase.",
                          images_for(tiny)))
-    assert pruned.last_questions == ["What color cat?"]
+    assert pruned.record.questions == ["What color cat?"]
 
 
 @torch.no_grad()
@@ -402,7 +402,7 @@ def test_text_selector_without_question(llava):
     # an explicit question works without a tokenizer-derived one (needs the tokenizer to embed)
     pruned = prune(tiny.model, "test-textsim", k=3, tokenizer=tiny.tokenizer)
     pruned(**inputs, questions=["zebra horse"])
-    assert pruned.last_questions == ["zebra horse"]
+    assert pruned.record.questions == ["zebra horse"]
 
 
 def test_rejects_cache_and_embeds(llava):
@@ -437,7 +437,7 @@ def test_builtin_selectors_through_wrapper(tiny, name):
     units = 1 if getattr(pruned.selector, "anyres", None) == "packed" else n_crops(tiny, inputs)  # divprune: k per packed image
     assert out.shape[1] == text_len + 4 * units  # a kept CLS token counts in k
     indices_per_crop = 3 if name == "visionzip" else 4  # VisionZip: CLS + 3 listed indices
-    assert pruned.last_selection[0][0].shape[-1] == indices_per_crop
+    assert pruned.record.selection[0][0].shape[-1] == indices_per_crop
 
 
 @torch.no_grad()
@@ -451,7 +451,7 @@ def test_budget_capped_at_non_padding_patches(llava):
     pruned = prune(llava.model, "test-firstk", k=20)
     inputs = llava.inputs("What is the color?", [rand_image(*shape, 9)])
     pruned(**inputs, image_sizes=[shape])
-    kept = pruned.last_selection[0][0]
+    kept = pruned.record.selection[0][0]
     assert kept.numel() == pickable and not excl[kept].any()
 
 
@@ -462,8 +462,8 @@ def test_processor_accepted_as_tokenizer(llava):
     b = prune(llava.model, "test-textsim", k=3, tokenizer=llava.tokenizer)
     a(**inputs)
     b(**inputs)
-    assert a.last_questions == b.last_questions == ["How many dogs"]
-    assert torch.equal(a.last_selection[0][0], b.last_selection[0][0])
+    assert a.record.questions == b.record.questions == ["How many dogs"]
+    assert torch.equal(a.record.selection[0][0], b.record.selection[0][0])
 
 
 @torch.no_grad()
@@ -478,14 +478,14 @@ def test_batch_with_a_text_only_sample(tiny):
     pruned = prune(tiny.model, "mmtok", k=3, tokenizer=tiny.tokenizer)
     with LMInputs(tiny) as rec:
         out = pruned(**inputs).logits
-    assert pruned.last_selection[1] == [] and len(pruned.last_selection[0]) == 1
+    assert pruned.record.selection[1] == [] and len(pruned.record.selection[0]) == 1
     ref = tiny.model(**alone).logits
     assert (out[1, -1] - ref[0, -1]).abs().max().item() < 1e-4
     text_len = inputs["input_ids"].shape[1] - n_image_tokens(tiny, inputs)
     crops = n_crops(tiny, inputs)
-    assert pruned.last_input_lengths[0] == text_len + 3 * crops
-    assert pruned.last_input_lengths[1] == alone["input_ids"].shape[1]
-    assert rec.calls[0]["inputs_embeds"].shape[1] == max(pruned.last_input_lengths)
+    assert pruned.record.input_lengths[0] == text_len + 3 * crops
+    assert pruned.record.input_lengths[1] == alone["input_ids"].shape[1]
+    assert rec.calls[0]["inputs_embeds"].shape[1] == max(pruned.record.input_lengths)
 
 
 @torch.no_grad()
@@ -533,7 +533,7 @@ def test_generate_with_beams_and_several_sequences(tiny, selector):
     out = pruned.generate(**batch, max_new_tokens=3, do_sample=False, num_beams=2, num_return_sequences=2)
     assert out.shape[0] == 4
     assert torch.equal(out[:, : batch["input_ids"].shape[1]], batch["input_ids"].repeat_interleave(2, dim=0))
-    assert len(pruned.last_selection) == 2
-    sel_beams = [s[0] for s in pruned.last_selection]
+    assert len(pruned.record.selection) == 2
+    sel_beams = [s[0] for s in pruned.record.selection]
     pruned.generate(**batch, max_new_tokens=3, do_sample=False)
-    assert all(torch.equal(a, b[0]) for a, b in zip(sel_beams, pruned.last_selection))
+    assert all(torch.equal(a, b[0]) for a, b in zip(sel_beams, pruned.record.selection))

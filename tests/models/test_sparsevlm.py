@@ -93,9 +93,9 @@ def test_sparsevlm_scores_at_l_prunes_from_l_plus_1_and_recycles(tiny):
     finally:
         for h in hooks:
             h.remove()
-    stages = [s[0] for s in pruned.last_stage_selection]
+    stages = [s[0] for s in pruned.record.stage_selection]
     assert stages[0].tolist() == expected.tolist()
-    rec = [r[0] for r in pruned.last_stage_recycled]
+    rec = [r[0] for r in pruned.record.stage_recycled]
     assert rec[0] == recycled_count(n_img - SCHEDULE[0])
     n1 = SCHEDULE[0] + rec[0]
     assert rec[1] == recycled_count(n1 - SCHEDULE[1])
@@ -132,8 +132,8 @@ def test_sparsevlm_positions(llava, positions):
         pruned.generate(**inputs, max_new_tokens=3, do_sample=False)
     finally:
         h.remove()
-    kept = pruned.last_stage_selection[0][0]
-    n_rec = pruned.last_stage_recycled[0][0]
+    kept = pruned.record.stage_selection[0][0]
+    n_rec = pruned.record.stage_recycled[0][0]
     new_len = ids.numel() - img_pos.numel() + kept.numel() + n_rec
     prefill = got[0][0]
     assert prefill.numel() == new_len
@@ -168,13 +168,13 @@ def test_sparsevlm_generate_batch_equals_single(llava, positions):
     pruned = prune(llava.model, "sparsevlm", k=8, layers=LAYERS, schedule=SCHEDULE, positions=positions)
     out_b = pruned.generate(**batch, max_new_tokens=3, do_sample=False, output_scores=True,
                             return_dict_in_generate=True)
-    stages_b = pruned.last_stage_selection
+    stages_b = pruned.record.stage_selection
     for i in range(2):
         single = llava.inputs(qs[i], [imgs[i]])
         out_1 = pruned.generate(**single, max_new_tokens=3, do_sample=False, output_scores=True,
                                 return_dict_in_generate=True)
         for s in range(len(LAYERS)):
-            assert torch.equal(pruned.last_stage_selection[s][0], stages_b[s][i])
+            assert torch.equal(pruned.record.stage_selection[s][0], stages_b[s][i])
         for s_b, s_1 in zip(out_b.scores, out_1.scores):
             assert (s_b[i] - s_1[0]).abs().max().item() < 1e-4
 

@@ -54,7 +54,7 @@ def test_llava_sequence_is_projected_cls_dominant_contextual(llava, k):
     got = image_rows(tiny, inputs, pruned, k)
     assert torch.allclose(got, expected, atol=1e-5)
     assert torch.allclose(got[0], tiny.model.model.multi_modal_projector(hidden[0, 0]), atol=1e-5)
-    assert pruned.last_selection[0][0].tolist() == sel.indices.tolist()
+    assert pruned.record.selection[0][0].tolist() == sel.indices.tolist()
 
 
 @torch.no_grad()

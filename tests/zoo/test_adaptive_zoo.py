@@ -20,14 +20,14 @@ def test_prune_generate_ragged_batch_equals_each_alone():
     enc = proc(images=[r.image for r in pair], text=[format_prompt(r.question) for r in pair],
                return_tensors="pt", padding=True)
     gen_b = pruned.generate(**enc, max_new_tokens=2, do_sample=False)
-    sel_b, lens_b = pruned.last_selection, pruned.last_input_lengths
+    sel_b, lens_b = pruned.record.selection, pruned.record.input_lengths
     kept = [int(s[0].numel()) for s in sel_b]
     assert kept[0] != kept[1] and all(4 <= c <= 128 for c in kept)
     for i, r in enumerate(pair):
         one = proc(images=[r.image], text=[format_prompt(r.question)], return_tensors="pt")
         gen_1 = pruned.generate(**one, max_new_tokens=2, do_sample=False)
-        assert torch.equal(pruned.last_selection[0][0], sel_b[i][0])
-        assert pruned.last_input_lengths[0] == lens_b[i]
+        assert torch.equal(pruned.record.selection[0][0], sel_b[i][0])
+        assert pruned.record.input_lengths[0] == lens_b[i]
         assert proc.tokenizer.decode(gen_1[0, one["input_ids"].shape[1]:]) == \
             proc.tokenizer.decode(gen_b[i, enc["input_ids"].shape[1]:])
         n_text = int(one["attention_mask"].sum()) - 576

@@ -4,7 +4,7 @@ The model is randomly initialised (nothing is downloaded): a CLIP-like tower at 
 (576 tokens) and a Llama-like language model, about 200M parameters together. Each setting
 times ``pruned(**inputs, logits_to_keep=1)`` end to end (vision tower, selection, language-model
 prefill), round-robin over the settings, and reports the median over ``--reps`` repetitions, and the share of that time spent in the
-selector (``pruned.last_timing["selection"]``). "unpruned" is the wrapped model itself; the
+selector (``pruned.record.timings.selection_s``). "unpruned" is the wrapped model itself; the
 vision tower alone is timed too (it is the same in every setting, so it bounds the speed-up).
 
     OMP_NUM_THREADS=1 tokensel bench prefill --threads 1 --reps 5
@@ -100,8 +100,8 @@ def main(argv=None) -> int:
                 (wrapper or model)(**inputs, logits_to_keep=1)
                 times[name].append(time.perf_counter() - t0)
                 if isinstance(wrapper, tokensel.models.PrunedVLM):
-                    sel[name].append(wrapper.last_timing["selection"])
-                    lengths[name] = wrapper.last_input_lengths[0]
+                    sel[name].append(wrapper.record.timings.selection_s)
+                    lengths[name] = wrapper.record.input_lengths[0]
     rows = []
     for name, kept, _ in settings:
         s = statistics.median(sel[name]) if sel[name] else None

@@ -1,9 +1,10 @@
 """Model loading for experiments and one-sample inference with timing.
 
 Models are looked up by name: names registered with :func:`register_model` (built in:
-``shapes-llava``, the embedded zoo model, and ``tiny-random-llava``, a small randomly initialised
-LLaVA used by tests and CI), otherwise a local checkpoint directory loaded with
-``tokensel.load_vlm``. Nothing is downloaded.
+``shapes-llava``, the embedded zoo model with its training prompt, and ``tiny-random-llava``, a
+small randomly initialised LLaVA used by tests and CI), then other models shipped in
+``tokensel.zoo``, otherwise a local checkpoint directory loaded with ``tokensel.load_vlm``.
+Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "load_model",
     "build_tiny_llava",
     "wrap_model",
+    "last_selection",
     "infer_sample",
     "DEFAULT_LLAVA_PROMPT",
 ]
@@ -140,10 +142,6 @@ def load_model(model_cfg: Any) -> LoadedModel:
         import tokensel.zoo as zoo
 
         loaded = _as_loaded(zoo.load(name))
-        if name == "shapes-llava":
-            from tokensel.zoo.shapes_llava import PROMPT_TEMPLATE
-
-            loaded.prompt = PROMPT_TEMPLATE
     elif Path(name).is_dir():
         import tokensel
 
@@ -157,6 +155,17 @@ def load_model(model_cfg: Any) -> LoadedModel:
     if model_cfg.prompt is not None:
         loaded.prompt = model_cfg.prompt
     return loaded
+
+
+@register_model("shapes-llava")
+def load_shapes_llava(model_cfg: Any = None) -> LoadedModel:
+    """The embedded zoo model (:func:`tokensel.zoo.load`) with the prompt it was trained on."""
+    import tokensel.zoo as zoo
+    from tokensel.zoo.shapes_llava import PROMPT_TEMPLATE
+
+    model, processor = zoo.load("shapes-llava")
+    return LoadedModel(model=model, processor=processor, prompt=PROMPT_TEMPLATE,
+                       image_token_id=_image_token_id(model, processor))
 
 
 # ----------------------------------------------------------------------------- tiny test model
@@ -249,9 +258,9 @@ def build_tiny_llava(model_cfg: Any = None, image_size: int = 56, patch_size: in
 
 
 class _Unpruned:
-    """The raw model behind the same interface as a ``tokensel.prune`` wrapper."""
+    """The raw model behind the same interface as a ``tokensel.prune`` wrapper (no record)."""
 
-    last_selection = None
+    record = None
     selector = None
 
     def __init__(self, model: Any):
@@ -307,8 +316,10 @@ class _SelectionTimer:
         self.calls = 0
         self.wrapper = wrapper
         sel = getattr(wrapper, "selector", None)
-        # wrappers reporting their own timing (tokensel.prune: last_timing["selection"]) are not patched
-        self.reports = isinstance(getattr(wrapper, "last_timing", None), dict)
+        from tokensel.models import PrunedVLM
+
+        # tokensel.prune wrappers report their own timing (record.timings.selection_s): not patched
+        self.reports = isinstance(wrapper, PrunedVLM)
         self.active = not self.reports and sel is not None and hasattr(sel, "select")
         if self.active:
             inner = sel.select
@@ -329,12 +340,20 @@ class _SelectionTimer:
 
     def take(self) -> Optional[float]:
         if self.reports:
-            value = self.wrapper.last_timing.get("selection")
-            return None if value is None else float(value)
+            record = self.wrapper.record
+            return None if record is None else float(record.timings.selection_s)
         if not self.active or self.calls == 0:
             return None
         out, self.total, self.calls = self.total, 0.0, 0
         return out
+
+
+def last_selection(wrapper: Any) -> Optional[list]:
+    """The kept indices of ``wrapper``'s most recent call, ``[sample][image]``
+    (:attr:`tokensel.models.PruneRecord.selection`); None for the raw model or before any call.
+    The one place the experiments package reads a wrapper's selection."""
+    record = getattr(wrapper, "record", None)
+    return None if record is None else record.selection
 
 
 def _kept_tokens(selection: Any) -> Optional[int]:
@@ -415,7 +434,7 @@ def continuation_logprob(loaded: LoadedModel, wrapper: Any, image: Any, question
         "logprob": float(logprobs.gather(1, target[:, None]).sum()),
         "num_tokens": int(target.numel()),
         "is_greedy": bool((logits.argmax(-1) == target).all()),
-        "kept_tokens": _kept_tokens(getattr(wrapper, "last_selection", None)),
+        "kept_tokens": _kept_tokens(last_selection(wrapper)),
     }
 
 
@@ -450,7 +469,7 @@ def score_choices(
         scores.append(max(float(logits[i]) for i in _first_token_ids(tokenizer, spellings)))
     choice = candidates[max(range(len(candidates)), key=lambda i: scores[i])]
     selection_s = timer.take() if timer is not None else None
-    kept = _kept_tokens(getattr(wrapper, "last_selection", None))
+    kept = _kept_tokens(last_selection(wrapper))
     if kept is None and isinstance(wrapper, _Unpruned):
         kept = image_tokens
     return {
@@ -500,7 +519,7 @@ def infer_sample(
         prefill_ms = 1000.0 * (time.perf_counter() - t2)
     selection_s = timer.take() if timer is not None else None
     prediction = tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
-    kept = _kept_tokens(getattr(wrapper, "last_selection", None))
+    kept = _kept_tokens(last_selection(wrapper))
     if kept is None and isinstance(wrapper, _Unpruned):
         kept = image_tokens
     return {
@@ -514,7 +533,7 @@ def infer_sample(
 
 
 def _per_sample_kept(wrapper: Any, image_counts: list[Optional[int]]) -> list[Optional[int]]:
-    sel = getattr(wrapper, "last_selection", None)
+    sel = last_selection(wrapper)
     if isinstance(sel, (list, tuple)) and len(sel) == len(image_counts):
         return [_kept_tokens(s) for s in sel]
     if isinstance(wrapper, _Unpruned):

@@ -285,7 +285,7 @@ def _evaluate(prepared: Prepared, loaded, wrapper, timer, todo: list, dist: Dist
     record to the run folder as it is produced."""
     from tqdm.auto import tqdm
 
-    from tokensel.experiments.modeling import infer_batch, load_image, selection_indices
+    from tokensel.experiments.modeling import infer_batch, last_selection, load_image, selection_indices
 
     cfg = prepared.cfg
     overlays = _overlay_positions(prepared.samples, int(cfg.logging.num_overlays))
@@ -307,7 +307,7 @@ def _evaluate(prepared: Prepared, loaded, wrapper, timer, todo: list, dist: Dist
                 loaded, wrapper, [load_image(s.image) for _, s in chunk], [s.question for _, s in chunk],
                 scoring=cfg.eval.scoring, max_new_tokens=cfg.eval.max_new_tokens, candidates=cands, timer=timer,
             )
-            sel = getattr(wrapper, "last_selection", None)
+            sel = last_selection(wrapper)
             for b, ((pos, sample), out) in enumerate(zip(chunk, outs)):
                 kept = None
                 if pos in overlays:

@@ -72,6 +72,9 @@ class VisionAdapter(ABC):
     question_prefix: str = ""
     #: Keys of the processor output consumed by the vision side (dropped before the LM call).
     vision_keys: tuple[str, ...] = ("pixel_values",)
+    #: Keys the wrapper accepts that the model's own forward does not take (dropped before the
+    #: in-LLM path calls the model unchanged), e.g. LLaVA-1.5's ``image_sizes``.
+    wrapper_only_keys: tuple[str, ...] = ()
     #: Whether kept tokens keep their original (M-RoPE) position ids.
     keeps_positions: bool = False
     #: Per-family selector parameter defaults (applied when the caller does not set them and

@@ -18,6 +18,13 @@ The KV cache of each region (the layers between two stages) therefore holds fewe
 that of earlier layers; during decoding the same hooks hand each region's layers a mask matching
 their cache and, for "contiguous" positions, the decode position minus the tokens the region
 dropped. Samples whose pruned lengths differ are left-padded with masked dummy slots.
+
+Prefill and decoding are told apart explicitly, not by the shape of a layer's input: the
+wrapper refuses a passed cache, so the first language-model forward of a call (counted by the
+layer-0 hook) is its prefill and every later one a decoding step; the prefill must hold the
+whole prompt (``RuntimeError`` otherwise). The state of one call is an
+:class:`LLMPruneState`: the call's inputs, the current :class:`Layout` (replaced, never edited,
+at each stage), the prompt's :class:`PromptTables` and one :class:`Region` per stage.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from torch import Tensor, nn
 
 from tokensel.selectors.llm import DecoderLayerInputs, LLMSelector
 
-__all__ = ["LLMPruneState", "install_llm_hooks", "layer_inputs"]
+__all__ = ["Layout", "LLMPruneState", "PromptTables", "Region", "install_llm_hooks", "layer_inputs"]
 
 
 def layer_inputs(attn: nn.Module, hidden: Tensor, cos: Tensor, sin: Tensor, **masks) -> DecoderLayerInputs:
@@ -55,9 +62,65 @@ def _text_after_image(valid: Tensor, img: Tensor) -> Tensor:
     return valid & ~img & (pos[None, :] > first[:, None])
 
 
+@dataclass(frozen=True)
+class Layout:
+    """The slots of the pruned prompt after the stages applied so far (``Lc`` slots per row).
+
+    Attributes:
+        index: long ``[B, Lc]``: the prompt slot of each slot (-1: left-padding dummy; a recycled
+            token: its anchor's prompt slot).
+        valid: bool ``[B, Lc]``: real slots. image: image or recycled slots. recycled: recycled slots.
+    """
+
+    index: Tensor
+    valid: Tensor
+    image: Tensor
+    recycled: Tensor
+
+    @classmethod
+    def of_prompt(cls, image_mask: Tensor, attention_mask: Tensor) -> Layout:
+        bsz, length = image_mask.shape
+        index = torch.arange(length, device=image_mask.device).expand(bsz, length).clone()
+        return cls(index, attention_mask.bool().clone(), image_mask.clone(), torch.zeros_like(image_mask))
+
+    def repeat(self, reps: int) -> Layout:
+        return Layout(*(t.repeat_interleave(reps, dim=0) for t in (self.index, self.valid, self.image, self.recycled)))
+
+
+@dataclass(frozen=True)
+class PromptTables:
+    """What layer 0 sees at prefill: its rotary tables ``(cos, sin)`` and position ids (None
+    unless given for the whole prompt), and its input embeddings ``[B, L, D]`` when the selector
+    needs them."""
+
+    position_embeddings: tuple
+    position_ids: Tensor | None
+    embeddings: Tensor | None
+
+
+@dataclass
+class Region:
+    """The tables of the layers from one stage's pruning layer to the next stage's.
+
+    Attributes:
+        valid: bool ``[B, Lc]``: the real slots of its layout (the prefix of its layers' cache).
+        shift: long ``[B]``: real prompt tokens the region dropped.
+        position_embeddings, position_ids: its layout's rotary tables and positions.
+        mask: the attention mask its layers get (the prefill's, then each decoding step's).
+        decoded: tokens decoded so far (keys after the prefix in its cache).
+    """
+
+    valid: Tensor
+    shift: Tensor
+    position_embeddings: tuple
+    position_ids: Tensor | None
+    mask: Tensor | None = None
+    decoded: int = 0
+
+
 @dataclass
 class LLMPruneState:
-    """Bookkeeping of one in-LLM pruning run (one prefill and its decoding steps).
+    """One in-LLM pruning call (one prefill and its decoding steps).
 
     ``counts[s][b]``: image tokens sample ``b`` keeps by score at stage ``s``. ``rotary``: the
     language model's rotary embedding module (needed for ``positions="contiguous"``).
@@ -69,25 +132,14 @@ class LLMPruneState:
     attention_mask: Tensor  # [B, L]: 2-D padding mask of the prompt
     rotary: nn.Module | None = None
     reps: int = 1  # batch expansion by generate (num_beams / num_return_sequences)
-    done: int = 0  # stages applied at prefill
-    seconds: float = 0.0  # spent in the selector's score / keep / recycle calls
+    forwards: int = 0  # language-model forwards seen: 1 = the prefill, later ones = decoding steps
+    layout: Layout | None = None
+    prompt: PromptTables | None = None
     pending: Tensor | None = None  # scores [B, Lc] waiting for the next stage's prune hook
-    embeddings: Tensor | None = None
-    cur_index: Tensor | None = None  # long [B, Lc]: prompt slot of each slot (-1: dummy; recycled: anchor)
-    cur_valid: Tensor | None = None  # bool [B, Lc]
-    cur_img: Tensor | None = None  # bool [B, Lc]: image or recycled slots
-    cur_rec: Tensor | None = None  # bool [B, Lc]: recycled slots
-    pe_full: tuple | None = None
-    pid_full: Tensor | None = None
-    region_valid: dict = field(default_factory=dict)  # region -> bool [B, Lc] of its layout
-    region_pe: dict = field(default_factory=dict)
-    region_pid: dict = field(default_factory=dict)
-    region_shift: dict = field(default_factory=dict)  # region -> long [B]: real tokens dropped
-    region_extra: dict = field(default_factory=dict)
-    region_mask: dict = field(default_factory=dict)
+    regions: dict[int, Region] = field(default_factory=dict)  # region number (stages applied) -> tables
     kept: list = field(default_factory=list)  # per stage: per sample kept prompt image indices
     recycled: list = field(default_factory=list)  # per stage: per sample recycled token count
-    prefilled: set = field(default_factory=set)  # layers (>= the first stage) that saw the prefill
+    seconds: float = 0.0  # spent in the selector's score / keep / recycle calls
 
     @property
     def stages(self) -> list[int]:
@@ -95,19 +147,31 @@ class LLMPruneState:
         return [layer + 1 for layer in self.selector.layers]
 
     @property
+    def prefill(self) -> bool:
+        """Whether the current language-model forward is the call's prefill."""
+        return self.forwards == 1
+
+    @property
+    def done(self) -> int:
+        """Stages applied at prefill."""
+        return len(self.kept)
+
+    @property
     def pruned(self) -> bool:
         return self.done == len(self.stages)
 
     @property
     def keep_valid(self) -> Tensor | None:
-        return self.region_valid.get(self.done)
+        region = self.regions.get(self.done)
+        return None if region is None else region.valid
 
     def expand(self, rows: int) -> None:
         """``generate`` expanded the batch (beams / several sequences per prompt)."""
         reps = rows // self.image_mask.shape[0]
         if reps > 1 and reps * self.image_mask.shape[0] == rows:
-            for name in ("image_mask", "attention_mask", "cur_index", "cur_valid", "cur_img", "cur_rec"):
-                setattr(self, name, getattr(self, name).repeat_interleave(reps, dim=0))
+            self.image_mask = self.image_mask.repeat_interleave(reps, dim=0)
+            self.attention_mask = self.attention_mask.repeat_interleave(reps, dim=0)
+            self.layout = self.layout.repeat(reps)
             self.reps = reps
 
 
@@ -149,56 +213,47 @@ def _with_hidden(args, kwargs, hidden):
 
 def _prompt_positions(state: LLMPruneState, length: int) -> Tensor:
     """long [B, L]: the 1-D position of each prompt slot (the model's position ids, else arange)."""
-    pid = state.pid_full
+    pid = state.prompt.position_ids
     bsz = state.image_mask.shape[0]
     if isinstance(pid, Tensor) and pid.dim() == 2:
         return pid.expand(bsz, -1)
     return torch.arange(length, device=state.image_mask.device).expand(bsz, length)
 
 
-def _stage_rows(state: LLMPruneState, stage_no: int, hidden: Tensor) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
-    """Per sample: (slots kept in the new layout order with -1 for recycled, recycled tokens
-    [c, D], their anchors' prompt slots, kept prompt image indices)."""
-    sel = state.selector
-    out = []
-    for b in range(hidden.shape[0]):
-        img_pos = state.cur_img[b].nonzero().squeeze(1)
-        scores = state.pending[b][img_pos].float()
-        count = state.counts[stage_no][b // state.reps]
-        keep_rel = sel.keep(scores, count)
-        chosen = img_pos[keep_rel.to(img_pos.device)]
-        gone = torch.ones(img_pos.numel(), dtype=torch.bool, device=img_pos.device)
-        gone[keep_rel.to(img_pos.device)] = False
-        merged, anchors = sel.recycle(hidden[b][img_pos[gone]], scores[gone])
-        anchor_src = state.cur_index[b][img_pos[gone][anchors.to(img_pos.device)]]
-        keep = (~state.cur_img[b]) & (state.cur_index[b] >= 0)
-        keep[chosen] = True
-        slots = keep.nonzero().squeeze(1)
-        if merged.shape[0]:
-            last_img = int(chosen.max()) if chosen.numel() else int(img_pos.min()) - 1
-            cut = int((slots <= last_img).sum())
-            filler = torch.full((merged.shape[0],), -1, dtype=torch.long, device=slots.device)
-            slots = torch.cat([slots[:cut], filler, slots[cut:]])
-        orig_img = state.image_mask[b].nonzero().squeeze(1)
-        real_chosen = chosen[~state.cur_rec[b][chosen]]
-        kept_orig = torch.searchsorted(orig_img, state.cur_index[b][real_chosen].sort().values)
-        out.append((slots, merged.to(hidden.dtype), anchor_src, kept_orig))
-    return out
+def _sample_stage(state: LLMPruneState, stage_no: int, hidden: Tensor, b: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Sample ``b`` at a stage: (slots kept in the new layout order with -1 for recycled,
+    recycled tokens [c, D], their anchors' prompt slots, kept prompt image indices)."""
+    sel, lay = state.selector, state.layout
+    img_pos = lay.image[b].nonzero().squeeze(1)
+    scores = state.pending[b][img_pos].float()
+    keep_rel = sel.keep(scores, state.counts[stage_no][b // state.reps]).to(img_pos.device)
+    chosen = img_pos[keep_rel]
+    gone = torch.ones(img_pos.numel(), dtype=torch.bool, device=img_pos.device)
+    gone[keep_rel] = False
+    merged, anchors = sel.recycle(hidden[b][img_pos[gone]], scores[gone])
+    anchor_src = lay.index[b][img_pos[gone][anchors.to(img_pos.device)]]
+    keep = (~lay.image[b]) & (lay.index[b] >= 0)
+    keep[chosen] = True
+    slots = keep.nonzero().squeeze(1)
+    if merged.shape[0]:
+        last_img = int(chosen.max()) if chosen.numel() else int(img_pos.min()) - 1
+        cut = int((slots <= last_img).sum())
+        filler = torch.full((merged.shape[0],), -1, dtype=torch.long, device=slots.device)
+        slots = torch.cat([slots[:cut], filler, slots[cut:]])
+    orig_img = state.image_mask[b].nonzero().squeeze(1)
+    real_chosen = chosen[~lay.recycled[b][chosen]]
+    kept_orig = torch.searchsorted(orig_img, lay.index[b][real_chosen].sort().values)
+    return slots, merged.to(hidden.dtype), anchor_src, kept_orig
 
 
-def _apply_stage(state: LLMPruneState, stage_no: int, hidden: Tensor, kwargs: dict) -> Tensor:
-    """Prune ``hidden`` (the previous layer's output) to the stage's layout; set the region's tables."""
-    device = hidden.device
-    t0 = time.perf_counter()
-    plan = _stage_rows(state, stage_no, hidden)
-    state.seconds += time.perf_counter() - t0
-    bsz = hidden.shape[0]
+def _new_layout(lay: Layout, hidden: Tensor, plan: list) -> tuple[Layout, Tensor]:
+    """The layout after a stage and the pruned hidden states, rows left-padded to the longest."""
+    bsz, device = hidden.shape[0], hidden.device
     new_len = max(p[0].numel() for p in plan)
     new_hidden = hidden.new_zeros(bsz, new_len, hidden.shape[-1])
     index = torch.full((bsz, new_len), -1, dtype=torch.long, device=device)
     valid = torch.zeros(bsz, new_len, dtype=torch.bool, device=device)
-    img = torch.zeros_like(valid)
-    rec = torch.zeros_like(valid)
+    img, rec = torch.zeros_like(valid), torch.zeros_like(valid)
     for b, (slots, merged, anchor_src, _) in enumerate(plan):
         lo = new_len - slots.numel()
         is_rec = slots < 0
@@ -206,98 +261,100 @@ def _apply_stage(state: LLMPruneState, stage_no: int, hidden: Tensor, kwargs: di
         rows = hidden[b][src]
         rows[is_rec] = merged
         new_hidden[b, lo:] = rows
-        idx = state.cur_index[b][src]
+        idx = lay.index[b][src]
         idx[is_rec] = anchor_src
         index[b, lo:] = idx
-        valid[b, lo:] = torch.where(is_rec, True, state.cur_valid[b][src])
-        img[b, lo:] = torch.where(is_rec, True, state.cur_img[b][src])
-        rec[b, lo:] = torch.where(is_rec, True, state.cur_rec[b][src])
+        valid[b, lo:] = torch.where(is_rec, True, lay.valid[b][src])
+        img[b, lo:] = torch.where(is_rec, True, lay.image[b][src])
+        rec[b, lo:] = torch.where(is_rec, True, lay.recycled[b][src])
+    return Layout(index, valid, img, rec), new_hidden
+
+
+def _apply_stage(state: LLMPruneState, stage_no: int, hidden: Tensor, kwargs: dict) -> Tensor:
+    """Prune ``hidden`` (the previous layer's output) to the stage's layout; add its region."""
+    t0 = time.perf_counter()
+    plan = [_sample_stage(state, stage_no, hidden, b) for b in range(hidden.shape[0])]
+    state.seconds += time.perf_counter() - t0
+    state.layout, new_hidden = _new_layout(state.layout, hidden, plan)
     state.kept.append([p[3] for p in plan])
     state.recycled.append([int(p[1].shape[0]) for p in plan])
-    state.cur_index, state.cur_valid, state.cur_img, state.cur_rec = index, valid, img, rec
-    state.done = stage_no + 1
-    _region_tables(state, state.done, new_hidden)
+    region = _region_tables(state, new_hidden)
+    new_len, device = new_hidden.shape[1], new_hidden.device
     pos = torch.arange(new_len, device=device)
     allowed = (pos[None, :] <= pos[:, None])[None] & (
-        valid[:, None, :] | torch.eye(new_len, dtype=torch.bool, device=device)[None]
+        region.valid[:, None, :] | torch.eye(new_len, dtype=torch.bool, device=device)[None]
     )
-    state.region_mask[state.done] = _format_mask(allowed[:, None], kwargs.get("attention_mask"))
+    region.mask = _format_mask(allowed[:, None], kwargs.get("attention_mask"))
+    state.regions[state.done] = region
     return new_hidden
 
 
-def _region_tables(state: LLMPruneState, region: int, hidden: Tensor) -> None:
-    src = state.cur_index.clamp(min=0)
-    valid = state.cur_valid
-    state.region_valid[region] = valid.clone()
-    state.region_extra[region] = 0
-    n_prompt = state.attention_mask.bool().sum(dim=1)
-    state.region_shift[region] = n_prompt - valid.sum(dim=1)
+def _region_tables(state: LLMPruneState, hidden: Tensor) -> Region:
+    """The rotary tables and positions of the current layout (``positions`` of the selector)."""
+    lay = state.layout
+    src = lay.index.clamp(min=0)
+    shift = state.attention_mask.bool().sum(dim=1) - lay.valid.sum(dim=1)
     if state.selector.positions == "original":
-        cos, sin = state.pe_full
-        state.region_pe[region] = (_gather_seq(cos, src, cos.dim() - 2), _gather_seq(sin, src, sin.dim() - 2))
-        pid = state.pid_full
-        state.region_pid[region] = None if pid is None else _gather_seq(pid, src, pid.dim() - 1)
-        return
+        cos, sin = state.prompt.position_embeddings
+        pe = (_gather_seq(cos, src, cos.dim() - 2), _gather_seq(sin, src, sin.dim() - 2))
+        pid = state.prompt.position_ids
+        return Region(lay.valid.clone(), shift, pe, None if pid is None else _gather_seq(pid, src, pid.dim() - 1))
     full = _prompt_positions(state, state.image_mask.shape[1])
     first = torch.gather(full, 1, state.attention_mask.long().argmax(dim=1, keepdim=True))  # [B, 1]
-    pid = torch.where(valid, first + valid.long().cumsum(dim=1) - 1, torch.zeros_like(src))
-    state.region_pid[region] = pid
-    state.region_pe[region] = state.rotary(hidden, pid)
-
-
-def _at_prefill(state: LLMPruneState, hidden: Tensor | None) -> bool:
-    """Whether a layer's input ``hidden`` belongs to the prefill (the whole current prompt) of a
-    call whose stages have not all run yet."""
-    return hidden is not None and state.done < len(state.stages) and hidden.shape[1] == state.cur_index.shape[1] \
-        and hidden.shape[1] > 1
+    pid = torch.where(lay.valid, first + lay.valid.long().cumsum(dim=1) - 1, torch.zeros_like(src))
+    return Region(lay.valid.clone(), shift, state.rotary(hidden, pid), pid)
 
 
 def _first_layer_hook(state: LLMPruneState, prompt_len: int):
     def hook(module, args, kwargs):
-        hidden = _hidden_of(args, kwargs)
-        if state.done != 0 or not _at_prefill(state, hidden):
+        state.forwards += 1
+        if not state.prefill:
             return
+        hidden = _hidden_of(args, kwargs)
+        if hidden is None or hidden.shape[1] != prompt_len:
+            got = None if hidden is None else hidden.shape[1]
+            raise RuntimeError(f"in-LLM pruning: the language model's first forward holds {got} tokens, the "
+                               f"prompt {prompt_len}; the prefill must run on the whole prompt")
         state.expand(hidden.shape[0])
-        state.pe_full = kwargs["position_embeddings"]
         pid = kwargs.get("position_ids")
-        state.pid_full = pid if isinstance(pid, Tensor) and pid.shape[-1] == prompt_len else None
-        if "embeddings" in state.selector.needs:
-            state.embeddings = hidden.detach()
-        return
+        state.prompt = PromptTables(
+            position_embeddings=kwargs["position_embeddings"],
+            position_ids=pid if isinstance(pid, Tensor) and pid.shape[-1] == prompt_len else None,
+            embeddings=hidden.detach() if "embeddings" in state.selector.needs else None,
+        )
 
     return hook
 
 
 def _score_hook(state: LLMPruneState, stage_no: int):
     def hook(module, args, kwargs):
-        hidden = _hidden_of(args, kwargs)
-        if state.done != stage_no or not _at_prefill(state, hidden):
+        if not state.prefill or state.done != stage_no:
             return
+        hidden = _hidden_of(args, kwargs)
         cos, sin = kwargs["position_embeddings"]
+        lay = state.layout
         text_full = _text_after_image(state.attention_mask.bool(), state.image_mask)
         # text-ness belongs to the prompt slot: the same text tokens as in the full prompt
-        text = torch.gather(text_full, 1, state.cur_index.clamp(min=0)) & state.cur_valid & ~state.cur_img
+        text = torch.gather(text_full, 1, lay.index.clamp(min=0)) & lay.valid & ~lay.image
         emb = {}
-        if state.embeddings is not None:
-            emb = {"embeddings": state.embeddings, "embeddings_image": state.image_mask,
+        if state.prompt.embeddings is not None:
+            emb = {"embeddings": state.prompt.embeddings, "embeddings_image": state.image_mask,
                    "embeddings_text": text_full}
         t0 = time.perf_counter()
         with torch.no_grad():
-            inputs = layer_inputs(module, hidden.detach(), cos, sin, key_valid=state.cur_valid,
-                                  image=state.cur_img, text=text,
-                                  layer=state.stages[stage_no] - 1, **emb)
+            inputs = layer_inputs(module, hidden.detach(), cos, sin, key_valid=lay.valid, image=lay.image,
+                                  text=text, layer=state.stages[stage_no] - 1, **emb)
             state.pending = state.selector.score(inputs)
         state.seconds += time.perf_counter() - t0
-        return
 
     return hook
 
 
-def _decode_mask(state: LLMPruneState, region: int, q: int, like) -> Tensor:
+def _decode_mask(region: Region, q: int, like) -> Tensor:
     """The attention mask of a decoding step of ``q`` new tokens in ``region`` (pruned cache)."""
-    prefix = state.region_valid[region]
+    prefix = region.valid
     rows = prefix.shape[0]
-    t_prev = state.region_extra[region]
+    t_prev = region.decoded
     new_keys = t_prev + q
     qi = torch.arange(q, device=prefix.device)
     ui = torch.arange(new_keys, device=prefix.device)
@@ -305,60 +362,65 @@ def _decode_mask(state: LLMPruneState, region: int, q: int, like) -> Tensor:
     allowed = torch.cat(
         [prefix[:, None, :].expand(rows, q, prefix.shape[1]), tail[None].expand(rows, q, new_keys)], dim=-1
     )
-    state.region_extra[region] = new_keys
+    region.decoded = new_keys
     return _format_mask(allowed[:, None], like)
 
 
-def _decode_positions(state: LLMPruneState, region: int, hidden: Tensor, kwargs: dict) -> None:
+def _decode_positions(state: LLMPruneState, region: Region, hidden: Tensor, kwargs: dict) -> None:
     """Shift a decoding step's positions by what ``region`` pruned (``positions='contiguous'``)."""
     pid = kwargs.get("position_ids")
     if not isinstance(pid, Tensor):
         raise RuntimeError("positions='contiguous' needs the decoding step's position_ids")
-    shifted = pid.expand(hidden.shape[0], -1) - state.region_shift[region][:, None]
+    shifted = pid.expand(hidden.shape[0], -1) - region.shift[:, None]
     kwargs["position_ids"] = shifted
     kwargs["position_embeddings"] = state.rotary(hidden, shifted)
 
 
-def _use_region_tables(state: LLMPruneState, region: int, kwargs: dict) -> None:
-    kwargs["position_embeddings"] = state.region_pe[region]
-    if state.region_pid[region] is not None:
-        kwargs["position_ids"] = state.region_pid[region]
+def _use_region_tables(region: Region, kwargs: dict) -> None:
+    kwargs["position_embeddings"] = region.position_embeddings
+    if region.position_ids is not None:
+        kwargs["position_ids"] = region.position_ids
 
 
-def _layer_hook(state: LLMPruneState, layer_idx: int):
-    stages = state.stages
-    region = sum(1 for s in stages if s <= layer_idx)
-    is_stage = layer_idx in stages
-    stage_no = stages.index(layer_idx) if is_stage else -1
-
-    def run_stage(args, kwargs, hidden):
-        if not _at_prefill(state, hidden) or state.pending is None:
-            return None
-        with torch.no_grad():
-            new_hidden = _apply_stage(state, stage_no, hidden, kwargs)
-        state.pending = None
-        state.prefilled.add(layer_idx)
-        _use_region_tables(state, region, kwargs)
-        kwargs["attention_mask"] = state.region_mask[region]
-        return _with_hidden(args, kwargs, new_hidden)
+def _prune_hook(state: LLMPruneState, stage_no: int, layer_idx: int):
+    """Pre-hook of a stage's pruning layer: prune at prefill, then act as a region layer."""
+    region_layer = _region_hook(state, layer_idx, first=True)
 
     def hook(module, args, kwargs):
-        hidden = _hidden_of(args, kwargs)
-        if is_stage and state.done == stage_no:
-            return run_stage(args, kwargs, hidden)
-        if region not in state.region_valid or hidden is None:
+        if not (state.prefill and state.done == stage_no):
+            return region_layer(module, args, kwargs)
+        if state.pending is None:
             return None
-        if layer_idx not in state.prefilled:
-            # prefill, after this region's stage: the model hands every layer the unpruned tables
-            state.prefilled.add(layer_idx)
-            _use_region_tables(state, region, kwargs)
+        with torch.no_grad():
+            new_hidden = _apply_stage(state, stage_no, _hidden_of(args, kwargs), kwargs)
+        state.pending = None
+        region = state.regions[state.done]
+        _use_region_tables(region, kwargs)
+        kwargs["attention_mask"] = region.mask
+        return _with_hidden(args, kwargs, new_hidden)
+
+    return hook
+
+
+def _region_hook(state: LLMPruneState, layer_idx: int, first: bool = False):
+    """Pre-hook of a layer after the first stage: its region's tables at prefill, its region's
+    cache mask (built by the region's ``first`` layer at each step) and positions when decoding."""
+    number = sum(1 for s in state.stages if s <= layer_idx)
+
+    def hook(module, args, kwargs):
+        region = state.regions.get(number)
+        hidden = _hidden_of(args, kwargs)
+        if region is None or hidden is None:
+            return None
+        if state.prefill:
+            # after this region's stage: the model hands every layer the unpruned tables
+            _use_region_tables(region, kwargs)
         else:
-            # a decoding step: this region's cache is shorter; build its mask once per step
-            if is_stage:
-                state.region_mask[region] = _decode_mask(state, region, hidden.shape[1], kwargs.get("attention_mask"))
+            if first:
+                region.mask = _decode_mask(region, hidden.shape[1], kwargs.get("attention_mask"))
             if state.selector.positions == "contiguous":
                 _decode_positions(state, region, hidden, kwargs)
-        kwargs["attention_mask"] = state.region_mask[region]
+        kwargs["attention_mask"] = region.mask
         return args, kwargs
 
     return hook
@@ -370,16 +432,13 @@ def install_llm_hooks(layers: nn.ModuleList, state: LLMPruneState) -> list:
     state.selector.check_model(len(layers))
     if state.selector.positions == "contiguous" and state.rotary is None:
         raise ValueError("positions='contiguous' needs the language model's rotary embedding module")
-    bsz, prompt_len = state.image_mask.shape
-    device = state.image_mask.device
-    state.cur_index = torch.arange(prompt_len, device=device).expand(bsz, prompt_len).clone()
-    state.cur_valid = state.attention_mask.bool().clone()
-    state.cur_img = state.image_mask.clone()
-    state.cur_rec = torch.zeros_like(state.image_mask)
-    state.kept, state.recycled = [], []
+    state.layout = Layout.of_prompt(state.image_mask, state.attention_mask)
+    state.kept, state.recycled, state.regions, state.forwards = [], [], {}, 0
+    prompt_len = state.image_mask.shape[1]
     handles = [layers[0].register_forward_pre_hook(_first_layer_hook(state, prompt_len), with_kwargs=True)]
     for s_no, layer in enumerate(stages):
         handles.append(layers[layer - 1].self_attn.register_forward_pre_hook(_score_hook(state, s_no), with_kwargs=True))
     for idx in range(stages[0], len(layers)):
-        handles.append(layers[idx].register_forward_pre_hook(_layer_hook(state, idx), with_kwargs=True))
+        hook = _prune_hook(state, stages.index(idx), idx) if idx in stages else _region_hook(state, idx)
+        handles.append(layers[idx].register_forward_pre_hook(hook, with_kwargs=True))
     return handles

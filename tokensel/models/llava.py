@@ -23,6 +23,7 @@ from torch import Tensor
 
 from tokensel.batch import Selection
 from tokensel.models._base import ImageFeatures, VisionAdapter, find_encoder_layers
+from tokensel.models.registry import register_adapter
 
 __all__ = ["LlavaAdapter", "LlavaNextAdapter", "anyres_layout", "padding_exclude"]
 
@@ -127,6 +128,7 @@ class _ClipReader:
         return (g, g) if g * g == n else None
 
 
+@register_adapter("llava", model_class="LlavaForConditionalGeneration")
 class LlavaAdapter(VisionAdapter):
     """LLaVA-1.5: one 336 px image -> 576 tokens; kept tokens in raster order, positions
     re-indexed contiguously.
@@ -137,8 +139,8 @@ class LlavaAdapter(VisionAdapter):
     not report the original sizes).
     """
 
-    family = "llava"
     vision_keys = ("pixel_values", "image_sizes")
+    wrapper_only_keys = ("image_sizes",)  # the LLaVA-1.5 model does not take it
 
     def __init__(self, model):
         super().__init__(model)
@@ -199,6 +201,7 @@ class LlavaAdapter(VisionAdapter):
         return images
 
 
+@register_adapter("llava_next", model_class="LlavaNextForConditionalGeneration")
 class LlavaNextAdapter(LlavaAdapter):
     """LLaVA-NeXT any-res: each 336 px crop (base + grid crops) is selected on its own with the
     same question (k per crop). The sequence is laid out by :func:`anyres_layout`: the base
@@ -213,8 +216,8 @@ class LlavaNextAdapter(LlavaAdapter):
     language model in that order (see :meth:`packed`).
     """
 
-    family = "llava_next"
     vision_keys = ("pixel_values", "image_sizes")
+    wrapper_only_keys = ()
 
     def check_inputs(self, inputs: dict) -> None:
         super().check_inputs(inputs)

@@ -29,15 +29,9 @@ from tokensel.models.checkpoint import (
     read_config,
     weight_files,
 )
+from tokensel.models.registry import FamilyInfo, family_info, list_families
 
-__all__ = ["CheckpointError", "LoadedVLM", "load_vlm", "SUPPORTED_FAMILIES"]
-
-#: config.model_type -> model class name in transformers
-SUPPORTED_FAMILIES = {
-    "llava": "LlavaForConditionalGeneration",
-    "llava_next": "LlavaNextForConditionalGeneration",
-    "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
-}
+__all__ = ["CheckpointError", "LoadedVLM", "load_vlm"]
 
 #: files one of which a processor needs (a tokenizer)
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
@@ -48,7 +42,8 @@ _RESERVED = {"output_loading_info": "load_vlm checks the loading report itself",
 
 class LoadedVLM(NamedTuple):
     """``(model, processor, family)``: the model in eval mode, its processor (``None`` only with
-    ``processor=False``) and the ``config.model_type`` (a key of :data:`SUPPORTED_FAMILIES`)."""
+    ``processor=False``) and the ``config.model_type`` (a registered family,
+    :func:`tokensel.models.list_families`)."""
 
     model: Any
     processor: Any | None
@@ -65,7 +60,8 @@ class _Source(NamedTuple):
 def load_vlm(name_or_path: str | os.PathLike, *, download: bool = False, processor: bool = True,
              dtype: Any = None, strict: bool = True, local_files_only: bool | None = None,
              **kwargs: Any) -> LoadedVLM:
-    """Load ``(model, processor, family)`` for LLaVA-1.5, LLaVA-NeXT or Qwen2.5-VL.
+    """Load ``(model, processor, family)`` of a registered model family (built in: LLaVA-1.5,
+    LLaVA-NeXT, Qwen2.5-VL; more with :func:`tokensel.models.register_adapter`).
 
     Args:
         name_or_path: local checkpoint directory, or hub id (``org/name``).
@@ -87,7 +83,7 @@ def load_vlm(name_or_path: str | os.PathLike, *, download: bool = False, process
             could not be downloaded, or the folder lacks ``config.json``, weights or tokenizer.
         NotADirectoryError: ``name_or_path`` is a file.
         CheckpointError: the checkpoint exists but is unreadable or does not load as saved.
-        TypeError: the checkpoint is not one of the supported families, or a bad argument.
+        TypeError: the checkpoint's ``model_type`` is not a registered family, or a bad argument.
         ValueError: contradictory arguments (``local_files_only=False`` with ``download=False``).
     """
     allowed, why_off = _downloads_allowed(download, local_files_only)
@@ -98,12 +94,12 @@ def load_vlm(name_or_path: str | os.PathLike, *, download: bool = False, process
     source = _locate(name_or_path, allowed, why_off, kwargs)
     config = read_config(source.folder)
     family = _family(config, source.folder)
-    _check_config(source.folder, family)
+    _check_config(source.folder, family.family)
     quantized = "quantization_config" in config
     files = _local_weights(source, why_off, quantized)
     if dtype is not None:
         kwargs["dtype"] = dtype
-    model, info = _from_pretrained(SUPPORTED_FAMILIES[family], source, files, kwargs)
+    model, info = _from_pretrained(family, source, files, kwargs)
     if not files:  # downloaded just now: the files are checked once they are in the cache
         files = weight_files(source.folder)
         check_headers(files, quantized=quantized)
@@ -112,7 +108,7 @@ def load_vlm(name_or_path: str | os.PathLike, *, download: bool = False, process
     _refuse(problems, strict)
     model.eval()
     proc = _load_processor(source, kwargs) if processor else None
-    return LoadedVLM(model, proc, family)
+    return LoadedVLM(model, proc, family.family)
 
 
 def _downloads_allowed(download: bool, local_files_only: bool | None) -> tuple[bool, str]:
@@ -165,12 +161,13 @@ def _download_config(repo_id: str, kwargs: dict[str, Any]) -> Path:
     return Path(config).parent
 
 
-def _family(config: dict[str, Any], folder: Path) -> str:
+def _family(config: dict[str, Any], folder: Path) -> FamilyInfo:
     family = config["model_type"]
-    if family not in SUPPORTED_FAMILIES:
-        raise TypeError(f"load_vlm: {folder / 'config.json'} is a {family!r} model; supported families: "
-                        f"{', '.join(SUPPORTED_FAMILIES)}")
-    return family
+    try:
+        return family_info(family)
+    except TypeError:
+        raise TypeError(f"load_vlm: {folder / 'config.json'} is a {family!r} model; supported families "
+                        f"(registered with tokensel.models.register_adapter): {', '.join(list_families())}") from None
 
 
 def _check_config(folder: Path, family: str) -> None:
@@ -196,11 +193,11 @@ def _local_weights(source: _Source, why_off: str, quantized: bool) -> list[Path]
     return files
 
 
-def _from_pretrained(cls_name: str, source: _Source, files: list[Path], kwargs: dict[str, Any]) -> tuple[Any, dict]:
-    import transformers
+def _from_pretrained(family: FamilyInfo, source: _Source, files: list[Path], kwargs: dict[str, Any]) -> tuple[Any, dict]:
     from safetensors import SafetensorError
 
-    cls = getattr(transformers, cls_name)
+    cls = family.resolve_model_class()
+    cls_name = cls.__name__
     try:
         return cls.from_pretrained(source.ref, local_files_only=source.local, output_loading_info=True,
                                    ignore_mismatched_sizes=True, **kwargs)

@@ -21,12 +21,13 @@ import torch
 from torch import Tensor
 
 from tokensel.models._base import ImageFeatures, VisionAdapter
+from tokensel.models.registry import register_adapter
 
 __all__ = ["Qwen2_5_VLAdapter"]
 
 
+@register_adapter("qwen2_5_vl", model_class="Qwen2_5_VLForConditionalGeneration")
 class Qwen2_5_VLAdapter(VisionAdapter):
-    family = "qwen2_5_vl"
     filter_question = False
     question_prefix = "Question: "
     vision_keys = ("pixel_values", "image_grid_thw", "mm_token_type_ids")

@@ -4,13 +4,22 @@ Usage::
 
     pruned = tokensel.prune(model, selector="mmtok", k=64, tokenizer=processor.tokenizer)
     out = pruned(**inputs)                      # inputs = processor(...) output
+    out.pruning.selection                       # kept indices per sample, per image (per crop)
     ids = pruned.generate(**inputs, max_new_tokens=32)
-    pruned.last_selection                       # kept indices per sample, per image (per crop)
+    pruned.record.selection                     # the same record, of the last call
+
+Each call produces a :class:`~tokensel.models.PruneRecord` (kept indices per sample and image,
+token counts, the questions, timings): the forward output is the model's own output class
+extended with a ``pruning`` field holding it (:func:`tokensel.models.output.with_record`);
+``generate`` returns what transformers returns, and ``pruned.record`` is the record of the most
+recent call.
 
 Vision-stage selectors (``stage == "vision"``) run between the vision tower and the language
-model: the wrapper encodes the images, builds one :class:`tokensel.TokenBatch` per group of
-same-sized crops (one batched selector call per group), lays the kept tokens out and calls the
-model with ``inputs_embeds`` (plus the gathered original M-RoPE ``position_ids`` for Qwen2.5-VL).
+model, in the explicit stages of :mod:`tokensel.models._vision`: encode the images and questions
+(``EncodedImages``), plan the selection (one :class:`tokensel.TokenBatch` and one batched
+selector call per group of same-sized crops, ``SelectionPlan``), lay the kept tokens out and
+assemble the shortened sequences (``AssembledInputs``); the model is then called with
+``inputs_embeds`` (plus the gathered original M-RoPE ``position_ids`` for Qwen2.5-VL).
 ``generate`` prefills the pruned prompt and decodes with the KV cache as usual; the returned
 sequences start with the caller's original ``input_ids`` (the unpruned prompt), so
 ``out[:, input_ids.shape[1]:]`` are the new tokens as with the unwrapped model.
@@ -20,9 +29,9 @@ on Qwen2.5-VL: no CLS token) is refused by ``tokensel.prune`` with a ``ValueErro
 
 LLM-stage selectors (``fastv``, ``sparsevlm``; subclasses of
 :class:`tokensel.selectors.llm.LLMSelector`) run the model unchanged and prune inside the
-language model through decoder-layer hooks (see :mod:`tokensel.models._llm`); their
-``pruned.last_stage_selection`` holds the kept image-token indices after each stage and
-``pruned.last_stage_recycled`` the number of recycled tokens each stage added.
+language model through decoder-layer hooks (see :mod:`tokensel.models._llm`); their record's
+``stage_selection`` holds the kept image-token indices after each stage and ``stage_recycled``
+the number of recycled tokens each stage added.
 
 Budgets: ``k`` is per image (LLaVA-1.5, Qwen2.5-VL), per crop (LLaVA-NeXT), or per sample over
 all its image tokens (in-LLM selectors, ``k`` times the sample's number of images, handed to
@@ -50,8 +59,11 @@ Extra keyword arguments accepted by the wrapper call (besides what the processor
   preprocessing), not with center cropping. An image with fewer non-padding patches than the
   budget keeps just those.
 
-The wrapper never changes the wrapped model: hooks live only for the duration of one call, and
-no attribute of the model or its modules is replaced.
+The wrapper never changes the wrapped model: hooks live only for the duration of one call, no
+attribute of the model or its modules is set or replaced (Qwen2.5-VL's M-RoPE positions are
+computed with the model's ``get_rope_index`` and passed as ``position_ids``; its cached
+``rope_deltas`` are left alone), and the model families come from the registry
+(:mod:`tokensel.models.registry`).
 
 The forward output's ``logits`` have the pruned sequence length (``text + kept``), not the
 prompt's length.
@@ -60,44 +72,24 @@ prompt's length.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 
 import torch
 from torch import Tensor, nn
 
-from tokensel.batch import Selection, TokenBatch
 from tokensel.budget import AdaptiveBudget
-from tokensel.models._base import ImageFeatures, VisionAdapter
+from tokensel.models._base import VisionAdapter
 from tokensel.models._llm import LLMPruneState, install_llm_hooks
-from tokensel.models._text import embed_questions, extract_last_user_turn, filter_question
+from tokensel.models._vision import assemble, encode_images, kept_images, plan_selection
+from tokensel.models.output import PruneRecord, PruneTimings, with_record
+from tokensel.models.registry import adapter_for
 from tokensel.selectors.base import Selector, budget_from_ratio, check_budget
 from tokensel.selectors.llm import LLMSelector
 from tokensel.selectors.registry import create_selector
 
-__all__ = ["PrunedVLM", "prune", "adapter_for"]
+__all__ = ["PrunedVLM", "prune"]
 
 # per-token inputs that no longer line up with the pruned sequence, and wrapper-only keys
 _LLM_KEYS_NEVER_FORWARDED = ("questions", "mm_token_type_ids", "token_type_ids")
-
-
-def adapter_for(model: nn.Module) -> VisionAdapter:
-    """The adapter of a supported model instance; ``TypeError`` otherwise."""
-    from tokensel.models.llava import LlavaAdapter, LlavaNextAdapter
-    from tokensel.models.qwen2_5_vl import Qwen2_5_VLAdapter
-
-    name = type(model).__name__
-    table = {
-        "LlavaForConditionalGeneration": LlavaAdapter,
-        "LlavaNextForConditionalGeneration": LlavaNextAdapter,
-        "Qwen2_5_VLForConditionalGeneration": Qwen2_5_VLAdapter,
-    }
-    for cls in type(model).__mro__:
-        if cls.__name__ in table:
-            return table[cls.__name__](model)
-    raise TypeError(
-        f"tokensel.prune does not support {name}; supported model classes: {', '.join(sorted(table))} "
-        "(load the *ForConditionalGeneration class, e.g. with tokensel.load_vlm)"
-    )
 
 
 def _check_budget(k, ratio) -> tuple[int | AdaptiveBudget | None, float | None]:
@@ -113,7 +105,12 @@ def _check_budget(k, ratio) -> tuple[int | AdaptiveBudget | None, float | None]:
 
 
 class PrunedVLM:
-    """A VLM whose prefill keeps only the selected vision tokens. See the module docstring."""
+    """A VLM whose prefill keeps only the selected vision tokens. See the module docstring.
+
+    Calling it (or ``forward``) returns the model's output with a ``pruning`` field (a
+    :class:`~tokensel.models.PruneRecord`); ``generate`` returns what the model's ``generate``
+    returns. :attr:`record` is the record of the most recent call.
+    """
 
     def __init__(
         self,
@@ -152,21 +149,13 @@ class PrunedVLM:
         if inner is not None and hasattr(inner, "convert_ids_to_tokens"):
             tokenizer = inner
         self.tokenizer = tokenizer
-        #: per sample, per image: LongTensor of kept indices into the image's tokens (raster
-        #: order): ``[k]``, or ``[crops, k]`` for LLaVA-NeXT (base crop first); ``[k]`` indices
-        #: into the packed sequence for LLaVA-NeXT with a ``"packed"`` selector. For merging
-        #: selectors, the index each output token stands at, in output order; a selection that
-        #: begins with the CLS token (VisionZip) lists the indices after it (k - 1 of them, for k
-        #: output tokens). For in-LLM selectors: one entry per sample, the kept indices among all
-        #: of the sample's image tokens (in prompt order) after the last stage (recycled tokens are
-        #: not listed).
-        self.last_selection: list[list[Tensor]] | None = None
-        #: per sample: the question text the selection was conditioned on.
-        self.last_questions: list[str] | None = None
-        #: per sample: number of real (unpadded) tokens entering the language model.
-        self.last_input_lengths: list[int] | None = None
-        #: seconds spent in the selector calls and in the whole preparation of the last call.
-        self.last_timing: dict[str, float] = {}
+        self._record: PruneRecord | None = None
+
+    @property
+    def record(self) -> PruneRecord | None:
+        """The :class:`~tokensel.models.PruneRecord` of the most recent call (forward or
+        ``generate``), None before the first; read-only (each call makes a new one)."""
+        return self._record
 
     def __repr__(self) -> str:
         budget = f"k={self.k}" if self.k is not None else f"ratio={self.ratio}"
@@ -192,35 +181,6 @@ class PrunedVLM:
             return min(self.k, n)
         return budget_from_ratio(self.ratio, n, self.selector.ratio_rounding)
 
-    # ------------------------------------------------------------------ questions
-    def _questions(self, ids: Tensor, mask: Tensor, override) -> list[str]:
-        bsz = ids.shape[0]
-        if override is not None:
-            qs = [override] * bsz if isinstance(override, str) else list(override)
-            if len(qs) != bsz:
-                raise ValueError(f"questions has {len(qs)} entries for a batch of {bsz}")
-            raw = [str(q) for q in qs]
-        elif self.tokenizer is None:
-            return [""] * bsz
-        else:
-            tok = self.tokenizer
-            specials = tuple(str(t) for t in getattr(tok, "all_special_tokens", []) if t)
-            raw = []
-            for b in range(bsz):
-                row = ids[b][mask[b].bool()].tolist()
-                text = tok.decode(row, skip_special_tokens=False)
-                raw.append(extract_last_user_turn(text, extra_special=specials))
-        out = []
-        for q in raw:
-            q = " ".join(q.split())
-            if not q:
-                out.append("")
-                continue
-            if self.adapter.filter_question:
-                q = filter_question(q)
-            out.append(self.adapter.question_prefix + q)
-        return out
-
     # ------------------------------------------------------------------ main entry
     def _run(self, inputs: dict, generate: bool):
         inputs = dict(inputs)
@@ -241,227 +201,35 @@ class PrunedVLM:
         return self._run_vision(inputs, generate)
 
     # ------------------------------------------------------------------ vision stage
-    def _assign(self, ids: Tensor, images: list[ImageFeatures]) -> list[list[int]]:
-        tid = self.adapter.image_token_id
-        counts = (ids == tid).sum(dim=1).tolist()
-        owner: list[list[int]] = [[] for _ in counts]
-        it = 0
-        for b, need in enumerate(counts):
-            while need > 0:
-                if it >= len(images):
-                    raise ValueError("the prompts hold more image tokens than the images provide")
-                need -= images[it].num_placeholders
-                owner[b].append(it)
-                it += 1
-            if need < 0:
-                raise ValueError(f"sample {b}: its image tokens do not match its images' token counts")
-        if it != len(images):
-            raise ValueError(f"{len(images) - it} image(s) have no image tokens in input_ids")
-        return owner
-
     def _needs(self) -> frozenset[str]:
         return frozenset(getattr(self.selector, "requires", ()))
 
     def _run_vision(self, inputs: dict, generate: bool):
+        """Encode -> plan the selection -> assemble (:mod:`tokensel.models._vision`), then the model."""
         t_start = time.perf_counter()
         ad = self.adapter
         ad.check_inputs(inputs)
-        questions_override = inputs.pop("questions", None)
+        override = inputs.pop("questions", None)
         ids: Tensor = inputs["input_ids"]
-        bsz, length = ids.shape
         am = inputs.get("attention_mask")
         if am is None:
             am = torch.ones_like(ids)
-        need = self._needs()
         with torch.no_grad():
-            images = ad.encode(inputs, need)
-        if self.selector.anyres == "packed":
-            images = [ad.packed(img) for img in images]
-        owner = self._assign(ids, images)
-        questions = self._questions(ids, am, questions_override)
-        self.last_questions = questions
-        text, text_mask, counts = embed_questions(questions, self.tokenizer, ad.embed_tokens) if (
-            self.tokenizer is not None and any(questions)
-        ) else (None, None, [0] * bsz)
-        sample_of = {i: b for b, imgs in enumerate(owner) for i in imgs}
-
-        # ---- group crops by (n, k, has_text) and run one selector call per group
-        plans: dict[int, list] = {}
-        groups: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
-        for i, img in enumerate(images):
-            n = img.num_tokens
-            kk = self.budget(n)
-            plans[i] = [None] * img.num_crops
-            adaptive = isinstance(kk, AdaptiveBudget)
-            if not adaptive and kk >= n:
-                continue
-            has_text = text is not None and counts[sample_of[i]] > 0
-            if "text" in need and not has_text:
-                raise ValueError(
-                    f"selector {self.selector.name!r} needs the question, but none was found for sample "
-                    f"{sample_of[i]}: pass tokenizer= to tokensel.prune (or questions=[...] to the call) and "
-                    "a prompt with question text"
-                )
-            for c in range(img.num_crops):
-                pickable = n if img.exclude is None else int((~img.exclude[c]).sum())
-                if pickable == 0:
-                    raise ValueError(f"image {i}: image_sizes mark every patch as padding")
-                # a crop with at most kk non-padding patches keeps them all (Selection.lengths); it
-                # is selected apart from the others, whose output may begin with a CLS token
-                groups[(n, kk, has_text, not adaptive and pickable <= kk)].append((i, c))
-        t_sel = 0.0
-        for (n, kk, has_text, _keeps_all), members in groups.items():
-            batch = self._token_batch(images, members, sample_of, text if has_text else None,
-                                      text_mask if has_text else None)
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                sel = self.selector(batch, k=kk)
-            t_sel += time.perf_counter() - t0
-            for row, (i, c) in enumerate(members):
-                plans[i][c] = sel.row(row)  # without the padding slots of crops that keep fewer than kk
-
-        # ---- kept tokens per image, in language-model order
-        per_image_tokens: list[Tensor] = []
-        per_image_index: list[Tensor | None] = []
-        selection_record: list[Tensor] = []
-        with torch.no_grad():
-            for i, img in enumerate(images):
-                kept, idxs, sels = [], [], []
-                native = all(p is None for p in plans[i])
-                for c in range(img.num_crops):
-                    p = plans[i][c]
-                    if p is None:
-                        p = Selection(indices=torch.arange(img.num_tokens, device=img.vision.device))
-                        kept.append(img.vision[c])
-                    else:
-                        kept.append(ad.kept_tokens(img, c, p))
-                    sels.append(p)
-                    idxs.append(p.indices)
-                per_image_tokens.append(ad.layout(img, kept, sels, native))
-                per_image_index.append(idxs[0] if img.num_crops == 1 else None)
-                if img.num_crops == 1:
-                    selection_record.append(idxs[0].detach().cpu())
-                else:
-                    same = len({t.numel() for t in idxs}) == 1
-                    selection_record.append(torch.stack(idxs).cpu() if same else [t.cpu() for t in idxs])
-        self.last_selection = [[selection_record[i] for i in imgs] for imgs in owner]
-
-        # ---- rebuild the sequences
-        lm_kwargs = self._assemble(inputs, ids, am, images, owner, per_image_tokens, per_image_index)
-        self.last_timing = {"selection": t_sel, "prepare": time.perf_counter() - t_start}
+            encoded = encode_images(ad, inputs, am, self._needs(), packed=self.selector.anyres == "packed",
+                                    questions=override, tokenizer=self.tokenizer)
+            plan = plan_selection(encoded, self.selector, self.budget)
+            kept = kept_images(ad, encoded, plan)
+            lm = assemble(ad, inputs, am, encoded, kept)
+        self._record = PruneRecord(
+            selection=[[kept[i].record for i in imgs] for imgs in encoded.owner], input_lengths=lm.lengths,
+            timings=PruneTimings(plan.seconds, time.perf_counter() - t_start), questions=encoded.questions,
+        )
         rest = {k: v for k, v in inputs.items()
                 if k not in ("input_ids", "attention_mask", *ad.vision_keys, *_LLM_KEYS_NEVER_FORWARDED)}
-        new_ids = lm_kwargs.pop("input_ids")
         if not generate:
-            return self.model(**lm_kwargs, **rest)
-        out = self.model.generate(input_ids=new_ids, **lm_kwargs, **rest)
-        return _restore_prompt(out, ids, new_ids.shape[1])
-
-    def _token_batch(self, images, members, sample_of, text, text_mask) -> TokenBatch:
-        def stack(attr):
-            vals = [getattr(images[i], attr) for i, _ in members]
-            if any(v is None for v in vals):
-                return None
-            return torch.stack([v[c] for v, (_, c) in zip(vals, members)]).float()
-
-        vision = stack("vision")
-        excl = None
-        if any(images[i].exclude is not None for i, _ in members):
-            excl = torch.stack([
-                images[i].exclude[c] if images[i].exclude is not None
-                else torch.zeros(vision.shape[1], dtype=torch.bool, device=vision.device)
-                for i, c in members
-            ]).to(vision.device)
-        tb = TokenBatch(
-            vision=vision,
-            vision_raw=stack("vision_raw"),
-            cls=stack("cls"),
-            cls_attention=stack("cls_attention"),
-            keys=stack("keys"),
-            exclude=excl,
-            grid=images[members[0][0]].grid,
-        )
-        if text is not None:
-            rows = torch.tensor([sample_of[i] for i, _ in members], device=text.device)
-            tmask = text_mask[rows]
-            m = int(tmask.sum(dim=1).max())
-            tb.text = text[rows, :m].to(vision.device)
-            tb.text_mask = tmask[:, :m].to(vision.device)
-        return tb
-
-    def _assemble(self, inputs, ids, am, images, owner, tokens, index) -> dict:
-        ad = self.adapter
-        tid = ad.image_token_id
-        embed = ad.embed_tokens
-        with torch.no_grad():
-            base = embed(ids)
-        dtype = base.dtype
-        pos_full = None
-        if ad.keeps_positions:
-            with torch.no_grad():
-                pos_full, _deltas = ad.rope_positions(inputs, am)
-        rows_e, rows_id, rows_m, rows_p = [], [], [], []
-        for b, imgs in enumerate(owner):
-            img_pos = (ids[b] == tid).nonzero().squeeze(1)
-            pe, pid, pm, pp = [], [], [], []
-            cursor, off = 0, 0
-
-            def text_piece(lo, hi):
-                if hi > lo:
-                    pe.append(base[b, lo:hi])
-                    pid.append(ids[b, lo:hi])
-                    pm.append(am[b, lo:hi])
-                    if pos_full is not None:
-                        pp.append(pos_full[:, b, lo:hi])
-
-            for i in imgs:
-                n_ph = images[i].num_placeholders
-                span = img_pos[off:off + n_ph]
-                off += n_ph
-                first, last = int(span[0]), int(span[-1])
-                if last - first + 1 != n_ph:
-                    raise ValueError(f"sample {b}: the placeholder tokens of an image are not contiguous")
-                text_piece(cursor, first)
-                tok = tokens[i].to(dtype)
-                pe.append(tok)
-                pid.append(torch.full((tok.shape[0],), tid, dtype=ids.dtype, device=ids.device))
-                pm.append(torch.ones(tok.shape[0], dtype=am.dtype, device=am.device))
-                if pos_full is not None:
-                    if index[i] is None or index[i].numel() != tok.shape[0]:
-                        raise ValueError("kept tokens of this model must map to positions of the image")
-                    pp.append(pos_full[:, b, span[index[i].to(span.device)]])
-                cursor = last + 1
-            text_piece(cursor, ids.shape[1])
-            real = torch.cat(pm, 0).bool()  # the prompt's own padding is dropped, rows re-padded below
-            rows_e.append(torch.cat(pe, 0)[real])
-            rows_id.append(torch.cat(pid, 0)[real])
-            rows_m.append(torch.cat(pm, 0)[real])
-            if pos_full is not None:
-                rows_p.append(torch.cat(pp, 1)[:, real])
-        self.last_input_lengths = [int(m.sum()) for m in rows_m]
-        new_len = max(r.shape[0] for r in rows_e)
-        left = _padding_side(am) == "left"
-        pad_id = ad.pad_token_id()
-        with torch.no_grad():
-            pad_vec = embed(torch.tensor([pad_id], device=ids.device))[0].to(dtype)
-        out_e = pad_vec.expand(len(rows_e), new_len, base.shape[-1]).clone()
-        out_id = ids.new_full((len(rows_e), new_len), pad_id)
-        out_m = am.new_zeros(len(rows_e), new_len)
-        out_p = None if pos_full is None else pos_full.new_ones(3, len(rows_e), new_len)
-        for b in range(len(rows_e)):
-            n = rows_e[b].shape[0]
-            sl = slice(new_len - n, new_len) if left else slice(0, n)
-            out_e[b, sl] = rows_e[b]
-            out_id[b, sl] = rows_id[b]
-            out_m[b, sl] = rows_m[b]
-            if out_p is not None:
-                out_p[:, b, sl] = rows_p[b]
-        kw = {"input_ids": out_id, "inputs_embeds": out_e, "attention_mask": out_m}
-        if out_p is not None:
-            kw["position_ids"] = out_p
-            # what the model itself would have cached for decoding (unpruned rope deltas)
-            self.model.model.rope_deltas = _deltas
-        return kw
+            return with_record(self.model(**lm.model_kwargs(), **rest), self._record)
+        out = self.model.generate(input_ids=lm.input_ids, **lm.model_kwargs(), **rest)
+        return with_record(_restore_prompt(out, ids, lm.input_ids.shape[1]), self._record)
 
     # ------------------------------------------------------------------ llm stage (fastv, sparsevlm)
     def _llm_counts(self, n_per: Tensor, runs: Tensor) -> list[list[int]]:
@@ -482,13 +250,19 @@ class PrunedVLM:
         t_start = time.perf_counter()
         ad = self.adapter
         ad.check_inputs(inputs)
-        inputs.pop("questions", None)
-        if ad.family == "llava":
-            inputs.pop("image_sizes", None)  # the LLaVA-1.5 model does not take it
+        for key in ("questions", *ad.wrapper_only_keys):
+            inputs.pop(key, None)
+        if generate and inputs.get("use_cache") is False:
+            raise ValueError("use_cache=False: in-LLM pruning decodes with the KV cache of the pruned prefill "
+                             "(every decoding step would otherwise re-run the unpruned prompt)")
         ids = inputs["input_ids"]
         am = inputs.get("attention_mask")
         if am is None:
             am = torch.ones_like(ids)
+        if ad.keeps_positions and inputs.get("position_ids") is None:
+            # the model's own M-RoPE positions, passed explicitly: the model then caches no rope_deltas
+            with torch.no_grad():
+                inputs["position_ids"] = ad.rope_positions(inputs, am)[0]
         image_mask = ids == ad.image_token_id
         n_per = image_mask.sum(dim=1)
         if bool((n_per == 0).any()):
@@ -509,17 +283,15 @@ class PrunedVLM:
         if not state.pruned:
             raise RuntimeError(f"{sel.name}: the language model's prefill was not seen; nothing was pruned")
         r = state.reps  # rows of one prompt are identical when generate expanded the batch
-        self.last_selection = [[t.detach().cpu()] for t in state.kept[-1][::r]]
-        #: in-LLM selectors: per stage, per sample, the kept prompt image-token indices (recycled
-        #: tokens not included) and the number of recycled tokens the stage added.
-        self.last_stage_selection = [[t.detach().cpu() for t in stage[::r]] for stage in state.kept]
-        self.last_stage_recycled = [stage[::r] for stage in state.recycled]
-        self.last_input_lengths = [int(v.sum()) for v in state.keep_valid[::r]]
-        #: in-LLM selectors: per sample, image tokens (kept + recycled) in the last layers.
-        self.last_image_tokens = [int(v.sum()) for v in state.cur_img[::r]]
-        self.last_questions = None
-        self.last_timing = {"selection": state.seconds, "prepare": time.perf_counter() - t_start}
-        return out
+        self._record = PruneRecord(
+            selection=[[t.detach().cpu()] for t in state.kept[-1][::r]],
+            input_lengths=[int(v.sum()) for v in state.keep_valid[::r]],
+            timings=PruneTimings(state.seconds, time.perf_counter() - t_start),
+            stage_selection=[[t.detach().cpu() for t in stage[::r]] for stage in state.kept],
+            stage_recycled=[stage[::r] for stage in state.recycled],
+            image_tokens=[int(v.sum()) for v in state.layout.image[::r]],
+        )
+        return with_record(out, self._record)
 
 
 def _check_llm_selector(sel: Selector, adapter: VisionAdapter) -> None:
@@ -548,16 +320,6 @@ def _family_defaults(adapter: VisionAdapter, name: str) -> dict:
     return {k: v for k, v in defaults.items() if k in accepted and k not in info.defaults}
 
 
-def _padding_side(am: Tensor) -> str:
-    if am.shape[1] == 0:
-        return "left"
-    if bool((am[:, 0] == 0).any()) and bool((am[:, -1] == 1).all()):
-        return "left"
-    if bool((am[:, -1] == 0).any()):
-        return "right"
-    return "left"
-
-
 def _restore_prompt(out, original_ids: Tensor, pruned_len: int):
     """Put the caller's prompt back in front of the generated tokens."""
     def fix(seq: Tensor) -> Tensor:
@@ -580,7 +342,7 @@ def prune(model: nn.Module, selector: str | Selector = "mmtok", *, k: int | Adap
     ``tokenizer`` (or the processor) is needed to find the question in the prompt for
     text-conditioned selectors. The model itself is not modified. See :class:`PrunedVLM`.
     ``k`` may be a :class:`tokensel.AdaptiveBudget`: each image (crop) then keeps its own count,
-    rows of the batch are padded and masked to the longest, ``last_selection`` lists each
-    image's real picks and ``last_input_lengths`` each sample's real length.
+    rows of the batch are padded and masked to the longest, the record's ``selection`` lists each
+    image's real picks and ``input_lengths`` each sample's real length.
     """
     return PrunedVLM(model, selector, k=k, ratio=ratio, tokenizer=tokenizer, **selector_params)
