@@ -16,10 +16,10 @@ PY=${PYTHON:-python}
 LMMS_EVAL_VERSION=0.7.3
 DEPS=("filelock<4" loguru pytz accelerate sacrebleu evaluate tenacity pytablewriter)
 
-key=$("$PY" - "$LMMS_EVAL_VERSION" <<'EOF'
+key=$("$PY" - "$LMMS_EVAL_VERSION" "${DEPS[*]}" <<'EOF'
 import hashlib, site, sys, torch
 outer = "|".join(site.getsitepackages())
-tag = hashlib.sha256(f"{sys.prefix}|{outer}".encode()).hexdigest()[:10]
+tag = hashlib.sha256(f"{sys.prefix}|{outer}|{sys.argv[2]}".encode()).hexdigest()[:10]
 print(f"lmms-eval{sys.argv[1]}-py{sys.version_info[0]}.{sys.version_info[1]}-torch{torch.__version__}-{tag}")
 EOF
 )
@@ -40,9 +40,14 @@ inner = subprocess.run([f"{sys.argv[1]}/bin/python", "-c", "import sysconfig; pr
 lines = "".join(f"import site; site.addsitedir({p!r})\n" for p in site.getsitepackages())
 pathlib.Path(inner, "_tokensel_outer_env.pth").write_text(lines)
 EOF
-pip=("$DIR/bin/python" -m pip install --quiet --disable-pip-version-check)
-"${pip[@]}" --no-deps "lmms-eval==$LMMS_EVAL_VERSION" >&2
-"${pip[@]}" "${DEPS[@]}" >&2
-"$DIR/bin/python" -c "import lmms_eval, torch, tokensel; assert torch.__version__ == '$("$PY" -c 'import torch; print(torch.__version__)')'" >&2
+log="$DIR.log"  # pip's output (its resolver lists lmms-eval's unmet pins: expected, they are skipped)
+pip=("$DIR/bin/python" -m pip install --disable-pip-version-check)
+if ! { "${pip[@]}" --no-deps "lmms-eval==$LMMS_EVAL_VERSION" && "${pip[@]}" "${DEPS[@]}"; } >"$log" 2>&1; then
+  cat "$log" >&2
+  echo "lmms_eval_env.sh: installing lmms-eval into $DIR failed (log above, kept in $log)" >&2
+  exit 1
+fi
+torch_version=$("$PY" -c 'import torch; print(torch.__version__)')
+"$DIR/bin/python" -c "import lmms_eval.__main__, torch, tokensel; assert torch.__version__ == '$torch_version', torch.__version__" >&2
 echo "$key" > "$DIR/.tokensel-ready"
 echo "$DIR/bin/python"

@@ -171,3 +171,14 @@ def test_lmms_eval_adaptive_budget_equals_tokensel_eval(lmms_python, workdir, ta
     kept = {r["kept_tokens"] for r in tokensel_eval(workdir, budget, "generate")[1]}
     assert len(kept) > 1 and max(kept) <= ADAPTIVE["adaptive_k_max"], kept  # a budget per image, really
     check_against_tokensel(found, workdir, budget, task_utils, "torchrun adaptive")
+
+
+def test_the_docs_show_the_tested_task():
+    """docs/lmms-eval.md shows these task files verbatim, and the tested install line."""
+    page = (REPO / "docs" / "lmms-eval.md").read_text(encoding="utf-8")
+    for name in ("tokensel_shapes_gen.yaml", "tokensel_shapes_mc.yaml", "utils.py"):
+        assert (TASKS / name).read_text(encoding="utf-8") in page, f"docs/lmms-eval.md does not show {name} as tested"
+    script = (REPO / "experiments" / "lmms_eval_env.sh").read_text(encoding="utf-8")
+    assert 'LMMS_EVAL_VERSION=0.7.3' in script and "pip install --no-deps lmms-eval==0.7.3" in page
+    deps = script.split("DEPS=(")[1].split(")")[0].replace('"', "")
+    assert f'pip install "filelock<4" {deps.split(" ", 1)[1]}' in page, deps

@@ -333,6 +333,13 @@ def _adaptive_spec(model_args: dict) -> Optional[dict]:
 
 
 def _adaptive_value(name: str, field: str, value: Any):
+    try:
+        return _checked_adaptive_value(name, field, value)
+    except TypeError as exc:  # a model_arg of the wrong kind is a bad value, like one out of range
+        raise ValueError(str(exc)) from None
+
+
+def _checked_adaptive_value(name: str, field: str, value: Any):
     from tokensel.validation import check_int, check_number
 
     if field in ("k_max", "k_min"):
