@@ -97,7 +97,9 @@ def run_lmms_eval(python: str, workdir: Path, launcher: str, model_args: dict, b
     assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{log[-6000:]}"
     if launcher != "one":
         assert "Running on rank 1" in log, f"{launcher} did not start a second process:\n{log[-3000:]}"
-    [results] = out.glob("*/*_results.json")
+    results = list(out.glob("*/*_results.json"))  # lmms-eval logs some errors and exits 0
+    assert len(results) == 1, f"{' '.join(cmd)} wrote {len(results)} results files:\n{log[-6000:]}"
+    [results] = results
     aggregate = json.loads(results.read_text())["results"]
     found = {}
     for task, metric in ((GEN, "correct,none"), (MC, "acc,none")):

@@ -8,6 +8,10 @@ its packaging metadata) is :func:`lmms_eval_manifest`::
     [project.entry-points."lmms_eval.models"]
     tokensel_llava = "tokensel.experiments.lmms_eval_model:lmms_eval_manifest"
 
+The docs page "Evaluating with lmms-eval" (``docs/lmms-eval.md``) gives the tested install line,
+how to write a local task over a tokensel JSONL file, and how two-process runs are launched
+(``torchrun``; ``accelerate launch --multi_gpu`` on CPU: its ``--cpu`` starts one process).
+
 ``model_args`` (``key=value`` pairs separated by commas, parsed by lmms-eval):
 
 - ``pretrained``: a local checkpoint folder (``tokensel.load_vlm``), ``shapes-llava`` or any
