@@ -187,3 +187,38 @@ def test_what_lmms_eval_reads_and_batches():
     assert two.kept_tokens == [4] * 6
     with pytest.raises(ValueError, match="batch_size"):
         TokenselLlava(pretrained="tiny-random-llava", selector="mmtok", k="4", batch_size="0")
+
+
+def test_adaptive_budget_model_args_select_as_tokensel_prune_does():
+    """``adaptive_k_max`` + ``coverage``: each image keeps its own number of tokens, the same
+    answers and counts as ``tokensel.prune(k=AdaptiveBudget(...))`` on the same questions."""
+    from tokensel.budget import AdaptiveBudget
+
+    model = TokenselLlava(pretrained="shapes-llava", selector="mmtok", adaptive_k_max="32", coverage="0.999",
+                          max_new_tokens=2)
+    records = generate_split("test", 3, categories=("existence",))
+    model.task_dict = {"t": {"test": [{"image": r.image} for r in records]}}
+    answers = model.generate_until([request(r.question, i, "t", max_new_tokens=2) for i, r in enumerate(records)])
+    loaded = TokenselLlava(pretrained="shapes-llava", selector="none", k="none").loaded
+    wrapper = wrap_model(loaded, "mmtok", AdaptiveBudget(32, coverage=0.999), {})
+    expected = [infer_sample(loaded, wrapper, r.image, r.question, 2) for r in records]
+    assert answers == [e["prediction"] for e in expected]
+    assert model.kept_tokens == [e["kept_tokens"] for e in expected]
+    assert len(set(model.kept_tokens)) > 1 and max(model.kept_tokens) <= 32
+
+
+@pytest.mark.parametrize("args, match", [
+    ({"adaptive_k_max": 0, "coverage": 0.9}, "adaptive_k_max"),
+    ({"adaptive_k_max": "many", "coverage": 0.9}, "adaptive_k_max"),
+    ({"adaptive_k_max": 8, "coverage": 1.5}, "coverage"),
+    ({"adaptive_k_max": 8, "tol": "abc"}, "tol must be a number"),
+    ({"coverage": 0.9}, "needs adaptive_k_max"),
+    ({"adaptive_k_max": 8}, "stopping rule"),
+    ({"adaptive_k_max": 8, "coverage": 0.9, "k": 16}, "k=16 and adaptive_k_max"),
+    ({"adaptive_k_max": 8, "adaptive_k_min": 9, "tol": 0.1}, "adaptive_k_min"),
+    ({"adaptive_k_max": 8, "tol": 0.1, "adaptive_tol": 0.2}, "given twice"),
+    ({"adaptive_k_max": 8, "coverage": 0.9, "selector": "divprune"}, "adaptive_k_max/adaptive_k_min/coverage/tol"),
+])
+def test_bad_adaptive_budget_model_args_name_the_argument(args, match):
+    with pytest.raises(ValueError, match=match):
+        TokenselLlava(**{"pretrained": "tiny-random-llava", "selector": "mmtok", **args})

@@ -8,12 +8,20 @@ its packaging metadata) is :func:`lmms_eval_manifest`::
     [project.entry-points."lmms_eval.models"]
     tokensel_llava = "tokensel.experiments.lmms_eval_model:lmms_eval_manifest"
 
+The docs page "Evaluating with lmms-eval" (``docs/lmms-eval.md``) gives the tested install line,
+how to write a local task over a tokensel JSONL file, and how two-process runs are launched
+(``torchrun``; ``accelerate launch --multi_gpu`` on CPU: its ``--cpu`` starts one process).
+
 ``model_args`` (``key=value`` pairs separated by commas, parsed by lmms-eval):
 
 - ``pretrained``: a local checkpoint folder (``tokensel.load_vlm``), ``shapes-llava`` or any
   name registered in :mod:`tokensel.experiments.modeling` (``tiny-random-llava`` for tests);
-- ``selector`` (``none`` = unpruned), ``k`` (``None`` = keep all), plus any selector parameter
-  (``alpha``, ``tau_tv``, ...);
+- ``selector`` (``none`` = unpruned), ``k`` (``None`` = keep all; default 64), plus any
+  selector parameter (``alpha``, ``tau_tv``, ...);
+- an adaptive budget (:class:`tokensel.AdaptiveBudget`, as ``budget.adaptive`` in configs) instead
+  of ``k``: ``adaptive_k_max`` (required), ``adaptive_k_min`` (default 1) and a stopping rule,
+  ``coverage`` and/or ``tol`` (also spelled ``adaptive_coverage``, ``adaptive_tol``), e.g.
+  ``selector=mmtok,adaptive_k_max=64,coverage=0.999``; ``k`` is then left out (or ``none``);
 - ``device`` (``auto``), ``dtype`` (``float16`` on GPU by default), ``prompt`` (with
   ``{question}``), ``max_new_tokens`` (default when the task gives none).
 
@@ -60,6 +68,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 __all__ = ["TokenselLlava", "lmms_eval_manifest", "MODEL_ID", "HAVE_LMMS_EVAL"]
 
 MODEL_ID = "tokensel_llava"
+_DEFAULT_K = object()  # k not given: 64, unless an adaptive budget is
 
 
 def lmms_eval_manifest():
@@ -82,7 +91,7 @@ class TokenselLlava(_LmmsBase):
         self,
         pretrained: str = "shapes-llava",
         selector: str = "mmtok",
-        k: Any = 64,
+        k: Any = _DEFAULT_K,
         device: str = "auto",
         dtype: Optional[str] = None,
         prompt: Optional[str] = None,
@@ -93,48 +102,25 @@ class TokenselLlava(_LmmsBase):
     ) -> None:
         if HAVE_LMMS_EVAL:
             super().__init__()
-        import torch
-
-        from tokensel.experiments.config import load_config
+        from tokensel.experiments.config import budget_args, effective_selector_params
         from tokensel.experiments.modeling import load_model, wrap_model
 
-        try:
-            self._batch_size = int(batch_size)
-        except (TypeError, ValueError):
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}") from None
-        if self._batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        self._batch_size = _positive_int("batch_size", batch_size)
         if lmms_eval_fix not in ("auto", "off"):
             raise ValueError(f"lmms_eval_fix must be 'auto' or 'off', got {lmms_eval_fix!r}")
         self._wrap_pairs = lmms_eval_fix == "auto" and _stringifies_pairs()
-        k = _none(k)
-        if dtype is None:
-            dtype = "float16" if torch.cuda.is_available() else "float32"
+        adaptive = _adaptive_spec(selector_params)
         params = {key: _none(v) for key, v in selector_params.items()}
-        # the same validation as `tokensel eval`, before anything is loaded
-        overrides = [
-            f"model.name={pretrained}", f"model.device={device}", f"model.dtype={dtype}",
-            f"selector.name={selector}", f"budget.k={'null' if k is None else k}",
-            "dataset.path=unused", "eval.check_images=false",
-        ] + [f"selector.params.{key}={'null' if v is None else v}" for key, v in params.items()]
-        from tokensel.experiments.config import validate_config
-
-        cfg = load_config(None, overrides, validate=False)
-        from omegaconf import OmegaConf
-
-        OmegaConf.set_readonly(cfg, False)
-        if prompt is not None:
-            cfg.model.prompt = prompt
-        cfg.dataset.format = "mme"  # skip the dataset-file check (lmms-eval brings the data)
-        cfg.dataset.path = os.getcwd()
-        validate_config(cfg)
-
+        cfg = _validated_config(pretrained, selector, _budget_overrides(k, adaptive), params,
+                                device=device, dtype=dtype, prompt=prompt)
         self._rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
         self._world_size = int(os.environ.get("WORLD_SIZE", 1))
         self.cfg = cfg
         self.loaded = load_model(cfg.model)
-        self.wrapper = wrap_model(self.loaded, cfg.selector.name, cfg.budget.k, dict(params))
-        self.max_new_tokens = int(max_new_tokens)
+        # what `tokensel eval` passes on: strict_params filtering, eval.seed for seeded selectors
+        self.wrapper = wrap_model(self.loaded, cfg.selector.name, budget_args(cfg)[0],
+                                  effective_selector_params(cfg, with_seed=True))
+        self.max_new_tokens = _positive_int("max_new_tokens", max_new_tokens)
         self.task_dict: dict = getattr(self, "task_dict", {}) or {}
         self.kept_tokens: list[Optional[int]] = []
 
@@ -190,7 +176,15 @@ class TokenselLlava(_LmmsBase):
         visuals = [v for v in (visuals if isinstance(visuals, (list, tuple)) else [visuals]) if v is not None]
         if not visuals:
             raise ValueError(f"{task}/{split}/{doc_id}: tokensel_llava needs an image")
-        return visuals[0].convert("RGB")
+        first = visuals[0]
+        if isinstance(first, (str, os.PathLike)):  # a task may hand over image files
+            from tokensel.experiments.modeling import load_image
+
+            return load_image(os.fspath(first))
+        if not hasattr(first, "convert"):
+            raise TypeError(f"{task}/{split}/{doc_id}: doc_to_visual must give PIL images or image file paths, "
+                            f"got {type(first).__name__}")
+        return first.convert("RGB")
 
     def _answer(self, context: str, gen_kwargs: Optional[dict], image) -> str:
         """One generation through the pruned model, cut at the task's ``until`` strings."""
@@ -299,6 +293,113 @@ class TokenselLlava(_LmmsBase):
             out.append(list(answers))
             self._cache("generate_until_multi_round", (req.args[0], gen_kwargs), out[-1])
         return out
+
+
+def _positive_int(name: str, value: Any) -> int:
+    try:
+        out = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}") from None
+    if out < 1 or isinstance(value, bool) or (isinstance(value, float) and value != out):
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return out
+
+
+#: model_args of an adaptive budget -> the field of ``budget.adaptive`` they set
+ADAPTIVE_ARGS = {
+    "adaptive_k_max": "k_max", "adaptive_k_min": "k_min",
+    "coverage": "coverage", "adaptive_coverage": "coverage", "tol": "tol", "adaptive_tol": "tol",
+}
+
+
+def _adaptive_spec(model_args: dict) -> Optional[dict]:
+    """Remove the adaptive-budget arguments from ``model_args`` and return them as a
+    ``budget.adaptive`` mapping (None when none is given); errors name the model_arg."""
+    given = {name: _none(model_args.pop(name)) for name in list(model_args) if name in ADAPTIVE_ARGS}
+    given = {name: v for name, v in given.items() if v is not None}
+    if not given:
+        return None
+    if "adaptive_k_max" not in given:
+        raise ValueError(f"{', '.join(sorted(given))} set an adaptive budget, which needs adaptive_k_max "
+                         "(the most tokens an image keeps), e.g. adaptive_k_max=64,coverage=0.999")
+    spec: dict = {}
+    for name, value in given.items():
+        field = ADAPTIVE_ARGS[name]
+        if field in spec:
+            raise ValueError(f"{name}: {field} is given twice (as {name} and as its other spelling); give one")
+        spec[field] = _adaptive_value(name, field, value)
+    if spec.get("k_min", 1) > spec["k_max"]:
+        raise ValueError(f"adaptive_k_min must be at most adaptive_k_max={spec['k_max']}, got {spec['k_min']}")
+    if "tol" not in spec and "coverage" not in spec:
+        raise ValueError("adaptive_k_max needs a stopping rule: give coverage (a fraction in (0, 1]) "
+                         "and/or tol (a relative gain in [0, 1])")
+    return spec
+
+
+def _adaptive_value(name: str, field: str, value: Any):
+    try:
+        return _checked_adaptive_value(name, field, value)
+    except TypeError as exc:  # a model_arg of the wrong kind is a bad value, like one out of range
+        raise ValueError(str(exc)) from None
+
+
+def _checked_adaptive_value(name: str, field: str, value: Any):
+    from tokensel.validation import check_int, check_number
+
+    if field in ("k_max", "k_min"):
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        return check_int(name, value, 1)
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if field == "coverage":
+        return check_number(name, value, 0.0, 1.0, low_open=True)
+    return check_number(name, value, 0.0, 1.0)
+
+
+def _budget_overrides(k: Any, adaptive: Optional[dict]) -> list[str]:
+    """``budget.*`` config overrides for ``k`` or an adaptive budget."""
+    if adaptive is None:
+        k = 64 if k is _DEFAULT_K else _none(k)
+        return [f"budget.k={'null' if k is None else k}"]
+    if k is not _DEFAULT_K and _none(k) is not None:
+        raise ValueError(f"k={k!r} and adaptive_k_max are both given: drop k (the adaptive budget sets "
+                         "each image's token count) or set k=none")
+    fields = ", ".join(f"{key}: {value}" for key, value in adaptive.items())
+    return ["budget.k=null", f"budget.adaptive={{{fields}}}"]
+
+
+def _validated_config(pretrained: str, selector: str, budget: list[str], params: dict, *,
+                      device: str, dtype: Optional[str], prompt: Optional[str]):
+    """The ``tokensel eval`` config of these model_args, validated as ``tokensel eval`` does,
+    before anything is loaded."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from tokensel.experiments.config import ConfigError, load_config, validate_config
+
+    if dtype is None:
+        dtype = "float16" if torch.cuda.is_available() else "float32"
+    overrides = [
+        f"model.name={pretrained}", f"model.device={device}", f"model.dtype={dtype}",
+        f"selector.name={selector}", "dataset.path=unused", "eval.check_images=false", *budget,
+    ] + [f"selector.params.{key}={'null' if v is None else v}" for key, v in params.items()]
+    cfg = load_config(None, overrides, validate=False)
+    OmegaConf.set_readonly(cfg, False)
+    if prompt is not None:
+        cfg.model.prompt = prompt
+    cfg.dataset.format = "mme"  # skip the dataset-file check (lmms-eval brings the data)
+    cfg.dataset.path = os.getcwd()
+    try:
+        validate_config(cfg)
+    except ConfigError as exc:
+        if str(exc).startswith("budget.adaptive"):  # name the model_args it came from
+            raise ConfigError(f"adaptive_k_max/adaptive_k_min/coverage/tol ({exc})") from None
+        raise
+    return cfg
 
 
 def _cut(text: str, until: Any) -> str:
