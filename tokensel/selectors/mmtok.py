@@ -168,14 +168,23 @@ class MMTok(ObjectiveSelector):
         rows = torch.arange(bsz, device=C.device)
         K = min(cap, max(budget.k_min, _FIRST_ROUND))
         while rows.numel():
-            part = C if rows.numel() == bsz else C.index_select(0, rows)
-            idx = incremental_batched([(part, 1.0)], K, blocked[rows], workspace=self.workspace, **self.solver_options)
-            lens = adaptive_lengths(coverage_curves(part, full[rows], idx), replace(budget, k_max=K))
+            idx, lens = self._round(C, blocked, full, rows, replace(budget, k_max=K))
             done = (lens < K) | (K == cap)  # a length of K may still grow with more picks
             indices[rows[done], :K] = idx[done]
             lengths[rows[done]] = lens[done]
             rows, K = rows[~done], min(cap, 2 * K)
         return indices, lengths
+
+    def _round(self, C: Tensor, blocked: Tensor, full: Tensor, rows: Tensor, budget: AdaptiveBudget) -> tuple[Tensor, Tensor]:
+        """``budget.k_max`` greedy picks ``[r, K]`` of the ``rows`` (ascending) and their lengths
+        ``[r]`` under ``budget``, solved in runs of consecutive rows (views of C: no copy)."""
+        picks, lengths = [], []
+        for lo, hi in _runs(rows):
+            idx = incremental_batched([(C[lo:hi], 1.0)], budget.k_max, blocked[lo:hi], workspace=self.workspace,
+                                      **self.solver_options)
+            picks.append(idx)
+            lengths.append(adaptive_lengths(coverage_curves(C[lo:hi], full[lo:hi], idx), budget))
+        return torch.cat(picks), torch.cat(lengths)
 
     def extra_repr(self) -> str:
         opts = "".join(f", {k}={v!r}" for k, v in self.solver_options.items() if k != "backend")
@@ -184,8 +193,24 @@ class MMTok(ObjectiveSelector):
 
 
 def _full_coverage(C: Tensor, blocked: Tensor) -> Tensor:
-    """float64 ``[B, R]``: each row's best coverage by all pickable tokens."""
-    return C.masked_fill(blocked[:, None, :], 0.0).amax(dim=2).double()
+    """float64 ``[B, R]``: each row's best coverage by all pickable tokens (an image with
+    blocked tokens is masked on its own, so that the temporary stays small)."""
+    full = C.amax(dim=2)
+    for b in blocked.any(dim=1).nonzero().flatten().tolist():
+        full[b] = C[b].masked_fill(blocked[b], 0.0).amax(dim=1)
+    return full.double()
+
+
+def _runs(rows: Tensor) -> list[tuple[int, int]]:
+    """``[lo, hi)`` runs of consecutive values in the ascending long ``rows``."""
+    values = rows.tolist()
+    runs: list[tuple[int, int]] = []
+    for r in values:
+        if runs and runs[-1][1] == r:
+            runs[-1] = (runs[-1][0], r + 1)
+        else:
+            runs.append((r, r + 1))
+    return runs
 
 
 def _row_sums(x: Tensor) -> Tensor:
