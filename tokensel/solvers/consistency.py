@@ -30,12 +30,13 @@ _SET_FUNCTION = ("value", "initial_state", "gains", "update", "coverage_blocks")
 
 def blocks_by_construction(objective: CoverageObjective) -> bool:
     """Whether ``objective`` is a :class:`FacilityLocation` with the class's own set function
-    (seen through :class:`Restricted` wrappers, which delegate to it): its blocks then
-    describe its ``gains``/``value`` by construction."""
-    while type(objective) is Restricted:
+    (no method overridden in a subclass or on the instance; seen through :class:`Restricted`
+    wrappers, which delegate to it): its blocks then describe its ``gains``/``value`` by
+    construction."""
+    while type(objective) is Restricted and not any(m in vars(objective) for m in _SET_FUNCTION):
         objective = objective.objective
     return isinstance(objective, FacilityLocation) and all(
-        getattr(type(objective), m) is getattr(FacilityLocation, m) for m in _SET_FUNCTION
+        getattr(type(objective), m) is getattr(FacilityLocation, m) and m not in vars(objective) for m in _SET_FUNCTION
     )
 
 
