@@ -69,7 +69,8 @@ class MMTok(ObjectiveSelector):
     objective f (``tol``: its marginal gains; ``coverage``: ``f(S) / f(all pickable tokens)``),
     evaluated in float64 from the float32 coverage matrix along the solver's pick order; the
     solver must be a greedy one (:data:`GREEDY_SOLVERS`), whose picks for k are a prefix of
-    its picks for k_max.
+    its picks for k_max. With the ``incremental`` solver the greedy stops each row once its
+    rule is decided (:meth:`ranked_prefix`), with the lengths and picks of the run to k_max.
 
     Picks do not change when all features are scaled (cosine similarities are computed from
     power-of-two-rescaled vectors where float32 norms would overflow or underflow).
@@ -215,8 +216,9 @@ def _runs(rows: Tensor) -> list[tuple[int, int]]:
 
 def _row_sums(x: Tensor) -> Tensor:
     """float64 ``[B, R, K]`` -> ``[B, K]``: sums over R as a running sum, r = 0, 1, ..., R - 1
-    (the same bits for a column whatever B and K; a reduction would group the columns of the
-    vectorised part and of the tail differently)."""
+    (torch's CPU cumsum adds in that order, so a column gets the same bits whatever B and K;
+    a reduction would group the columns of its vectorised part and of its tail differently,
+    and an early exit would then cut where the run to k_max does not)."""
     return x.cumsum(dim=1)[:, -1]
 
 
