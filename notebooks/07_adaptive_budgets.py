@@ -292,16 +292,19 @@ for name, (budget, selector) in SPECS.items():
 #   budget (-1 to -2 points, intervals including zero), and they hurt most on counting
 #   questions (-5 and -8 points at means of 19 and 33, intervals including zero): the
 #   questions it gives few tokens are not the easy ones.
-# - Prefill: a ragged batch is padded to its longest row (mean padded length about 1.7x the
-#   mean kept count for the coverage rule, over 4x for the spread signal), and the adaptive
-#   selection ranks `k_max` = 128 tokens before it cuts each row, so an adaptive batch costs
-#   more than the matched fixed budget here: about twice the wall time, nearly all of it in the
-#   longer greedy run (about ten times the fixed budget's selection time); the rest (vision
-#   tower and language model, which the vision tower dominates on this model) differs little.
-#   Ranking only as far as the rule needs (an early exit of the greedy) would remove most of
-#   that cost; the padding part remains in batched prefill.
+# - Prefill: a ragged batch is padded to its longest row (mean padded length about 2x the
+#   mean kept count for the coverage rule, over 4x for the spread signal). MMTok's greedy stops
+#   each row as soon as its rule is decided (rounds of 16, 32, 64, ... picks, finished rows
+#   leaving the batch), so the adaptive selection no longer ranks `k_max` = 128 tokens first:
+#   measured on one thread, the two 16-question batches cost about 460-480 ms adaptive against
+#   450-465 ms at the matched fixed k (selection about 51-55 ms against 41-46 ms; ranking all
+#   128 picks before cutting cost 160-185 ms of selection and 580-620 ms in all). What remains
+#   is the selection's extra rounds and rule curves (about 10 ms) and the padded length, which
+#   costs little here: a fixed k equal to the mean padded length (14 or 32) prefills as fast as
+#   k = the mean (6 or 16), because the vision tower dominates this model's prefill. On a large
+#   language model the padded length, not the mean, sets the language model's cost.
 #
 # So on this small synthetic model a per-question budget does not win by a margin the data can
-# resolve, and it costs more per batch. The study is a template: `budget.adaptive` in an
+# resolve, and it costs slightly more per batch. The study is a template: `budget.adaptive` in an
 # experiment config runs the same comparison through `tokensel eval` and `tokensel sweep` on a
 # real model and benchmark.

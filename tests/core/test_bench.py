@@ -16,7 +16,7 @@ def test_bench_runs_and_its_picks_are_valid(tmp_path, backend):
     rows = data["1"]
     assert [(r["B"], r["n"], r["k"]) for r in rows] == [(1, 96, 8), (2, 64, 8)]
     for r in rows:
-        assert r["valid_greedy_picks"]
+        assert r["valid_greedy_picks"] and r["loop_identical"]
         assert r["objective_ratio_vs_reference"] >= 1 - 1e-5
         assert all(t > 0 for t in r["median"].values())
     assert data["first_call_seconds"] > 0

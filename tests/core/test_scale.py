@@ -88,8 +88,8 @@ def test_decision_columns_are_aligned_blocks_and_the_trailing_columns():
 @pytest.mark.parametrize("use_raw", [True, False])
 @pytest.mark.parametrize("use_mask", [True, False])
 def test_batched_coverage_built_in_chunks_equals_image_by_image(use_raw, use_mask):
-    """The vision-vision blocks of a batch are built a few images at a time (cache-sized
-    chunks: 3 images of 576 tokens); every image's matrix has the bits of its own call."""
+    """A batch's coverage is built image by image on CPU (each image's features stay in cache
+    through their passes); every image's matrix has the bits of its own call."""
     from tokensel.objectives.multimodal import multimodal_coverage_matrix
 
     g = torch.Generator().manual_seed(5)

@@ -112,3 +112,23 @@ def test_a_registered_solver_is_used_and_checked():
     assert "test-last-k" not in list_solvers()
     with pytest.raises(ValueError, match="unknown solver"):
         tokensel.maximize(obj, 2, solver="test-last-k")
+
+
+def test_only_facility_locations_with_their_own_set_function_skip_the_check():
+    from tokensel.objectives import MultimodalCoverage
+    from tokensel.objectives.restricted import Restricted
+    from tokensel.solvers.consistency import blocks_by_construction
+
+    g = torch.Generator().manual_seed(0)
+    C = torch.rand(6, 8, generator=g, dtype=torch.float64)
+    plain = FacilityLocation(C)
+    mm = MultimodalCoverage(torch.randn(2, 4, generator=g), torch.randn(8, 4, generator=g))
+    assert blocks_by_construction(plain) and blocks_by_construction(mm)
+    assert blocks_by_construction(Restricted(Restricted(plain, [1]), [2]))
+    lying = LyingBlocks(C, C.flip(1))
+    assert not blocks_by_construction(lying) and not blocks_by_construction(Restricted(lying, [1]))
+    patched = FacilityLocation(C)
+    patched.gains = lambda *a: plain.gains(*a) * 2
+    assert not blocks_by_construction(patched)
+    with pytest.raises(ValueError, match="disagree with its gains"):
+        tokensel.maximize(Restricted(lying, [1]), 3, solver="lazy")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -24,10 +25,11 @@ def check_coverage_matrix(C: Tensor, name: str = "C") -> Tensor:
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {C.dtype}")
     if C.device.type == "meta":
         raise ValueError(f"{name} is a meta tensor (shapes only, no values)")
-    if not bool(torch.isfinite(C).all()):
+    lo, hi = (float(v) for v in torch.aminmax(C.detach()))  # one pass; NaN propagates into both
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError(f"{name} contains NaN or inf values")
-    if bool((C < 0).any()):
-        raise ValueError(f"{name} must be non-negative for facility location, found minimum {float(C.min()):.4g}")
+    if lo < 0:
+        raise ValueError(f"{name} must be non-negative for facility location, found minimum {lo:.4g}")
     return C
 
 
@@ -59,15 +61,14 @@ class FacilityLocation(CoverageObjective):
                 raise ValueError("weights must be finite and non-negative")
         self.weights = weights
 
-    def _weighted(self) -> Tensor:
-        C = self.C.double()
-        return C if self.weights is None else C * self.weights.double()[:, None]
-
     def value(self, indices: Sequence[int] | Tensor) -> float:
         idx = as_index_tensor(indices, self.n).to(self.C.device)
         if idx.numel() == 0:
             return 0.0
-        return float(self._weighted()[:, idx].amax(dim=1).sum())
+        C = self.C[:, idx].double()  # only the picked columns are converted
+        if self.weights is not None:
+            C = C * self.weights.double()[:, None]
+        return float(C.amax(dim=1).sum())
 
     def initial_state(self) -> Tensor:
         return torch.zeros(self.C.shape[0], dtype=torch.float64, device=self.C.device)

@@ -133,6 +133,22 @@ class Selector(ABC):
             f"selector {type(self).__name__} lists adaptive_rules {self.adaptive_rules} but does not implement ranking()"
         )
 
+    def ranked_prefix(self, batch: TokenBatch, budget: AdaptiveBudget) -> tuple[Tensor, Tensor]:
+        """Each row's kept picks under ``budget``: ``(indices, lengths)``, long ``[B, w]`` picks
+        in pick order (slots from ``lengths[b]`` on are ignored; ``w >= max(lengths)``) and long
+        ``[B]`` lengths in ``[k_min, k_max]``. ``batch`` is validated and batched; every row has
+        at least ``budget.k_max`` pickable tokens.
+
+        Default: :meth:`ranking` of ``k_max`` picks cut by :func:`~tokensel.budget.adaptive_lengths`.
+        A selector whose ranking can stop early (MMTok's greedy) overrides it with the same result."""
+        cap = budget.k_max
+        ranked = self.ranking(batch, cap)
+        bsz = batch.vision.shape[0]
+        if tuple(ranked.indices.shape) != (bsz, cap) or ranked.indices.dtype != torch.long:
+            raise RuntimeError(f"selector {self.name!r} ranking returned indices {tuple(ranked.indices.shape)}; "
+                               f"expected long [{bsz}, {cap}]")
+        return ranked.indices, adaptive_lengths(ranked, budget)
+
     def __call__(self, batch: TokenBatch, k: int | AdaptiveBudget) -> Selection:
         """Select ``k`` tokens per row (an int >= 1), or per-row counts under an
         :class:`~tokensel.AdaptiveBudget` (``Selection.lengths`` says how many)."""
@@ -199,18 +215,15 @@ class Selector(ABC):
         return out
 
     def _adaptive(self, b: TokenBatch, budget: AdaptiveBudget, blocked: Tensor, available: Tensor) -> Selection:
-        """Rank ``min(k_max, pickable)`` tokens per row (rows grouped by that count, so a row's
-        result does not depend on the others), keep each row's prefix the budget's rule allows."""
+        """Rank up to ``min(k_max, pickable)`` tokens per row (rows grouped by that count, so a
+        row's result does not depend on the others), keep each row's prefix the budget's rule
+        allows (:meth:`ranked_prefix`)."""
         bsz = blocked.shape[0]
         caps = available.clamp(max=budget.k_max)
         parts = []
         for cap in caps.unique().tolist():
             rows = (caps == cap).nonzero().squeeze(1)
-            ranked = self.ranking(b.take_rows(rows), int(cap))
-            if tuple(ranked.indices.shape) != (rows.numel(), cap) or ranked.indices.dtype != torch.long:
-                raise RuntimeError(f"selector {self.name!r} ranking returned indices {tuple(ranked.indices.shape)}; "
-                                   f"expected long [{rows.numel()}, {cap}]")
-            parts.append((rows, ranked.indices, adaptive_lengths(ranked, budget.capped(int(cap)))))
+            parts.append((rows, *self.ranked_prefix(b.take_rows(rows), budget.capped(int(cap)))))
         width = int(max(int(lens.max()) for _, _, lens in parts))
         indices = torch.full((bsz, width), -1, dtype=torch.long, device=blocked.device)
         lengths = torch.zeros(bsz, dtype=torch.long, device=blocked.device)

@@ -5,7 +5,10 @@ Solvers that use the blocks (the incremental greedy behind ``naive``/``lazy``/``
 and ``ilp``) never call ``gains``; blocks that disagree would make them optimise another
 function than the one the generic solvers see, silently. The check costs one pass over the
 blocks: the empty set's gains against the blocks' weighted column sums, and f on three
-candidates against the blocks' value of the same set.
+candidates against the blocks' value of the same set. A :class:`FacilityLocation` whose set
+function is the class's own (no method overridden; possibly inside :class:`Restricted`
+wrappers) describes its blocks by construction and is not checked: that pass would cost more
+than the incremental greedy run it precedes.
 """
 
 from __future__ import annotations
@@ -16,10 +19,25 @@ import torch
 from torch import Tensor
 
 from tokensel.objectives.base import CoverageObjective
+from tokensel.objectives.facility_location import FacilityLocation
+from tokensel.objectives.restricted import Restricted
 
-__all__ = ["checked_blocks", "blocks_value"]
+__all__ = ["checked_blocks", "blocks_value", "blocks_by_construction"]
 
 _CHECKED = "_tokensel_blocks_checked"
+_SET_FUNCTION = ("value", "initial_state", "gains", "update", "coverage_blocks")
+
+
+def blocks_by_construction(objective: CoverageObjective) -> bool:
+    """Whether ``objective`` is a :class:`FacilityLocation` with the class's own set function
+    (no method overridden in a subclass or on the instance; seen through :class:`Restricted`
+    wrappers, which delegate to it): its blocks then describe its ``gains``/``value`` by
+    construction."""
+    while type(objective) is Restricted and not any(m in vars(objective) for m in _SET_FUNCTION):
+        objective = objective.objective
+    return isinstance(objective, FacilityLocation) and all(
+        getattr(type(objective), m) is getattr(FacilityLocation, m) and m not in vars(objective) for m in _SET_FUNCTION
+    )
 
 
 def blocks_value(blocks: list[tuple[Tensor, float]], indices: list[int]) -> float:
@@ -58,7 +76,7 @@ def checked_blocks(objective: CoverageObjective) -> list[tuple[Tensor, float]] |
         ValueError: the blocks are malformed, negative, or describe another function.
     """
     blocks = objective.coverage_blocks()
-    if blocks is None or getattr(objective, _CHECKED, False):
+    if blocks is None or getattr(objective, _CHECKED, False) or blocks_by_construction(objective):
         return blocks
     _check_shapes(objective, blocks)
     name = type(objective).__name__
