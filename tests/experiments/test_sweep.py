@@ -59,6 +59,7 @@ def test_sweep_runs_and_logs_what_it_prints(dataset, tmp_path, capsys):
     summary = read_offline_run(summary_wb)
     assert summary["group"] == "tiny-grid" and summary["summary"]["summary"]["nrows"] == 4
     assert "accuracy_vs_k" in summary["summary"] and (out / "accuracy_vs_k.png").is_file()
+    assert "accuracy_vs_mean_kept" in summary["summary"] and (out / "accuracy_vs_mean_kept.png").is_file()
     table = json.loads((summary_wb / "files" / summary["summary"]["summary"]["path"]).read_text())
     acc = table["columns"].index("accuracy")
     assert [row[acc] for row in table["data"]] == pytest.approx([r["accuracy"] for r in rows])

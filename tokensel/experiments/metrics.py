@@ -151,8 +151,8 @@ def compute_metrics(
     Always: ``accuracy``, ``num_samples`` and, where recorded, ``mean_kept_tokens`` (with the
     distribution of kept tokens per sample: ``kept_tokens_median``, ``kept_tokens_p10``,
     ``kept_tokens_p90``; adaptive budgets make it vary), ``mean_image_tokens``, ``prefill_ms``,
-    ``selection_ms``, ``mean_llm_image_tokens`` (in-LLM pruning: image tokens in the last layer). The POPE metrics over the questions
-    whose answer is yes/no. Yes/no-only data with categories (or ``dataset_format='mme'``): the
+    ``selection_ms``, ``mean_llm_image_tokens`` (in-LLM pruning: image tokens in the last
+    layer). The POPE metrics over the questions whose answer is yes/no. Yes/no-only data with categories (or ``dataset_format='mme'``): the
     MME score. Categories: ``acc/<category>``. With ``error_bars_on``, the error bars of
     :func:`error_bars` (``<metric>_stderr``, ``<metric>_ci``; bootstrap seeded by ``seed``).
     """

@@ -559,8 +559,10 @@ def infer_batch(
     ``prefill_ms`` is None when decoding (it cannot be told apart without a streamer)."""
     if len(images) == 1:
         if scoring == "choice":
-            return _with_llm_tokens([score_choices(loaded, wrapper, images[0], questions[0], candidates[0], timer)], wrapper)
-        return _with_llm_tokens([infer_sample(loaded, wrapper, images[0], questions[0], max_new_tokens, timer)], wrapper)
+            one = score_choices(loaded, wrapper, images[0], questions[0], candidates[0], timer)
+        else:
+            one = infer_sample(loaded, wrapper, images[0], questions[0], max_new_tokens, timer)
+        return _with_llm_tokens([one], wrapper)
     tokenizer = getattr(loaded.processor, "tokenizer", loaded.processor)
     device = next(loaded.model.parameters()).device
     prompts = [format_prompt(loaded.prompt, q) for q in questions]

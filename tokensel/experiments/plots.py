@@ -63,9 +63,14 @@ def _mean_over_seeds(points: list) -> tuple[list, list, list]:
 
 
 def _draw_metric(ax, rows: list[dict], metric: str, skip: set, x: str, scale: float, keys) -> None:
-    for (label, adaptive), pts in sorted(_series(rows, metric, skip, x, keys).items()):
+    from matplotlib import colormaps
+
+    series = sorted(_series(rows, metric, skip, x, keys).items())
+    palette = colormaps["tab10" if len(series) <= 10 else "tab20"]
+    for i, ((label, adaptive), pts) in enumerate(series):
         xs, ys, ses = _mean_over_seeds(pts)
         ax.errorbar(xs, [scale * y for y in ys], yerr=[scale * s for s in ses], capsize=3, label=label,
+                    color=palette(i % palette.N),
                     marker="D" if adaptive else "o", linestyle="none" if adaptive else "-",
                     linewidth=2.5 if label == "mmtok" else 1.2)
     for r in rows:
@@ -97,7 +102,8 @@ def metric_figure(
     configuration (``x="mean_kept"`` only: an adaptive run has no k), the unpruned run as a dashed
     line with its error band. Series: one per selector and value of the columns ``series_keys``
     (the swept parameters; None: every configuration column, i.e. every column but the metrics and
-    ``metric_keys``); ``scale``: factor for the values (100 for percent)."""
+    ``metric_keys``); ``scale``: factor for the values (100 for percent). The legend stands
+    right of the last panel: save with ``bbox_inches="tight"``."""
     if x not in X_AXES:
         raise ValueError(f"x must be one of {sorted(X_AXES)}, got {x!r}")
     from matplotlib.figure import Figure
@@ -113,7 +119,8 @@ def metric_figure(
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     for ax, metric in zip(axes, metrics):
         _draw_metric(ax, rows, metric, skip | {metric}, x, scale, series_keys)
-    axes[-1].legend(fontsize=7)
+    if axes[-1].get_legend_handles_labels()[0]:  # beside the last panel: save with bbox_inches="tight"
+        axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -214,7 +214,7 @@ def write_plots(rows: Sequence[dict], res: dict, out: Path) -> dict[str, Path]:
     title = f"{res['model']}, {res['num_samples']} test questions"
     for x, name in (("k", "accuracy_vs_k.png"), ("mean_kept", "accuracy_vs_mean_kept.png")):
         fig = metric_figure(list(rows), ["accuracy", "pope_f1"], x=x, series_keys=[], scale=100.0, title=title)
-        fig.savefig(out / name, dpi=110)
+        fig.savefig(out / name, dpi=110, bbox_inches="tight")
         paths[name] = out / name
     return paths
 

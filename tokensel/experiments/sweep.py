@@ -389,7 +389,7 @@ def summarize_sweep(spec: DictConfig, points: list, print_results: bool = True) 
             for x in ("k", "mean_kept"):
                 fig = metric_figure(rows, [metric], x=x, metric_keys=spec.summary_metrics,
                                     series_keys=series_keys(spec))
-                fig.savefig(out_dir / f"{metric}_vs_{x}.png", dpi=120)
+                fig.savefig(out_dir / f"{metric}_vs_{x}.png", dpi=120, bbox_inches="tight")
                 run.log_image(f"{metric}_vs_{x}", out_dir / f"{metric}_vs_{x}.png")
     finally:
         run.finish()
