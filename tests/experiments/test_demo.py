@@ -136,7 +136,9 @@ def test_shipped_sweep_lists_every_registered_selector_and_the_demo_grid():
     import tokensel
 
     raw = yaml.safe_load(DEMO_SWEEP.read_text())
-    assert raw["grid"]["selector.name"] == ["none", *tokensel.list_selectors()]
+    # the registered selectors of the package (other tests register their own in this process)
+    shipped = [n for n in tokensel.list_selectors() if tokensel.selector_info(n).cls.__module__.startswith("tokensel.")]
+    assert len(shipped) >= 11 and raw["grid"]["selector.name"] == ["none", *shipped]
     assert raw["grid"]["budget.k"] == [4, 8, 16, 32, 64, 128]
     spec, base = demo_sweep("somewhere")
     cfg = OmegaConf.load(base)
@@ -159,3 +161,20 @@ def test_selector_params_apply_to_their_selector_only(tmp_path):
 def test_bad_num_samples_is_a_config_error(tmp_path, capsys):
     assert demo_main(["--num-samples", "0", "--out", str(tmp_path)]) == 2
     assert "--num-samples" in capsys.readouterr().err
+
+
+def test_full_row_is_the_shapes_scoring_rule_of_the_zoo(demo_out):
+    """The runner's ``choice`` scoring on the unpruned model gives the answers of
+    ``tokensel.zoo.predict`` (the project's shapes rule) on the first test questions."""
+    import tokensel
+    from tokensel.data.shapes import generate_split
+    from tokensel.zoo import predict
+
+    res = json.loads((demo_out / "results.json").read_text())
+    recs = [json.loads(x) for x in (Path(res["full"]["run_dir"]) / "results.jsonl").read_text().splitlines()]
+    gen = generate_split("test", N)[:N]
+    assert [r["question"] for r in recs] == [g.question for g in gen]
+    model, processor = tokensel.zoo.load("shapes-llava")
+    preds = predict(model, processor, [g.image for g in gen], [g.question for g in gen], [g.category for g in gen])
+    assert [r["prediction"] for r in recs] == preds
+    assert res["full"]["accuracy"] == pytest.approx(100.0 * sum(p == g.answer for p, g in zip(preds, gen)) / N)

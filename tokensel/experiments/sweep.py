@@ -12,6 +12,7 @@ A sweep config (YAML)::
     seeds: [0]                     # eval.seed values (one run per seed per point)
     selector_params:               # parameters of one selector only, added to its points
       fastv: {layer: 1}            # (values may interpolate the point's config: ${budget.k})
+    cache_inputs: false            # true: each batch's processor output computed once for all points
 
 Parameters a selector does not take (``alpha`` for DivPrune) are dropped for that selector, and
 points whose effective configuration is the same run once; ``selector.name: none`` ignores
@@ -76,6 +77,9 @@ class SweepSpec:
     #: an in-LLM selector in a small model); a value may interpolate the point's config, as
     #: ``schedule: ["${budget.k}"]``.
     selector_params: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    #: Memoise the processor's output of each batch across the points of this process
+    #: (:class:`tokensel.experiments.input_cache.CachedProcessor`); changes no number.
+    cache_inputs: bool = False
     #: Keys shown in the summary table besides the grid keys.
     summary_metrics: List[str] = field(default_factory=lambda: list(DEFAULT_SUMMARY_METRICS))
     #: Run only this point (its index among the deduplicated points, as ``--dry-run`` lists
@@ -301,8 +305,9 @@ def _check_budgets(points: list, loaded: Any) -> None:
             )
 
 
-def _run_points(points: list, force: bool, dist) -> dict[str, str]:
-    """Run (or skip) each point; returns what happened per run key."""
+def _run_points(points: list, force: bool, dist, cache_inputs: bool = False) -> dict[str, str]:
+    """Run (or skip) each point; returns what happened per run key. ``cache_inputs``: the
+    processor outputs are memoised for as long as a model stays loaded."""
     from tqdm.auto import tqdm
 
     from tokensel.experiments.modeling import load_model
@@ -323,6 +328,10 @@ def _run_points(points: list, force: bool, dist) -> dict[str, str]:
         if key not in models:
             models.clear()
             models[key] = load_model(prepared.cfg.model)
+            if cache_inputs:
+                from tokensel.experiments.input_cache import CachedProcessor
+
+                models[key].processor = CachedProcessor(models[key].processor)
             _check_budgets([p for p in todo if OmegaConf.to_yaml(p[1].cfg.model) == key], models[key])
         run_eval(prepared, loaded=models[key], dist=dist, print_results=False, mode="force" if force else "reuse")
     return status
@@ -417,7 +426,7 @@ def run_sweep(
     mine = select_shard(_point_only(spec, points), shard)
     dist = init_distributed(points[0][1].cfg.eval.dist_backend)
     try:
-        status = _run_points(mine, force, dist)
+        status = _run_points(mine, force, dist, cache_inputs=bool(spec.cache_inputs))
     finally:
         dist.close()
     if not dist.is_main:
