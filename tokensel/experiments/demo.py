@@ -23,6 +23,9 @@ per cell (:mod:`tokensel.experiments.metrics`): accuracy, POPE F1 over the yes/n
 ("yes" is the positive class), each with a standard error and a 95% bootstrap interval, and the
 relative score: the mean of accuracy and F1, each as a percentage of the full-token value.
 
+Speed: the sweep config sets ``cache_inputs: true``, so each batch's processor output is computed
+once for all points (:mod:`tokensel.experiments.input_cache`; it changes no number).
+
 Outputs in ``--out``: ``runs/demo/<run>/`` (one run folder per point; a rerun skips the finished
 ones and resumes an interrupted one), the sweep summary beside them, and the report:
 ``results.csv`` / ``results.json``, ``accuracy_vs_k.png``, ``accuracy_vs_mean_kept.png`` and
