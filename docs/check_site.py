@@ -67,7 +67,7 @@ API_OBJECTS = {
     "api/zoo/": ["tokensel.zoo", "tokensel.zoo.load", "tokensel.zoo.shapes"],
     "api/experiments/": ["tokensel.experiments.config", "tokensel.experiments.runner",
                          "tokensel.experiments.sweep", "tokensel.experiments.tracking"],
-    "api/tools/": ["tokensel.demo", "tokensel.bench.selection"],
+    "api/tools/": ["tokensel.experiments.demo", "tokensel.bench.selection"],
 }
 # pages loaded in the browser by default (one Chromium start each, a few seconds apiece on a
 # busy machine); every other page is checked on the served HTML

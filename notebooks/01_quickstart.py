@@ -35,7 +35,7 @@ import torch
 
 import tokensel
 from tokensel.zoo import shapes
-from tokensel.demo import draw_kept
+from tokensel.experiments.plots import draw_kept
 from tokensel.zoo.shapes_llava import format_prompt
 
 torch.set_num_threads(1)
@@ -91,7 +91,7 @@ print(kept.tolist())
 # %% [markdown]
 # ## Looking at what was kept
 #
-# `tokensel.demo.draw_kept` draws the image with the kept patches framed and the dropped ones faded.
+# `tokensel.experiments.plots.draw_kept` draws the image with the kept patches framed and the dropped ones faded.
 
 # %%
 fig, ax = plt.subplots(figsize=(3.5, 3.5))

@@ -34,7 +34,7 @@ import torch
 
 import tokensel
 from tokensel.zoo import shapes
-from tokensel.demo import draw_kept
+from tokensel.experiments.plots import draw_kept
 from tokensel.zoo.shapes_llava import format_prompt
 
 torch.set_num_threads(1)
@@ -114,7 +114,7 @@ plt.show()
 # three budgets with the full 576 tokens. `tokensel.zoo.predict` scores the candidate answers
 # of each question's category from the next-token logits and works for the plain and the pruned
 # model alike. With this few questions the curves are noisy; `tokensel demo` runs the full
-# table on 400 questions and [tutorial 5](05_ablation_sweep.ipynb) runs tracked sweeps.
+# table on 300 questions and [tutorial 5](05_ablation_sweep.ipynb) runs tracked sweeps.
 
 # %%
 def accuracy(m, batch_size=16):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from exp_helpers import TINY
+from exp_helpers import TINY, offline_wandb_run
 
 from tokensel import AdaptiveBudget
 from tokensel.experiments.config import ConfigError, budget_args, budget_label, load_config
@@ -82,3 +82,12 @@ def test_sweep_over_adaptive_coverage(dataset, tmp_path):
     assert [r["budget.adaptive.coverage"] for r in rows] == [0.5, 0.99]
     assert rows[0]["mean_kept_tokens"] <= rows[1]["mean_kept_tokens"]
     assert len({Path(r["run_dir"]) for r in rows}) == 2
+    assert [r["budget"] for r in rows] == ["adaptive-kmax12-kmin1-cov0.5", "adaptive-kmax12-kmin1-cov0.99"]
+    # the summary plots the adaptive points at their mean of kept tokens and logs the plot to W&B
+    out = tmp_path / "runs" / "adaptive-grid"
+    assert offline_wandb_run(out / "summary")["images"]["accuracy_vs_mean_kept"] == 1
+    from tokensel.experiments.plots import metric_figure
+
+    (ax,) = metric_figure(rows, ["accuracy"], x="mean_kept", series_keys=["budget.adaptive.coverage"]).axes
+    xs = sorted(float(c.lines[0].get_xdata()[0]) for c in ax.containers)
+    assert xs == pytest.approx(sorted(r["mean_kept_tokens"] for r in rows))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tokensel.data.shapes import generate_split, write_jsonl
+from tokensel.zoo.shapes import generate_split, write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 TASKS = REPO / "tests" / "data" / "lmms_eval"

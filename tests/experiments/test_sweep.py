@@ -56,6 +56,7 @@ def test_sweep_runs_and_logs_what_it_prints(dataset, tmp_path, capsys):
     table = summary["tables"]["summary"]
     assert len(table["data"]) == 4 and summary["images"]["accuracy_vs_k"] == 1 and (out / "accuracy_vs_k.png").is_file()
     assert summary["run_id"] in wandb_sync_dry_run(out / "summary")
+    assert summary["images"]["accuracy_vs_mean_kept"] == 1 and (out / "accuracy_vs_mean_kept.png").is_file()
     acc = table["columns"].index("accuracy")
     assert [row[acc] for row in table["data"]] == pytest.approx([r["accuracy"] for r in rows])
 

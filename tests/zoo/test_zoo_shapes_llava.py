@@ -75,7 +75,7 @@ def test_full_token_accuracy_on_fixed_test_subset(zoo_model, test_records):
     scenes) 97.8% accuracy (existence 99.2%, colour 100%, counting 93.3%), POPE F1 99.2; on the
     first 1000 test scenes (3798 questions) 96.5%, counting 87.6%, POPE F1 99.7. The floors are
     the target for accuracy and a little below the measured F1 (thread-count rounding)."""
-    from tokensel.demo import pope_f1
+    from tokensel.experiments.metrics import pope_metrics
 
     model, processor = zoo_model
     preds = []
@@ -85,7 +85,7 @@ def test_full_token_accuracy_on_fixed_test_subset(zoo_model, test_records):
                          [r.category for r in chunk])
     acc = sum(p == r.answer for p, r in zip(preds, test_records)) / len(test_records)
     ex = [(p, r.answer) for p, r in zip(preds, test_records) if r.category == "existence"]
-    f1 = pope_f1([p for p, _ in ex], [a for _, a in ex])
+    f1 = pope_metrics([{"prediction": p, "answer": a} for p, a in ex])["pope_f1"]
     assert len(test_records) > 200
     assert acc >= 0.95, acc
     assert f1 >= 0.97, f1

@@ -16,7 +16,7 @@ from typing import Any, Callable
 __all__ = ["SUBCOMMANDS", "main", "guarded"]
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("tokensel.demo", "evaluate every selector on the embedded default model (the main job)"),
+    "demo": ("tokensel.experiments.demo", "evaluate every selector on the embedded default model (the main job)"),
     "bench": ("tokensel.bench", "time MMTok selection against a dense reference greedy (bench solvers | prefill: more)"),
     "eval": ("tokensel.experiments.evaluate", "run an evaluation from a config: tokensel eval CONFIG [key=value ...]"),
     "sweep": ("tokensel.experiments.sweep", "run an ablation sweep from a sweep config"),

@@ -12,7 +12,7 @@ import os
 import re
 import string
 from collections import defaultdict
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -32,6 +32,8 @@ __all__ = [
     "paired_comparison",
     "QuestionMismatch",
     "match_records",
+    "relative_to_full",
+    "changed_predictions",
     "MME_COGNITION",
     "CI_LEVEL",
     "N_BOOTSTRAP",
@@ -151,8 +153,9 @@ def compute_metrics(
     Always: ``accuracy``, ``num_samples`` and, where recorded, ``mean_kept_tokens`` (with the
     distribution of kept tokens per sample: ``kept_tokens_median``, ``kept_tokens_p10``,
     ``kept_tokens_p90``; adaptive budgets make it vary), ``mean_image_tokens``, ``prefill_ms``,
-    ``selection_ms``. The POPE metrics over the questions
-    whose answer is yes/no. Categories: ``acc/<category>``. With ``error_bars_on``, the error bars of
+    ``selection_ms``, ``mean_llm_image_tokens`` (in-LLM pruning: image tokens in the last
+    layer). The POPE metrics over the questions whose answer is yes/no. Categories:
+    ``acc/<category>``. With ``error_bars_on``, the error bars of
     :func:`error_bars` (``<metric>_stderr``, ``<metric>_ci``; bootstrap seeded by ``seed``).
     """
     records = list(records)
@@ -163,6 +166,7 @@ def compute_metrics(
         ("prefill_ms", "prefill_ms"),
         ("selection_ms", "selection_ms"),
         ("generate_ms", "generate_ms"),
+        ("llm_image_tokens", "mean_llm_image_tokens"),
     ):
         vals = [float(r[key]) for r in records if r.get(key) is not None]
         if vals:
@@ -321,6 +325,25 @@ def mme_error_bars(records: list[dict], *, seed: int = 0, n_boot: int = N_BOOTST
 
 
 # ----------------------------------------------------------------------------- paired comparison
+
+
+def relative_to_full(metrics: dict, full: dict, keys: Sequence[str] = ("accuracy", "pope_f1")) -> float:
+    """The mean over ``keys`` of ``metrics[key]`` as a percentage of the unpruned run's
+    ``full[key]`` (the paper's "% of full-token performance"); keys missing, NaN or zero in
+    either are left out; NaN when none is left."""
+    parts = []
+    for key in keys:
+        a, b = metrics.get(key), full.get(key)
+        if a is None or b is None or not math.isfinite(a) or not math.isfinite(b) or b == 0:
+            continue
+        parts.append(100.0 * a / b)
+    return sum(parts) / len(parts) if parts else float("nan")
+
+
+def changed_predictions(a: list[dict], b: list[dict]) -> int:
+    """How many questions get a different prediction in run B than in run A (paired by sample
+    id; raises :class:`QuestionMismatch` unless both runs hold the same questions)."""
+    return sum(x["prediction"] != y["prediction"] for x, y in match_records(a, b))
 
 
 class QuestionMismatch(ValueError):

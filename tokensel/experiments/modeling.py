@@ -541,6 +541,24 @@ def _per_sample_kept(wrapper: Any, image_counts: list[Optional[int]]) -> list[Op
     return [None] * len(image_counts)
 
 
+def llm_image_tokens(wrapper: Any, batch: int) -> Optional[list[int]]:
+    """In-LLM pruning: per sample, the image tokens left in the language model's last layer
+    (kept plus, for SparseVLM, recycled tokens); None for other wrappers."""
+    if getattr(getattr(wrapper, "selector", None), "stage", "") != "llm":
+        return None
+    record = getattr(wrapper, "record", None)
+    counts = getattr(record, "image_tokens", None)
+    return [int(c) for c in counts] if isinstance(counts, (list, tuple)) and len(counts) == batch else None
+
+
+def _with_llm_tokens(results: list[dict], wrapper: Any) -> list[dict]:
+    counts = llm_image_tokens(wrapper, len(results))
+    if counts is not None:
+        for res, n in zip(results, counts):
+            res["llm_image_tokens"] = n
+    return results
+
+
 @torch.inference_mode()
 def infer_batch(
     loaded: LoadedModel,
@@ -561,8 +579,10 @@ def infer_batch(
     ``prefill_ms`` is None when decoding (it cannot be told apart without a streamer)."""
     if len(images) == 1:
         if scoring == "choice":
-            return [score_choices(loaded, wrapper, images[0], questions[0], candidates[0], timer)]
-        return [infer_sample(loaded, wrapper, images[0], questions[0], max_new_tokens, timer)]
+            one = score_choices(loaded, wrapper, images[0], questions[0], candidates[0], timer)
+        else:
+            one = infer_sample(loaded, wrapper, images[0], questions[0], max_new_tokens, timer)
+        return _with_llm_tokens([one], wrapper)
     tokenizer = getattr(loaded.processor, "tokenizer", loaded.processor)
     device = next(loaded.model.parameters()).device
     prompts = [format_prompt(loaded.prompt, q) for q in questions]
@@ -617,4 +637,4 @@ def infer_batch(
                 "selection_ms": None if selection_s is None else 1000.0 * selection_s / bsz,
             }
         )
-    return results
+    return _with_llm_tokens(results, wrapper)

@@ -10,6 +10,9 @@ A sweep config (YAML)::
       budget.k: [16, 64]
       selector.params.alpha: [0.3, 0.5]
     seeds: [0]                     # eval.seed values (one run per seed per point)
+    selector_params:               # parameters of one selector only, added to its points
+      fastv: {layer: 1}            # (values may interpolate the point's config: ${budget.k})
+    cache_inputs: false            # true: each batch's processor output computed once for all points
 
 Parameters a selector does not take (``alpha`` for DivPrune) are dropped for that selector, and
 points whose effective configuration is the same run once; ``selector.name: none`` ignores
@@ -54,7 +57,7 @@ __all__ = [
     "summarize_sweep",
     "summary_rows",
     "export_wandb_sweep",
-    "accuracy_vs_k_figure",
+    "series_keys",
     "main",
 ]
 
@@ -70,6 +73,13 @@ class SweepSpec:
     overrides: List[str] = field(default_factory=list)
     grid: Dict[str, List[Any]] = field(default_factory=dict)
     seeds: List[int] = field(default_factory=lambda: [0])
+    #: Selector name -> parameters added to that selector's points only (e.g. the placement of
+    #: an in-LLM selector in a small model); a value may interpolate the point's config, as
+    #: ``schedule: ["${budget.k}"]``.
+    selector_params: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    #: Memoise the processor's output of each batch across the points of this process
+    #: (:class:`tokensel.experiments.input_cache.CachedProcessor`); changes no number.
+    cache_inputs: bool = False
     #: Keys shown in the summary table besides the grid keys.
     summary_metrics: List[str] = field(default_factory=lambda: list(DEFAULT_SUMMARY_METRICS))
     #: Run only this point (its index among the deduplicated points, as ``--dry-run`` lists
@@ -90,7 +100,18 @@ def _yaml_value(v: Any) -> str:
         return "null"
     if isinstance(v, bool):
         return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_yaml_value(x) for x in v) + "]"
+    if isinstance(v, str) and "${" in v:
+        return f"'{v}'"  # an interpolation: quoted, or YAML reads the braces as a mapping
     return str(v)
+
+
+def _selector_overrides(spec: DictConfig, values: dict, base_name: Optional[str]) -> list[str]:
+    """``selector.params.*`` overrides from ``spec.selector_params`` for the point's selector."""
+    name = values.get("selector.name", base_name)
+    extra = OmegaConf.to_container(spec.selector_params, resolve=False).get(name) or {}
+    return [f"selector.params.{key}={_yaml_value(value)}" for key, value in extra.items()]
 
 
 def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> tuple[DictConfig, Path]:
@@ -154,11 +175,13 @@ def expand_points(spec: DictConfig, base: Path) -> list[tuple[SweepPoint, Any]]:
     out: list = []
     seen: set = set()
     fixed = list(spec.overrides) + [f"logging.group={spec.name}"]
+    base_name = OmegaConf.load(base).get("selector", {}).get("name") if spec.selector_params else None
     for combo in itertools.product(*value_lists, list(spec.seeds)):
         values = dict(zip(keys, combo[:-1]))
         values["eval.seed"] = combo[-1]
         # lenient params: grid values a selector does not take are dropped for it
         point_list = fixed + [f"{k}={_yaml_value(v)}" for k, v in values.items()] + ["selector.strict_params=false"]
+        point_list += _selector_overrides(spec, values, base_name)
         try:
             prepared = prepare(str(base), point_list)
         except ConfigError as exc:
@@ -208,8 +231,12 @@ def _dotted(data: dict, key: str) -> Any:
 
 def _row(spec: DictConfig, doc: dict, run_dir: Path) -> dict:
     """A summary row from a finished run's metrics.json (its effective config and metrics)."""
+    from tokensel.experiments.config import budget_label
+
     cfg = doc.get("config") or {}
     row: dict = {"selector": _dotted(cfg, "selector.name"), "k": _dotted(cfg, "budget.k")}
+    if isinstance(cfg.get("budget"), dict):
+        row["budget"] = budget_label(OmegaConf.create({"budget": cfg["budget"]}))
     for key, value in (_dotted(cfg, "selector.params") or {}).items():
         if value is not None:
             row[key] = value
@@ -261,50 +288,6 @@ def summary_rows(spec: DictConfig, folder: Path, points: list) -> tuple[list[dic
     return rows, missing
 
 
-def accuracy_vs_k_figure(rows: list[dict], metric: str = "accuracy", metric_keys=()):
-    """Matplotlib figure: ``metric`` against k with +/- one standard error (the rows'
-    ``<metric>_stderr``), one line per selector configuration (the row's other config columns;
-    ``metric_keys`` names columns that are metrics)."""
-    from tokensel.experiments.runner import HEADLINE_METRICS
-
-    skip = {"selector", "k", "run_dir", "seed", metric, *HEADLINE_METRICS, *metric_keys, *DEFAULT_SUMMARY_METRICS}
-    from matplotlib.figure import Figure  # no pyplot: the caller's backend stays as it is
-
-    fig = Figure(figsize=(5, 3.5))
-    ax = fig.subplots()
-    lines: dict[str, list] = {}
-    full = [r for r in rows if r["k"] is None or r["selector"] == "none"]
-    for r in rows:
-        if r in full or r.get(metric) is None:
-            continue
-        extra = ",".join(f"{k}={v}" for k, v in r.items() if k not in skip and not k.endswith("_stderr"))
-        lines.setdefault(r["selector"] + (f" ({extra})" if extra else ""), []).append(
-            (r["k"], r[metric], r.get(f"{metric}_stderr"))
-        )
-    for label, pts in sorted(lines.items()):
-        by_k: dict = {}
-        for kk, v, se in pts:  # mean over seeds
-            by_k.setdefault(kk, []).append((v, se))
-        ks = sorted(by_k)
-        ys = [sum(v for v, _ in by_k[kk]) / len(by_k[kk]) for kk in ks]
-        ses = [sum(se or 0.0 for _, se in by_k[kk]) / len(by_k[kk]) for kk in ks]
-        ax.errorbar(ks, ys, yerr=ses, marker="o", capsize=3, label=label)
-    for r in full:
-        if r.get(metric) is not None:
-            ax.axhline(r[metric], color="grey", linestyle="--", label="unpruned")
-            se = r.get(f"{metric}_stderr")
-            if se:
-                ax.axhspan(r[metric] - se, r[metric] + se, color="grey", alpha=0.15)
-            break
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("k (vision tokens kept)")
-    ax.set_ylabel(f"{metric} (+/- stderr)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
 def _check_budgets(points: list, loaded: Any) -> None:
     """Before any point of this model runs: no point's k may keep every vision token."""
     from tokensel.experiments.config import budget_args
@@ -322,8 +305,9 @@ def _check_budgets(points: list, loaded: Any) -> None:
             )
 
 
-def _run_points(points: list, force: bool, dist) -> dict[str, str]:
-    """Run (or skip) each point; returns what happened per run key."""
+def _run_points(points: list, force: bool, dist, cache_inputs: bool = False) -> dict[str, str]:
+    """Run (or skip) each point; returns what happened per run key. ``cache_inputs``: the
+    processor outputs are memoised for as long as a model stays loaded."""
     from tqdm.auto import tqdm
 
     from tokensel.experiments.modeling import load_model
@@ -344,14 +328,33 @@ def _run_points(points: list, force: bool, dist) -> dict[str, str]:
         if key not in models:
             models.clear()
             models[key] = load_model(prepared.cfg.model)
+            if cache_inputs:
+                from tokensel.experiments.input_cache import CachedProcessor
+
+                models[key].processor = CachedProcessor(models[key].processor)
             _check_budgets([p for p in todo if OmegaConf.to_yaml(p[1].cfg.model) == key], models[key])
         run_eval(prepared, loaded=models[key], dist=dist, print_results=False, mode="force" if force else "reuse")
     return status
 
 
+def series_keys(spec: DictConfig) -> list[str]:
+    """Summary-row columns of the swept parameters besides the selector, the budget and the
+    seed (``selector.params.alpha`` -> ``alpha``): the plots draw one series per value."""
+    keys = []
+    for key in spec.grid:
+        if key.startswith("selector.params."):
+            keys.append(key[len("selector.params."):])
+        elif not _is_selector_key(key) and not key.startswith("budget."):
+            keys.append(key)
+    return keys
+
+
 def summarize_sweep(spec: DictConfig, points: list, print_results: bool = True) -> list[dict]:
     """Build the summary from every finished run of the sweep folder: table (printed and in
-    ``summary.txt``), ``summary.json``, metric-vs-k plots with error bars and a W&B summary run."""
+    ``summary.txt``), ``summary.json``, plots of accuracy and POPE F1 against k
+    (``<metric>_vs_k.png``) and against the mean of kept tokens (``<metric>_vs_mean_kept.png``:
+    fixed-k curves and adaptive points on one axis), with error bars, and a W&B summary run
+    logging the table and the plots."""
     import json
 
     from tokensel.experiments.runner import _run_parent
@@ -380,18 +383,23 @@ def summarize_sweep(spec: DictConfig, points: list, print_results: bool = True) 
         entity=cfg0.logging.entity,
         group=spec.name,
         name=f"{spec.name}-summary",
-        config={"sweep": OmegaConf.to_container(spec, resolve=True)},
+        config={"sweep": OmegaConf.to_container(spec, resolve=False)},
         directory=out_dir / "summary",
         job_type="sweep-summary",
     )
     try:
         if run.active:
             run.log_table("summary", cols, [[r.get(c) for c in cols] for r in rows])
+        from tokensel.experiments.plots import metric_figure
+
         for metric in ("accuracy", "pope_f1"):
-            if any(r.get(metric) is not None for r in rows):
-                fig = accuracy_vs_k_figure(rows, metric, spec.summary_metrics)
-                fig.savefig(out_dir / f"{metric}_vs_k.png", dpi=120)
-                run.log_image(f"{metric}_vs_k", out_dir / f"{metric}_vs_k.png")
+            if not any(r.get(metric) is not None for r in rows):
+                continue
+            for x in ("k", "mean_kept"):
+                fig = metric_figure(rows, [metric], x=x, metric_keys=spec.summary_metrics,
+                                    series_keys=series_keys(spec))
+                fig.savefig(out_dir / f"{metric}_vs_{x}.png", dpi=120, bbox_inches="tight")
+                run.log_image(f"{metric}_vs_{x}", out_dir / f"{metric}_vs_{x}.png")
     finally:
         run.finish()
     return rows
@@ -404,18 +412,21 @@ def run_sweep(
     *,
     force: bool = False,
     shard: Optional[tuple[int, int]] = None,
+    points: Optional[list] = None,
 ) -> list[dict]:
     """Run the sweep's points locally (the model is loaded once per distinct model config),
     skipping finished points unless ``force``; with ``shard`` only that share and no summary.
     Returns the summary rows of every finished run (grid order first); with a shard or a
-    single ``point``: the rows of the points it ran."""
+    single ``point``: the rows of the points it ran. ``points``: the result of
+    :func:`expand_points` when the caller has it already."""
     from tokensel.experiments.dist import init_distributed
 
-    points = expand_points(spec, base)  # validates everything first
+    if points is None:
+        points = expand_points(spec, base)  # validates everything first
     mine = select_shard(_point_only(spec, points), shard)
     dist = init_distributed(points[0][1].cfg.eval.dist_backend)
     try:
-        status = _run_points(mine, force, dist)
+        status = _run_points(mine, force, dist, cache_inputs=bool(spec.cache_inputs))
     finally:
         dist.close()
     if not dist.is_main:

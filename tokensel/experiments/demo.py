@@ -1,0 +1,179 @@
+"""``tokensel demo``: every registered selector on the embedded shapes-llava model.
+
+    tokensel demo [--num-samples 300] [--out tokensel-demo] [--seed 0] [--threads N]
+
+The demo is a shipped sweep config (``tokensel/experiments/configs/demo_sweep.yaml`` over
+``demo.yaml``) run by the same runner as ``tokensel sweep`` and ``tokensel eval``, then a
+report (:mod:`tokensel.experiments.report`). The sweep: the first ``--num-samples`` questions
+of the held-out test split of the synthetic shapes VQA (existence questions with the three POPE
+negative-sampling modes, colour and counting questions), answered by the shipped
+``shapes-llava`` model (offline) with all 576 vision tokens and with every registered selector
+at k in {4, 8, 16, 32, 64, 128}. Everything in the table comes from running the model; a cell
+equals what ``tokensel eval`` reports for the run's ``config.yaml``.
+
+In-LLM selectors (fastv, sparsevlm) need decoder layers to score and prune at; the shipped
+language model has 2, so the sweep config places them to fit (its ``selector_params``): FastV
+with K = 1 (scores with layer 0's attention, prunes from layer 1), SparseVLM with one stage
+(scores with layer 0, prunes from layer 1, keeping k by score plus its recycled tokens). The
+table's notes and ``results.json`` (``notes``, ``mean_llm_image_tokens``) state it.
+
+Scoring (``eval.scoring: choice``): the answer is the candidate word of the question's category
+(yes/no, colour names, digits) with the largest next-token logit after ``ASSISTANT:``. Metrics
+per cell (:mod:`tokensel.experiments.metrics`): accuracy, POPE F1 over the yes/no questions
+("yes" is the positive class), each with a standard error and a 95% bootstrap interval, and the
+relative score: the mean of accuracy and F1, each as a percentage of the full-token value.
+
+Speed: the sweep config sets ``cache_inputs: true``, so each batch's processor output is computed
+once for all points (:mod:`tokensel.experiments.input_cache`; it changes no number).
+
+Outputs in ``--out``: ``runs/demo/<run>/`` (one run folder per point; a rerun skips the finished
+ones and resumes an interrupted one), the sweep summary beside them, and the report:
+``results.csv`` / ``results.json``, ``accuracy_vs_k.png``, ``accuracy_vs_mean_kept.png`` and
+``kept_tokens.png`` (the tokens each selector keeps on the same few test images).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+__all__ = ["main", "run_demo", "demo_sweep", "DEMO_SWEEP", "DEFAULT_BUDGETS"]
+
+#: The shipped sweep config of the demo.
+DEMO_SWEEP = Path(__file__).resolve().parent / "configs" / "demo_sweep.yaml"
+DEFAULT_BUDGETS = (4, 8, 16, 32, 64, 128)
+
+
+def demo_sweep(
+    out: str | Path = "tokensel-demo",
+    *,
+    num_samples: Optional[int] = None,
+    budgets: Optional[Sequence[int]] = None,
+    selectors: Optional[Sequence[str]] = None,
+    seed: Optional[int] = None,
+    batch_size: Optional[int] = None,
+    wandb_mode: Optional[str] = None,
+    num_overlays: Optional[int] = None,
+):
+    """The demo's sweep spec and base config path: :data:`DEMO_SWEEP` with the options given
+    (None keeps the config's value). The data file and the run folders go under ``out``."""
+    from omegaconf import OmegaConf
+
+    from tokensel.experiments.config import ConfigError
+    from tokensel.experiments.sweep import load_sweep
+
+    spec, base = load_sweep(DEMO_SWEEP)
+    cfg = OmegaConf.load(base)
+    n = int(cfg.dataset.limit if num_samples is None else num_samples)
+    if n < 1:
+        raise ConfigError(f"--num-samples: must be >= 1, got {n}")
+    out = Path(out)
+    overrides = [f"dataset.path={out / 'data' / f'shapes-test-{n}' / 'data.jsonl'}", f"dataset.limit={n}",
+                 f"dataset.generate_images={n}", f"logging.output_dir={out / 'runs'}"]
+    for key, value in (("eval.batch_size", batch_size), ("logging.wandb_mode", wandb_mode),
+                       ("logging.num_overlays", num_overlays)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    changes: dict = {"overrides": list(spec.overrides) + overrides}
+    if budgets is not None:
+        changes["grid"] = {"budget.k": [int(k) for k in budgets]}
+    if selectors is not None:
+        changes.setdefault("grid", {})["selector.name"] = ["none"] + [s for s in selectors if s != "none"]
+    if seed is not None:
+        changes["seeds"] = [int(seed)]
+    return OmegaConf.merge(spec, OmegaConf.create(changes)), base
+
+
+def _num_decoder_layers(model: str) -> int:
+    from tokensel.zoo import weights_dir
+
+    cfg = json.loads((weights_dir(model) / "config.json").read_text())
+    return int(cfg["text_config"]["num_hidden_layers"])
+
+
+def run_demo(out: str | Path = "tokensel-demo", *, force: bool = False, print_status: bool = False,
+             **options) -> tuple[dict, list[dict]]:
+    """Run the demo's sweep (finished points are skipped unless ``force``) and build the
+    report: ``(results document, summary rows of the points)``; ``options`` are those of
+    :func:`demo_sweep`. Writes the run folders and the sweep summary, not the report files;
+    ``print_status`` lists what ran and what was skipped."""
+    from tokensel.experiments.report import build_report
+    from tokensel.experiments.runner import _run_parent, find_run
+    from tokensel.experiments.sweep import expand_points, run_sweep, summary_rows
+    from tokensel.experiments.timing import time_call
+
+    spec, base = demo_sweep(out, **options)
+    points = expand_points(spec, base)
+    todo = sum(force or find_run(prepared.cfg)[0] != "finished" for _, prepared in points)
+    _, ms = time_call(run_sweep, spec, base, print_results=False, force=force, points=points)
+    if print_status:
+        print(f"{len(points)} points: {todo} run, {len(points) - todo} skipped (finished before)")
+    rows, missing = summary_rows(spec, _run_parent(points[0][1].cfg), points)
+    if missing:  # pragma: no cover - run_sweep finishes every point or raises
+        raise RuntimeError(f"{len(missing)} demo point(s) did not finish: {[p.label for p in missing]}")
+    rows = rows[: len(points)]
+    cfg = points[0][1].cfg
+    res = build_report(rows, num_decoder_layers=_num_decoder_layers(cfg.model.name), model=cfg.model.name,
+                       seed=int(spec.seeds[0]))
+    res["seconds"] = round(ms / 1000.0, 1)
+    return res, rows
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="tokensel demo", description=__doc__.splitlines()[0])
+    ap.add_argument("--num-samples", type=int, default=None, help="test questions (default 300)")
+    ap.add_argument("--out", default="tokensel-demo", help="output folder (default ./tokensel-demo)")
+    ap.add_argument("--seed", type=int, default=None, help="eval.seed (seed of randomised selectors; default 0)")
+    ap.add_argument("--budgets", default=None, help="comma-separated k values (default 4,8,16,32,64,128)")
+    ap.add_argument("--selectors", default=None, help="comma-separated selector names (default: all registered)")
+    ap.add_argument("--batch-size", type=int, default=None, help="questions per model call (default 32)")
+    ap.add_argument("--picture-k", type=int, default=16, help="budget shown in kept_tokens.png (nearest in the table)")
+    ap.add_argument("--examples", type=int, default=None, help="examples in kept_tokens.png (default 4)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    ap.add_argument("--wandb", default=None, choices=["disabled", "offline", "online", "auto"],
+                    help="W&B logging of every run and the summary (default: disabled)")
+    ap.add_argument("--force", action="store_true", help="rerun finished points from scratch")
+    ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--quiet", action="store_true", help="do not list what ran and what was skipped")
+    return ap.parse_args(argv)
+
+
+def _main(argv: list[str]) -> int:
+    args = _parse(argv)
+    import torch
+
+    from tokensel.experiments.report import format_report, kept_tokens_picture, write_csv, write_plots
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    budgets = None if args.budgets is None else [int(b) for b in args.budgets.split(",") if b.strip()]
+    selectors = None if args.selectors is None else [s.strip() for s in args.selectors.split(",") if s.strip()]
+    res, rows = run_demo(args.out, force=args.force, print_status=not args.quiet, num_samples=args.num_samples, budgets=budgets,
+                         selectors=selectors, seed=args.seed, batch_size=args.batch_size, wandb_mode=args.wandb,
+                         num_overlays=args.examples)
+    out = Path(args.out)
+    paths = {"csv": write_csv(res, out / "results.csv"), "json": out / "results.json"}
+    paths["json"].write_text(json.dumps(res, indent=2))
+    print(format_report(res))
+    if not args.no_plots:
+        paths.update(write_plots(rows, res, out))
+        picture = kept_tokens_picture(res, args.picture_k, out / "kept_tokens.png")
+        if picture is not None:
+            paths["tokens"] = picture
+    print("\nwrote " + ", ".join(str(p) for p in paths.values()))
+    print(f"total {res['seconds']:.0f} s (run folders: {out / 'runs'}; a rerun skips the finished ones)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``tokensel demo``; errors become one line on stderr and a non-zero exit code."""
+    from tokensel.experiments.guard import guarded
+
+    return guarded("demo", _main, list(sys.argv[1:] if argv is None else argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
