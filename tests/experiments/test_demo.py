@@ -167,8 +167,8 @@ def test_full_row_is_the_shapes_scoring_rule_of_the_zoo(demo_out):
     """The runner's ``choice`` scoring on the unpruned model gives the answers of
     ``tokensel.zoo.predict`` (the project's shapes rule) on the first test questions."""
     import tokensel
-    from tokensel.zoo.shapes import generate_split
     from tokensel.zoo import predict
+    from tokensel.zoo.shapes import generate_split
 
     res = json.loads((demo_out / "results.json").read_text())
     recs = [json.loads(x) for x in (Path(res["full"]["run_dir"]) / "results.jsonl").read_text().splitlines()]
