@@ -109,6 +109,21 @@ def test_generate_returns_what_transformers_returns(llava):
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("k", [4, 6])
+def test_kept_counts_the_cls_token_visionzip_feeds(llava, k):
+    """VisionZip's k output tokens are CLS + k - 1 listed indices: the record's ``kept`` (what
+    metrics report as kept tokens) is k, and the language model's input grows by exactly k
+    per image against a prompt with no image tokens."""
+    inputs = two_samples(llava)
+    unpruned_text = [int(v) for v in (inputs["input_ids"] != llava.model.config.image_token_id).logical_and(
+        inputs["attention_mask"].bool()).sum(1)]
+    rec = prune(llava.model, "visionzip", k=k)(**inputs).pruning
+    assert [s[0].numel() for s in rec.selection] == [k - 1, k - 1]
+    assert rec.kept == [k, k]
+    assert [n - t for n, t in zip(rec.input_lengths, unpruned_text)] == [k, k]
+
+
+@torch.no_grad()
 def test_llm_stage_record(llava):
     inputs = two_samples(llava)
     pruned = prune(llava.model, "fastv", k=5, layer=1)

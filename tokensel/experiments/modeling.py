@@ -25,6 +25,7 @@ __all__ = [
     "build_tiny_llava",
     "wrap_model",
     "last_selection",
+    "kept_per_sample",
     "infer_sample",
     "DEFAULT_LLAVA_PROMPT",
 ]
@@ -356,18 +357,17 @@ def last_selection(wrapper: Any) -> Optional[list]:
     return None if record is None else record.selection
 
 
-def _kept_tokens(selection: Any) -> Optional[int]:
-    if selection is None:
-        return None
-    if isinstance(selection, torch.Tensor):
-        return int(selection.numel())
-    if isinstance(selection, (list, tuple)):
-        vals = [_kept_tokens(s) for s in selection]
-        return None if any(v is None for v in vals) else sum(vals)
-    idx = getattr(selection, "indices", None)
-    if isinstance(idx, torch.Tensor):
-        return int(idx.numel())
-    return None
+def kept_per_sample(wrapper: Any) -> Optional[list[int]]:
+    """Per sample of ``wrapper``'s most recent call, the selected tokens entering the language
+    model (:attr:`tokensel.models.PruneRecord.kept`: a leading CLS token counted); None for the
+    raw model or before any call."""
+    record = getattr(wrapper, "record", None)
+    return None if record is None else record.kept
+
+
+def _kept_tokens(wrapper: Any) -> Optional[int]:
+    kept = kept_per_sample(wrapper)
+    return None if kept is None else sum(kept)
 
 
 def selection_indices(selection: Any) -> Optional[list[int]]:
@@ -434,7 +434,7 @@ def continuation_logprob(loaded: LoadedModel, wrapper: Any, image: Any, question
         "logprob": float(logprobs.gather(1, target[:, None]).sum()),
         "num_tokens": int(target.numel()),
         "is_greedy": bool((logits.argmax(-1) == target).all()),
-        "kept_tokens": _kept_tokens(last_selection(wrapper)),
+        "kept_tokens": _kept_tokens(wrapper),
     }
 
 
@@ -469,7 +469,7 @@ def score_choices(
         scores.append(max(float(logits[i]) for i in _first_token_ids(tokenizer, spellings)))
     choice = candidates[max(range(len(candidates)), key=lambda i: scores[i])]
     selection_s = timer.take() if timer is not None else None
-    kept = _kept_tokens(last_selection(wrapper))
+    kept = _kept_tokens(wrapper)
     if kept is None and isinstance(wrapper, _Unpruned):
         kept = image_tokens
     return {
@@ -519,7 +519,7 @@ def infer_sample(
         prefill_ms = 1000.0 * (time.perf_counter() - t2)
     selection_s = timer.take() if timer is not None else None
     prediction = tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
-    kept = _kept_tokens(last_selection(wrapper))
+    kept = _kept_tokens(wrapper)
     if kept is None and isinstance(wrapper, _Unpruned):
         kept = image_tokens
     return {
@@ -533,9 +533,9 @@ def infer_sample(
 
 
 def _per_sample_kept(wrapper: Any, image_counts: list[Optional[int]]) -> list[Optional[int]]:
-    sel = last_selection(wrapper)
-    if isinstance(sel, (list, tuple)) and len(sel) == len(image_counts):
-        return [_kept_tokens(s) for s in sel]
+    kept = kept_per_sample(wrapper)
+    if kept is not None and len(kept) == len(image_counts):
+        return kept
     if isinstance(wrapper, _Unpruned):
         return list(image_counts)
     return [None] * len(image_counts)

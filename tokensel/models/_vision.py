@@ -256,11 +256,14 @@ class KeptImage:
         index: long ``[T]``: the kept index of each token for single-crop images (maps the tokens
             to the image's placeholder slots), None for multi-crop images.
         record: the kept indices as :attr:`PruneRecord.selection` reports them (CPU).
+        count: the selected tokens of the image that enter the language model, over its crops
+            (a leading CLS token counted, layout tokens such as LLaVA-NeXT's newlines not).
     """
 
     tokens: Tensor
     index: Tensor | None
     record: Tensor | list[Tensor]
+    count: int
 
 
 def _kept_image(adapter: VisionAdapter, img: ImageFeatures, crops: list[Selection | None]) -> KeptImage:
@@ -274,10 +277,11 @@ def _kept_image(adapter: VisionAdapter, img: ImageFeatures, crops: list[Selectio
         sels.append(sel)
     tokens = adapter.layout(img, kept, sels, all(s is None for s in crops))
     idxs = [s.indices for s in sels]
+    count = sum(int(t.numel()) + int(s.leading_cls) for t, s in zip(idxs, sels))
     if img.num_crops == 1:
-        return KeptImage(tokens, idxs[0], idxs[0].detach().cpu())
+        return KeptImage(tokens, idxs[0], idxs[0].detach().cpu(), count)
     same = len({t.numel() for t in idxs}) == 1
-    return KeptImage(tokens, None, torch.stack(idxs).cpu() if same else [t.cpu() for t in idxs])
+    return KeptImage(tokens, None, torch.stack(idxs).cpu() if same else [t.cpu() for t in idxs], count)
 
 
 def kept_images(adapter: VisionAdapter, encoded: EncodedImages, plan: SelectionPlan) -> list[KeptImage]:

@@ -66,6 +66,9 @@ class PruneRecord:
             after each stage (recycled tokens not included); None otherwise.
         stage_recycled: in-LLM selectors: ``[stage][sample]`` recycled tokens the stage added.
         image_tokens: in-LLM selectors: per sample, image tokens (kept + recycled) in the last layers.
+        kept_tokens: per sample, the selected tokens entering the language model over its images
+            (a leading CLS token counted: VisionZip's k output tokens count k); None = the count of
+            :attr:`selection`.
     """
 
     selection: list[list[ImageSelection]]
@@ -75,10 +78,15 @@ class PruneRecord:
     stage_selection: list[list[Tensor]] | None = None
     stage_recycled: list[list[int]] | None = None
     image_tokens: list[int] | None = None
+    kept_tokens: list[int] | None = None
 
     @property
     def kept(self) -> list[int]:
-        """Per sample, the number of kept indices listed in :attr:`selection` (all its images)."""
+        """Per sample, the selected tokens entering the language model (all its images; a leading
+        CLS token counted, so it can exceed the indices listed in :attr:`selection` by one per
+        image)."""
+        if self.kept_tokens is not None:
+            return list(self.kept_tokens)
         return [sum(_count(image) for image in sample) for sample in self.selection]
 
 

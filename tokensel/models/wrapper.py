@@ -222,6 +222,7 @@ class PrunedVLM:
             lm = assemble(ad, inputs, am, encoded, kept)
         self._record = PruneRecord(
             selection=[[kept[i].record for i in imgs] for imgs in encoded.owner], input_lengths=lm.lengths,
+            kept_tokens=[sum(kept[i].count for i in imgs) for imgs in encoded.owner],
             timings=PruneTimings(plan.seconds, time.perf_counter() - t_start), questions=encoded.questions,
         )
         rest = {k: v for k, v in inputs.items()
