@@ -65,3 +65,22 @@ def test_device_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
 def test_compiled_backend_on_another_device_is_refused(tmp_path, capsys):
     assert main(["--device", "cuda", "--backend", "compiled", "--out", str(tmp_path)]) == 2
     assert "tokensel bench: error: --" in capsys.readouterr().err
+
+
+def test_peer_calls_over_the_cap_are_reported_and_skipped_later(tmp_path, capsys):
+    installed, _ = peers.available_peers()
+    assert installed, "the peer libraries are installed here (apricot-select, submodlib-py)"
+    # a cap no call can meet: every peer call is stopped, and skipped at the next size
+    args = ["--peers", "--sizes", "60,70", "--k", "4", "--threads", "1", "--peer-cap", "1e-9", "--out", str(tmp_path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "over cap (>1e-09 s)" in out and "skipped (over cap at 60)" in out
+    rows = json.loads((tmp_path / "bench_peers.json").read_text())
+    first, later = rows[:3], rows[3:]
+    assert all(set(r["over_cap"]) == set(installed) and set(r["seconds"]) == {"tokensel"} for r in first)
+    assert all(r["skipped"] == {lib: 60 for lib in installed} for r in later)
+
+
+def test_peer_cap_must_be_positive():
+    with pytest.raises(SystemExit):
+        main(["--peers", "--sizes", "60", "--peer-cap", "0"])
