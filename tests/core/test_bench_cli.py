@@ -67,18 +67,18 @@ def test_compiled_backend_on_another_device_is_refused(tmp_path, capsys):
     assert "tokensel bench: error: --" in capsys.readouterr().err
 
 
-def test_peer_calls_over_the_cap_are_reported_and_skipped_later(tmp_path, capsys):
-    installed, _ = peers.available_peers()
-    assert installed, "the peer libraries are installed here (apricot-select, submodlib-py)"
-    # a cap no call can meet: every peer call is stopped, and skipped at the next size
-    args = ["--peers", "--sizes", "60,70", "--k", "4", "--threads", "1", "--peer-cap", "1e-9", "--out", str(tmp_path)]
-    assert main(args) == 0
+def test_peer_calls_over_the_cap_are_reported_and_skipped_later(capsys):
+    assert "submodlib" in peers.available_peers()[0], "submodlib-py is installed here"
+    worker, over = peers.PeerWorker(["submodlib"]), {}
+    try:  # a cap no call can meet: every peer call is stopped, then skipped at the next size
+        rows = [r for n in (60, 70) for r in peers.bench_size(n, 4, ["submodlib"], cap=1e-9, over=over, worker=worker)]
+    finally:
+        worker.stop()
+    assert all(r["over_cap"] == {"submodlib": 1e-9} and set(r["seconds"]) == {"tokensel"} for r in rows[:3])
+    assert all(r["skipped"] == {"submodlib": 60} and set(r["seconds"]) == {"tokensel"} for r in rows[3:])
+    peers.print_peer_table(rows, ["submodlib"], 1)
     out = capsys.readouterr().out
     assert "over cap (>1e-09 s)" in out and "skipped (over cap at 60)" in out
-    rows = json.loads((tmp_path / "bench_peers.json").read_text())
-    first, later = rows[:3], rows[3:]
-    assert all(set(r["over_cap"]) == set(installed) and set(r["seconds"]) == {"tokensel"} for r in first)
-    assert all(r["skipped"] == {lib: 60 for lib in installed} for r in later)
 
 
 def test_peer_cap_must_be_positive():

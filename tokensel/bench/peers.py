@@ -149,11 +149,13 @@ class PeerWorker:
         self.conn.send((shm_name, n, k, solver, seed, lib))
         try:
             if self.conn.poll(cap):
-                return self.conn.recv()
+                seconds, picks = self.conn.recv()
+                # an answer may arrive within the wait's granularity after the cap: still over it
+                return (seconds, picks) if seconds <= cap else None
         except EOFError:
             raise RuntimeError(f"{lib} {solver} (n={n}, k={k}) died without an answer "
                                f"(exit code {self.proc.exitcode}; out of memory?)") from None
-        self.stop()
+        self.stop()  # still running: stopped (the next call starts a fresh worker)
         return None
 
     def stop(self) -> None:

@@ -143,7 +143,7 @@ def column_major(C: Tensor, dtype: torch.dtype) -> np.ndarray:
     C = C.contiguous()
     if C.shape[0] == C.shape[1] and _symmetric(C.numpy()):
         return C.numpy()
-    out = np.empty((C.shape[1], C.shape[0]), dtype=C.numpy().dtype)
+    out = torch.empty(C.shape[1], C.shape[0], dtype=dtype).numpy()  # torch's allocator asks for huge pages
     transpose(C.numpy(), out)
     return out
 
