@@ -43,8 +43,9 @@ GRID = [(1, 576, 16), (1, 576, 32), (1, 576, 64), (1, 1728, 48), (1, 1728, 96), 
 # the MMTok paper's Table 13 sizes (LLaVA-NeXT: 576 tokens per crop, 1, 3 or 5 crops' worth)
 TABLE13 = [(1, 576, 16), (1, 576, 32), (1, 1728, 48), (1, 1728, 96), (1, 2880, 80), (1, 2880, 160)]
 # the paper's A6000 selection times (ms) for the sizes whose figure is documented in the project
-# (docs: METHODS.md); the other rows of its Table 13 (0.77 to 6.42 ms) were not at hand, so they
-# print as "n/a" rather than as a guessed number
+# (docs: METHODS.md); the other rows of its Table 13 (0.77 to 6.42 ms) were not at hand (not in
+# the MMTok repository's README/install notes, nor in the stored copies of the paper's pages
+# searched), so they print as "n/a" rather than as a guessed number
 PAPER_A6000_MS = {(576, 32): 1.27, (2880, 160): 6.4}
 D, d, M = 4096, 1024, 12
 ALPHA, TAU_TV, TAU_VV = 0.5, 0.02, 0.2

@@ -7,7 +7,8 @@ registered solvers, and :func:`register_solver` adds one. Built in:
 - ``lazy``: Minoux's lazy greedy, same picks as ``naive``;
 - ``incremental``: the batched incremental greedy of :mod:`tokensel.solvers.incremental`
   (facility-location objectives only; what ``mmtok`` runs), same picks as ``naive``;
-- ``stochastic``: stochastic greedy, seeded;
+- ``stochastic``: stochastic greedy, seeded (on CPU facility-location objectives a compiled loop
+  that evaluates only the sampled candidates whose stale gain could still win: the same picks);
 - ``ilp``: exact MILP (HiGHS) for weighted sums of facility-location blocks and modular
   terms, with a time limit;
 - ``brute``: exhaustive search, tiny n.
