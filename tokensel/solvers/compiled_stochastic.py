@@ -8,8 +8,10 @@ differs: every gain ever computed stays, per candidate, an upper bound on its la
 (submodularity), so the sample is scanned in decreasing bound order and a candidate is
 evaluated only while its bound could still beat (or tie with a smaller index) the best gain
 found in the sample so far. The result is the sample's exact argmax, so the (1 - 1/e - eps)
-guarantee in expectation of Mirzasoleiman et al. is untouched; a step typically evaluates
-about half of its sample instead of all of it.
+guarantee in expectation of Mirzasoleiman et al. is untouched. (On random facility-location
+instances a step still evaluates about 60% of its sample: a candidate's bound is the gain of
+its last evaluation, typically k / (4.6) steps old at eps = 0.01, and mostly still above the
+sample's best.)
 
 The bounds are exact in floating point, not only in real arithmetic: a gain is
 ``sum_b w_b sum_r max(C_b[r, j] - best_b[r], 0)`` accumulated in float64 by one compiled loop
