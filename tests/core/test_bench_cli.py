@@ -74,3 +74,22 @@ def test_bench_solvers_subcommand_prints_one_row_per_size(capsys):
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
     assert [(int(r[0]), int(r[1])) for r in rows] == [(120, 6), (200, 8)]
     assert all(float(r[5]) >= 1 - 1 / 2.718281828 - 0.01 for r in rows)  # stochastic greedy's guarantee
+
+
+def test_peer_calls_over_the_cap_are_reported_and_skipped_later(capsys):
+    assert "submodlib" in peers.available_peers()[0], "submodlib-py is installed here"
+    worker, over = peers.PeerWorker(["submodlib"]), {}
+    try:  # a cap no call can meet: every peer call is stopped, then skipped at the next size
+        rows = [r for n in (60, 70) for r in peers.bench_size(n, 4, ["submodlib"], cap=1e-9, over=over, worker=worker)]
+    finally:
+        worker.stop()
+    assert all(r["over_cap"] == {"submodlib": 1e-9} and set(r["seconds"]) == {"tokensel"} for r in rows[:3])
+    assert all(r["skipped"] == {"submodlib": 60} and set(r["seconds"]) == {"tokensel"} for r in rows[3:])
+    peers.print_peer_table(rows, ["submodlib"], 1)
+    out = capsys.readouterr().out
+    assert "over cap (>1e-09 s)" in out and "skipped (over cap at 60)" in out
+
+
+def test_peer_cap_must_be_positive():
+    with pytest.raises(SystemExit):
+        main(["--peers", "--sizes", "60", "--peer-cap", "0"])

@@ -162,3 +162,79 @@ def test_block_path_keeps_the_guarantee_at_scale():
     obj = FacilityLocation((x @ x.T).clamp_min(0))
     ratio = tokensel.maximize(obj, 100, solver="stochastic").value / tokensel.maximize(obj, 100, solver="lazy").value
     assert ratio >= 1 - 1 / np.e - 0.01
+
+
+# ----------------------------------------------------------------------------- lazy bounds
+
+def reference_stochastic(blocks, exclude, k, s, seed):
+    """Mirzasoleiman et al.'s stochastic greedy written out plainly: each step draws the same
+    samples as tokensel (``draw_samples``), evaluates every sampled gain in float64 and takes
+    the largest, first index on ties."""
+    from tokensel.solvers.compiled_stochastic import draw_samples
+
+    remaining = [j for j in range(blocks[0][0].shape[1]) if not exclude[j]]
+    best = [torch.zeros(C.shape[0], dtype=torch.float64) for C, _ in blocks]
+    picks = []
+    for perm in draw_samples(torch.Generator().manual_seed(seed), len(remaining), k, s):
+        cand = sorted(remaining[p] for p in perm.tolist())
+        gains = [sum(w * float((C[:, j].double() - b).clamp_min(0).sum()) for (C, w), b in zip(blocks, best))
+                 for j in cand]
+        j = cand[max(range(len(cand)), key=lambda i: (gains[i], -cand[i]))]
+        picks.append(j)
+        best = [torch.maximum(b, C[:, j].double()) for (C, _), b in zip(blocks, best)]
+        remaining.remove(j)
+    return picks
+
+
+@settings(max_examples=60)
+@given(fl_case(max_n=40), st.integers(0, 2**32), st.sampled_from([None, 1, 2, 5]), st.booleans())
+def test_lazy_bounds_pick_exactly_like_the_plain_stochastic_greedy(case, seed, s, symmetric):
+    """Dyadic entries: every sum is exact, so the plain loop and the compiled one with lazy
+    bounds (on a column-major copy, or on the matrix itself when it is symmetric) must make
+    the same picks."""
+    obj, k = case
+    if symmetric:  # the leading square of C, symmetrised (eighths: still exact sums)
+        m = min(obj.C.shape)
+        keep = [j for j in torch.nonzero(obj.exclude).flatten().tolist() if j < m][: m - 1]
+        obj = FacilityLocation((obj.C[:m, :m] + obj.C[:m, :m].T) / 2, exclude=keep)
+        k = min(k, m - len(keep))
+    size = s or tokensel.solvers.stochastic_sample_size(obj.n, k, 0.01)
+    picks, _ = stochastic_greedy(obj, k, seed=seed, sample_size=s)
+    assert picks == reference_stochastic(obj.coverage_blocks(), obj.exclude, k, size, seed)
+
+
+@settings(max_examples=30)
+@given(coverage_matrices(max_rows=12, max_n=24), st.integers(0, 2**32))
+def test_lazy_bounds_on_two_weighted_blocks(C, seed):
+    C = dyadic(C)
+    obj = WeightedSum([FacilityLocation(C), FacilityLocation(C.flip(1))], weights=[1.0, 0.5])
+    k = max(1, obj.n // 3)
+    picks, gains = stochastic_greedy(obj, k, seed=seed, sample_size=3)
+    assert picks == reference_stochastic(obj.coverage_blocks(), obj.exclude, k, 3, seed)
+    _assert_true_marginal_gains(obj, picks, gains)
+
+
+def test_transposed_and_symmetric_inputs_are_read_without_a_copy():
+    from tokensel.solvers.compiled_stochastic import column_major
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(50, 8, generator=g, dtype=torch.float64)
+    S = x @ x.T
+    S = (S + S.T) / 2  # exactly symmetric
+    assert np.shares_memory(column_major(S, torch.float64), S.numpy())
+    A = torch.rand(40, 30, generator=g)
+    At = column_major(A.t().contiguous().t(), torch.float32)  # C.t() contiguous: a view
+    assert torch.equal(torch.from_numpy(At), A.t())
+    copy = column_major(A, torch.float32)
+    assert not np.shares_memory(copy, A.numpy()) and torch.equal(torch.from_numpy(copy), A.t())
+
+
+def test_value_bound_against_brute_force_on_tiny_instances():
+    """(1 - 1/e - eps) of the optimum in expectation: the mean over seeds, loosely, on random
+    tiny instances whose optimum brute force finds."""
+    g = torch.Generator().manual_seed(11)
+    for _ in range(5):
+        obj = FacilityLocation(torch.rand(12, 10, generator=g))
+        opt = tokensel.maximize(obj, 3, solver="brute").value
+        mean = np.mean([tokensel.maximize(obj, 3, solver="stochastic", seed=s).value for s in range(20)])
+        assert mean >= (1 - 1 / np.e - 0.01) * opt

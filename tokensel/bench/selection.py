@@ -45,8 +45,9 @@ GRID = [(1, 576, 16), (1, 576, 32), (1, 576, 64), (1, 1728, 48), (1, 1728, 96), 
 # the MMTok paper's Table 13 sizes (LLaVA-NeXT: 576 tokens per crop, 1, 3 or 5 crops' worth)
 TABLE13 = [(1, 576, 16), (1, 576, 32), (1, 1728, 48), (1, 1728, 96), (1, 2880, 80), (1, 2880, 160)]
 # the paper's A6000 selection times (ms) for the sizes whose figure is documented in the project
-# (docs: METHODS.md); the other rows of its Table 13 (0.77 to 6.42 ms) were not at hand, so they
-# print as "n/a" rather than as a guessed number
+# (docs: METHODS.md); the other rows of its Table 13 (0.77 to 6.42 ms) were not at hand (not in
+# the MMTok repository's README/install notes, nor in the stored copies of the paper's pages
+# searched), so they print as "n/a" rather than as a guessed number
 PAPER_A6000_MS = {(576, 32): 1.27, (2880, 160): 6.4}
 D, d, M = 4096, 1024, 12
 ALPHA, TAU_TV, TAU_VV = 0.5, 0.02, 0.2
@@ -282,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=5, help="repetitions per size (default 5)")
     parser.add_argument("--sizes", default=None,
                         help="e.g. 576/64,5x576/32 (default: the full grid; with --device: the paper's Table 13); "
-                             "with --peers: token counts, e.g. 1000,5000,20000 (default 1000,2000)")
+                             "with --peers: token counts, e.g. 1000,3000,5000,10000,20000 (default 1000,3000)")
     parser.add_argument("--out", default="outputs/bench_selection", help="output folder for JSON and plot")
     parser.add_argument("--backend", default="auto", choices=BACKENDS,
                         help="tokensel's greedy backend (default auto: compiled on CPU, eager torch elsewhere)")
@@ -291,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peers", action="store_true",
                         help="facility location against apricot and submodlib (naive, lazy, stochastic)")
     parser.add_argument("--k", type=int, default=None, help="with --peers: budget (default ceil(n / 25))")
+    parser.add_argument("--peer-cap", type=float, default=60.0,
+                        help="with --peers: seconds a peer library's call may run before it is stopped and "
+                             "reported as over the cap (default 60)")
     args = parser.parse_args(argv)
     threads = [int(t) for t in args.threads.split(",")]
     out = Path(args.out)
@@ -299,7 +303,9 @@ def main(argv: list[str] | None = None) -> int:
             from tokensel.bench.peers import DEFAULT_SIZES, run_peers
 
             sizes = parse_peer_sizes(args.sizes) if args.sizes else list(DEFAULT_SIZES)
-            rows = run_peers(sizes, args.k, threads)
+            if not args.peer_cap > 0:
+                raise ValueError(f"--peer-cap must be > 0 seconds, got {args.peer_cap}")
+            rows = run_peers(sizes, args.k, threads, cap=args.peer_cap)
             out.mkdir(parents=True, exist_ok=True)
             (out / "bench_peers.json").write_text(json.dumps(rows, indent=1))
             print(f"\nwrote {out / 'bench_peers.json'}")

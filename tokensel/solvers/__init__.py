@@ -7,13 +7,18 @@ registered solvers, and :func:`register_solver` adds one. Built in:
 - ``lazy``: Minoux's lazy greedy, same picks as ``naive``;
 - ``incremental``: the batched incremental greedy of :mod:`tokensel.solvers.incremental`
   (facility-location objectives only; what ``mmtok`` runs), same picks as ``naive``;
-- ``stochastic``: stochastic greedy, seeded;
+- ``stochastic``: stochastic greedy, seeded (on CPU facility-location objectives a compiled loop
+  that evaluates only the sampled candidates whose stale gain could still win: the same picks);
 - ``ilp``: exact MILP (HiGHS) for weighted sums of facility-location blocks and modular
   terms, with a time limit;
 - ``brute``: exhaustive search, tiny n.
 
 Solvers that use ``coverage_blocks()`` (the incremental greedy, ``ilp``) check the blocks
 against the objective's ``gains``/``value`` once first (:func:`checked_blocks`).
+
+The built-in solvers are registered with :func:`register_solver` and return a
+:class:`Solution`, exactly as third-party solvers do; :func:`maximize` checks every solver's
+result the same way and recomputes its ``value``.
 """
 
 from __future__ import annotations
@@ -51,28 +56,48 @@ __all__ = [
 GREEDY = 1 - 1 / math.e
 
 
-def _greedy(fn: Callable) -> Callable:
-    def run(objective: CoverageObjective, k: int, tol: float | None, incremental: bool | None = None, **opts):
-        if opts:
-            raise TypeError(f"unexpected option(s) {sorted(opts)} for this solver; accepted: tol, incremental")
-        picks = fast_path(objective, k, tol) if incremental is not False else None
-        if picks is None:
-            if incremental:
-                raise ValueError(f"incremental=True needs a facility-location-type objective, got {type(objective).__name__}")
-            picks = fn(objective, k, tol)
-        return (*picks, None, None, None, None)
-
-    return run
+def _heuristic(name: str, picks: list[int], gains: list[float]) -> Solution:
+    """A heuristic's :class:`Solution` (``value`` is filled in by :func:`maximize`)."""
+    return Solution(indices=torch.tensor(picks, dtype=torch.long), value=float("nan"),
+                    gains=torch.tensor(gains, dtype=torch.float64), solver=name)
 
 
-def _stochastic(objective, k, tol, **opts):
-    return (*stochastic_greedy(objective, k, tol, **opts), None, None, None, None)
+def _greedy_picks(generic: Callable, objective: CoverageObjective, k: int, tol: float | None, incremental: bool | None):
+    picks = fast_path(objective, k, tol) if incremental is not False else None
+    if picks is not None:
+        return picks
+    if incremental:
+        raise ValueError(f"incremental=True needs a facility-location-type objective, got {type(objective).__name__}")
+    return generic(objective, k, tol)
 
 
-def _exact_report(objective, chosen, tol, proven: bool, bound: float, message: str | None):
-    """Trim an exact solver's set at ``tol`` and report honestly: ``bound`` stays an upper
-    bound on the k-set optimum, ``gap`` is the returned set's own relative gap to it, and
-    ``optimal`` holds only for the untrimmed set of a proven run."""
+@register_solver("naive", guarantee=GREEDY)
+def solve_naive(objective: CoverageObjective, k: int, *, tol: float | None = None, incremental: bool | None = None) -> Solution:
+    """Plain greedy: every gain at every step."""
+    return _heuristic("naive", *_greedy_picks(naive_greedy, objective, k, tol, incremental))
+
+
+@register_solver("lazy", guarantee=GREEDY)
+def solve_lazy(objective: CoverageObjective, k: int, *, tol: float | None = None, incremental: bool | None = None) -> Solution:
+    """Minoux's lazy greedy (same picks as naive)."""
+    return _heuristic("lazy", *_greedy_picks(lazy_greedy, objective, k, tol, incremental))
+
+
+@register_solver("stochastic")
+def solve_stochastic(
+    objective: CoverageObjective, k: int, *, tol: float | None = None, eps: float = 0.01, sample_size: int | None = None,
+    seed: int | None = 0, generator: torch.Generator | None = None, incremental: bool | None = None,
+) -> Solution:
+    """Stochastic greedy (1 - 1/e - eps in expectation), seeded."""
+    picks, gains = stochastic_greedy(objective, k, tol, eps=eps, sample_size=sample_size, seed=seed,
+                                     generator=generator, incremental=incremental)
+    return _heuristic("stochastic", picks, gains)
+
+
+def _exact(name: str, objective, chosen, tol, proven: bool, bound: float, message: str) -> Solution:
+    """An exact solver's :class:`Solution`: its set trimmed at ``tol``, reported honestly:
+    ``bound`` stays an upper bound on the k-set optimum, ``gap`` is the returned set's own
+    relative gap to it, and ``optimal`` holds only for the untrimmed set of a proven run."""
     order, gains = trim_by_tolerance(objective, chosen, tol)
     bound = max(float(bound), objective.value(chosen))
     value = objective.value(order)
@@ -80,10 +105,15 @@ def _exact_report(objective, chosen, tol, proven: bool, bound: float, message: s
     trimmed = len(order) < len(chosen)
     if trimmed:
         message = f"{message or 'optimal set'}; trimmed at tol={tol} to {len(order)} of {len(chosen)} picks (not optimal for k)"
-    return order, gains, bool(proven) and not trimmed, max(gap, 0.0), bound, message
+    return Solution(indices=torch.tensor(order, dtype=torch.long), value=value, gains=torch.tensor(gains, dtype=torch.float64),
+                    solver=name, optimal=bool(proven) and not trimmed, gap=max(gap, 0.0), bound=bound, message=message)
 
 
-def _ilp(objective, k, tol, time_limit: float = 60.0, mip_rel_gap: float = 1e-9):
+@register_solver("ilp", guarantee=1.0)
+def solve_ilp(
+    objective: CoverageObjective, k: int, *, tol: float | None = None, time_limit: float = 60.0, mip_rel_gap: float = 1e-9
+) -> Solution:
+    """Exact MILP (HiGHS) for facility-location blocks and modular terms."""
     time_limit = check_number("time_limit", time_limit, 0.0, low_open=True, allow_inf=True)
     mip_rel_gap = check_number("mip_rel_gap", mip_rel_gap, 0.0)
     chosen, proven, bound, message = ilp(objective, k, time_limit=time_limit, mip_rel_gap=mip_rel_gap)
@@ -92,36 +122,17 @@ def _ilp(objective, k, tol, time_limit: float = 60.0, mip_rel_gap: float = 1e-9)
     if objective.value(greedy[0]) > objective.value(chosen) * (1 + 1e-12):
         chosen, proven = sorted(greedy[0]), False
         message += "; HiGHS's set was worse than the greedy set, which is returned instead (not proven optimal)"
-    return _exact_report(objective, chosen, tol, proven, bound, message)
+    return _exact("ilp", objective, chosen, tol, proven, bound, message)
 
 
-def _brute(objective, k, tol, max_subsets: int = 2_000_000):
+@register_solver("brute", guarantee=1.0)
+def solve_brute(objective: CoverageObjective, k: int, *, tol: float | None = None, max_subsets: int = 2_000_000) -> Solution:
+    """Exhaustive search over every k-subset (tiny n)."""
     max_subsets = check_int("max_subsets", max_subsets, 1)
     chosen = brute_force(objective, k, max_subsets=max_subsets)
-    return _exact_report(objective, chosen, tol, True, objective.value(chosen), "exhaustive search")
+    return _exact("brute", objective, chosen, tol, True, objective.value(chosen), "exhaustive search")
 
 
-def _builtin(name: str, fn: Callable, doc: str, guarantee: float | None, options: tuple[str, ...]) -> None:
-    def solve(objective: CoverageObjective, k: int, *, tol: float | None = None, **opts) -> Solution:
-        picks, gains, optimal, gap, bound, message = fn(objective, k, tol, **opts)
-        return Solution(
-            indices=torch.tensor(picks, dtype=torch.long), value=float("nan"),
-            gains=torch.tensor(gains, dtype=torch.float64), solver=name, optimal=optimal, gap=gap, bound=bound,
-            message=message,
-        )
-
-    solve.__doc__ = doc
-    solve.__name__ = f"solve_{name}"
-    register_solver(name, guarantee=guarantee, options=options)(solve)
-
-
-_builtin("naive", _greedy(naive_greedy), "Plain greedy: every gain at every step.", GREEDY, ("incremental",))
-_builtin("lazy", _greedy(lazy_greedy), "Minoux's lazy greedy (same picks as naive).", GREEDY, ("incremental",))
-_builtin("stochastic", _stochastic, "Stochastic greedy (1 - 1/e - eps in expectation), seeded.", None,
-         ("eps", "sample_size", "seed", "generator", "incremental"))
-_builtin("ilp", _ilp, "Exact MILP (HiGHS) for facility-location blocks and modular terms.", 1.0,
-         ("time_limit", "mip_rel_gap"))
-_builtin("brute", _brute, "Exhaustive search over every k-subset (tiny n).", 1.0, ("max_subsets",))
 register_solver("incremental", guarantee=GREEDY, batched=incremental_batched)(incremental_solver)
 
 

@@ -14,6 +14,11 @@ import numbers
 import torch
 
 from tokensel.objectives.base import CoverageObjective
+from tokensel.solvers.compiled_stochastic import (
+    compiled_stochastic_available,
+    compiled_stochastic_greedy,
+    draw_samples,
+)
 from tokensel.solvers.consistency import checked_blocks
 from tokensel.solvers.incremental import incremental_greedy
 
@@ -173,24 +178,32 @@ def stochastic_greedy(
     a new generator seeded with ``seed``: the default ``seed=0`` is deterministic (the same picks on
     every call and machine), ``seed=None`` draws fresh entropy (different samples on each call).
 
-    For facility-location-type objectives (``coverage_blocks()``) the sampled gains are computed
-    in one gather per block on the transposed coverage matrices (``incremental=None``, the
-    default); ``incremental=False`` uses the objective's generic ``gains`` instead. Both draw the
-    same samples from the same generator, so they pick alike up to float rounding of the gains.
+    Every step takes the best candidate of its sample (first index on ties). For
+    facility-location-type objectives (``coverage_blocks()``, ``incremental=None``, the default)
+    on CPU the compiled loop of :mod:`tokensel.solvers.compiled_stochastic` finds it with lazy
+    bounds (stale gains), evaluating only the sampled candidates that could still win; on other
+    devices one gather per block on the transposed coverage matrices evaluates the whole
+    sample. ``incremental=False`` evaluates the whole sample with the objective's generic
+    ``gains``. All draw the same samples from the same generator, so they pick alike up to
+    float rounding of the gains.
     """
     rng = _generator(seed, generator)
     s = _sample_size(objective, k, eps, sample_size)
     blocks = checked_blocks(objective) if incremental is not False else None
     if incremental and blocks is None:
         raise ValueError(f"incremental=True needs a facility-location-type objective, got {type(objective).__name__}")
+    if blocks is not None and blocks[0][0].device.type == "cpu" and compiled_stochastic_available():
+        return compiled_stochastic_greedy(blocks, objective.exclude, k, s, rng, tol)
     oracle = _BlockGains(blocks) if blocks is not None else _ObjectiveGains(objective)
-    remaining = torch.nonzero(~objective.exclude.cpu()).flatten()
+    return _sampled_greedy(oracle, objective.exclude, k, s, rng, tol)
+
+
+def _sampled_greedy(oracle, exclude: torch.Tensor, k: int, s: int, rng: torch.Generator, tol: float | None):
+    """The stochastic greedy loop, every sampled gain evaluated through ``oracle``."""
+    remaining = torch.nonzero(~exclude.cpu()).flatten()
     picks: list[int] = []
     gains: list[float] = []
-    for _ in range(k):
-        if remaining.numel() == 0:
-            break
-        perm = torch.randperm(remaining.numel(), generator=rng)[: min(s, remaining.numel())]
+    for perm in draw_samples(rng, remaining.numel(), k, s):
         cand = remaining[perm].sort().values
         g = oracle.gains(cand)
         i = int(torch.argmax(g))
