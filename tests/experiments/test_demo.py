@@ -67,19 +67,35 @@ def test_demo_numbers_equal_tokensel_eval_on_the_same_questions(demo_out, tmp_pa
     assert 0 <= cell["changed_vs_full"] <= N
 
 
-def test_csv_has_error_bar_columns_and_one_line_per_cell(demo_out):
+def _adaptive_points(tmp_path) -> list[dict]:
+    """The shipped demo sweep's adaptive-budget points of the selectors of this test."""
+    from omegaconf import OmegaConf
+
+    spec, _ = demo_sweep(tmp_path, num_samples=N, budgets=BUDGETS, selectors=SELECTORS)
+    return OmegaConf.to_container(spec.points)
+
+
+def test_csv_has_error_bar_columns_and_one_line_per_cell(demo_out, tmp_path):
     with (demo_out / "results.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 1 + len(SELECTORS) * len(BUDGETS)
+    adaptive = _adaptive_points(tmp_path)
+    assert adaptive, "the shipped demo runs adaptive budgets of mmtok beside the fixed-k grid"
+    assert len(rows) == 1 + len(SELECTORS) * len(BUDGETS) + len(adaptive)
     assert rows[0]["method"] == "full" and rows[0]["k"] == "576"
     res = json.loads((demo_out / "results.json").read_text())
     for row in rows[1:]:
-        cell = res["selectors"][row["method"]][row["k"]]
+        fixed = row["k"].isdigit()
+        cell = (res["selectors"] if fixed else res["adaptive"])[row["method"]][row["k"]]
         for key in ("accuracy", "pope_f1", "acc_existence"):
             lo, hi, value = float(row[f"{key}_ci_low"]), float(row[f"{key}_ci_high"]), float(row[key])
             assert lo <= value + 0.01 and value <= hi + 0.01
             assert float(row[f"{key}_stderr"]) == pytest.approx(cell[f"{key}_stderr"], abs=0.006)
-        assert float(row["mean_kept_tokens"]) == float(row["k"])
+        if fixed:
+            assert float(row["mean_kept_tokens"]) == float(row["k"])
+        else:  # between the budget's k_min and k_max, per question
+            (point,) = [p for p in adaptive if row["k"].endswith(f"cov{p['budget.adaptive.coverage']}")]
+            assert point["budget.adaptive.k_min"] <= float(row["kept_tokens_p10"])
+            assert float(row["kept_tokens_p90"]) <= point["budget.adaptive.k_max"]
 
 
 def test_table_plots_and_summary_are_written(demo_out, capsys):
@@ -103,15 +119,15 @@ def test_overlays_show_several_images_the_same_for_every_selector(demo_out):
     assert len(chosen[0]) == 3 and len({img for _, img in chosen[0]}) == 3
 
 
-def test_rerun_skips_finished_points_and_reports_the_same(demo_out, capsys):
+def test_rerun_skips_finished_points_and_reports_the_same(demo_out, capsys, tmp_path):
     before = {p: p.stat().st_mtime_ns for p in (demo_out / "runs" / "demo").glob("*/metrics.json")}
     res, _ = run_demo(demo_out, num_samples=N, budgets=BUDGETS, selectors=SELECTORS, num_overlays=3,
                       print_status=True)
     assert f"{len(before)} points: 0 run, {len(before)} skipped" in capsys.readouterr().out
     after = {p: p.stat().st_mtime_ns for p in (demo_out / "runs" / "demo").glob("*/metrics.json")}
-    assert after == before and len(before) == 1 + len(SELECTORS) * len(BUDGETS)
+    assert after == before and len(before) == 1 + len(SELECTORS) * len(BUDGETS) + len(_adaptive_points(tmp_path))
     old = json.loads((demo_out / "results.json").read_text())
-    assert res["selectors"] == old["selectors"] and res["full"] == old["full"]
+    assert res["selectors"] == old["selectors"] and res["full"] == old["full"] and res["adaptive"] == old["adaptive"]
 
 
 def test_console_table_shows_error_bars(tmp_path, capsys):
@@ -150,12 +166,14 @@ def test_selector_params_apply_to_their_selector_only(tmp_path):
     from tokensel.experiments.sweep import expand_points
 
     spec, base = demo_sweep(tmp_path, num_samples=4, budgets=[4, 8], selectors=["fastv", "sparsevlm", "mmtok"])
-    params = {(p.overrides["selector.name"], p.overrides["budget.k"]): dict(prep.selector_params) for p, prep in
-              expand_points(spec, base)}
-    assert params[("fastv", 8)] == {"layer": 1}
-    assert params[("sparsevlm", 8)] == {"layers": [0], "schedule": [8]}
-    assert "layer" not in params[("mmtok", 4)] and "schedule" not in params[("mmtok", 4)]
-    assert len(params) == 1 + 3 * 2  # the unpruned point once
+    params = {(p.overrides["selector.name"], p.overrides["budget.k"], p.overrides.get("budget.adaptive.coverage")):
+              dict(prep.selector_params) for p, prep in expand_points(spec, base)}
+    assert params[("fastv", 8, None)] == {"layer": 1}
+    assert params[("sparsevlm", 8, None)] == {"layers": [0], "schedule": [8]}
+    assert "layer" not in params[("mmtok", 4, None)] and "schedule" not in params[("mmtok", 4, None)]
+    adaptive = [key for key in params if key[2] is not None]
+    assert {key[0] for key in adaptive} == {"mmtok"} and len(adaptive) == len(spec.points)
+    assert len(params) == 1 + 3 * 2 + len(adaptive)  # the unpruned point once
 
 
 def test_bad_num_samples_is_a_config_error(tmp_path, capsys):

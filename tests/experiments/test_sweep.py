@@ -83,6 +83,31 @@ def test_none_and_seeds_dedupe(dataset, tmp_path):
     assert {p.selector_params["seed"] for p in rand} == {0, 1}
 
 
+def test_extra_points_follow_the_grid_and_are_validated(dataset, tmp_path):
+    """``points``: adaptive budgets beside a fixed-k grid, each crossed with the seeds, after
+    the grid's points; a point that is not a mapping, or a bad value in one, is a config error."""
+    path = write_sweep(tmp_path, dataset, {"selector.name": ["mmtok"], "budget.k": [4, 8]}, seeds=[0, 1])
+    spec = yaml.safe_load(path.read_text())
+    spec["points"] = [{"selector.name": "mmtok", "budget.k": None, "budget.adaptive.k_max": 8,
+                       "budget.adaptive.coverage": c} for c in (0.5, 0.9)]
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    points = expand_points(*load_sweep(path))
+    got = [(p.cfg.budget.k, p.cfg.budget.adaptive.coverage if p.cfg.budget.adaptive else None, p.cfg.eval.seed)
+           for _, p in points]
+    assert got == [(4, None, 0), (4, None, 1), (8, None, 0), (8, None, 1),
+                   (None, 0.5, 0), (None, 0.5, 1), (None, 0.9, 0), (None, 0.9, 1)]
+    spec["grid"] = {}
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    assert len(expand_points(*load_sweep(path))) == 4  # an empty grid with points: the points only
+    for bad, match in (([{}], "points\\[0\\]"), ([{"selector.name": "mmtok", "budget.k": None,
+                                                     "budget.adaptive.k_max": 0, "budget.adaptive.coverage": 0.5}],
+                                                   "k_max")):
+        spec["points"] = bad
+        path.write_text(yaml.safe_dump(spec, sort_keys=False))
+        with pytest.raises(ConfigError, match=match):
+            expand_points(*load_sweep(path))
+
+
 def test_export_wandb_sweep_runs_the_same_points_from_an_installed_package(dataset, tmp_path, monkeypatch):
     grid = {"selector.name": ["mmtok", "divprune"], "budget.k": [4, None], "selector.params.alpha": [0.5, 0.3]}
     path = write_sweep(tmp_path, dataset, grid)

@@ -82,6 +82,7 @@ def demo_sweep(
         changes["grid"] = {"budget.k": [int(k) for k in budgets]}
     if selectors is not None:
         changes.setdefault("grid", {})["selector.name"] = ["none"] + [s for s in selectors if s != "none"]
+        changes["points"] = [p for p in OmegaConf.to_container(spec.points) if p.get("selector.name") in selectors]
     if seed is not None:
         changes["seeds"] = [int(seed)]
     return OmegaConf.merge(spec, OmegaConf.create(changes)), base

@@ -87,6 +87,7 @@ def build_report(rows: Sequence[dict], *, num_decoder_layers: int, model: str, s
     full_records = _records(full_dir)
     full = {**_cell(full_doc), "run_dir": str(full_dir)}
     table: dict[str, dict[str, dict]] = {}
+    adaptive: dict[str, dict[str, dict]] = {}
     notes: dict[str, str] = {}
     for r in rows:
         if r["selector"] == "none":
@@ -96,7 +97,10 @@ def build_report(rows: Sequence[dict], *, num_decoder_layers: int, model: str, s
         cell["relative"] = relative_to_full(cell, full)
         cell["changed_vs_full"] = changed_predictions(full_records, _records(Path(r["run_dir"])))
         cell["run_dir"] = r["run_dir"]
-        table.setdefault(r["selector"], {})[str(r["k"])] = cell
+        if r["k"] is None:  # an adaptive budget: placed by its mean kept tokens, not by k
+            adaptive.setdefault(r["selector"], {})[str(r["budget"])] = cell
+        else:
+            table.setdefault(r["selector"], {})[str(r["k"])] = cell
         if doc.get("mean_llm_image_tokens") is not None:
             params = (doc.get("config") or {}).get("selector", {}).get("params") or {}
             notes[r["selector"]] = placement_note(r["selector"], params, num_decoder_layers)
@@ -114,6 +118,7 @@ def build_report(rows: Sequence[dict], *, num_decoder_layers: int, model: str, s
                       "bootstrap interval (in percent, as the values)",
         "full": full,
         "selectors": table,
+        "adaptive": adaptive,
         "notes": notes,
     }
 
@@ -146,6 +151,13 @@ def format_report(res: dict) -> str:
             cells[f"k={k}"] = "-" if m is None else f"{_pm(m, 'accuracy')} / {_pm(m, 'pope_f1')} ({m['relative']:.1f}%)"
         body.append(cells)
     lines.append(format_table(body, ["method"] + [f"k={k}" for k in budgets]))
+    if res.get("adaptive"):
+        lines.append("adaptive budgets (mean / p10 / p90 kept tokens per question):")
+        rows = [{"method": name, "budget": label,
+                 "kept": f"{m['mean_kept_tokens']:.1f} / {m['kept_tokens_p10']:g} / {m['kept_tokens_p90']:g}",
+                 "accuracy / POPE F1": f"{_pm(m, 'accuracy')} / {_pm(m, 'pope_f1')} ({m['relative']:.1f}%)"}
+                for name, cells in res["adaptive"].items() for label, m in cells.items()]
+        lines.append(format_table(rows, ["method", "budget", "kept", "accuracy / POPE F1"]))
     if res.get("notes"):
         lines.append(f"in-LLM placements (the language model has {res['num_decoder_layers']} decoder layers):")
         for name, note in res["notes"].items():
@@ -202,6 +214,9 @@ def write_csv(res: dict, path: Path) -> Path:
             for k in res["budgets"]:
                 if str(k) in row:
                     w.writerow(_csv_row(name, k, row[str(k)]))
+        for name, cells in res.get("adaptive", {}).items():
+            for label, cell in cells.items():
+                w.writerow(_csv_row(name, label, cell))
     return Path(path)
 
 

@@ -13,6 +13,8 @@ A sweep config (YAML)::
     selector_params:               # parameters of one selector only, added to its points
       fastv: {layer: 1}            # (values may interpolate the point's config: ${budget.k})
     cache_inputs: false            # true: each batch's processor output computed once for all points
+    points:                        # extra points after the grid (dotted keys -> one value each)
+      - {selector.name: mmtok, budget.k: null, budget.adaptive.k_max: 64, budget.adaptive.coverage: 0.999}
 
 Parameters a selector does not take (``alpha`` for DivPrune) are dropped for that selector, and
 points whose effective configuration is the same run once; ``selector.name: none`` ignores
@@ -72,6 +74,9 @@ class SweepSpec:
     base: str = "???"
     overrides: List[str] = field(default_factory=list)
     grid: Dict[str, List[Any]] = field(default_factory=dict)
+    #: Extra points run after the grid's (each: dotted config keys -> one value), e.g. adaptive
+    #: budgets beside a fixed-k grid; crossed with the seeds like the grid's points.
+    points: List[Dict[str, Any]] = field(default_factory=list)
     seeds: List[int] = field(default_factory=lambda: [0])
     #: Selector name -> parameters added to that selector's points only (e.g. the placement of
     #: an in-LLM selector in a small model); a value may interpolate the point's config, as
@@ -141,7 +146,20 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> tuple[Dict
             raise ConfigError(f"grid.{key}: must be a list of values")
         if len(values) == 0:
             raise ConfigError(f"grid.{key}: is empty")
+    for j, point in enumerate(spec.points):
+        if not OmegaConf.is_dict(point) or len(point) == 0:
+            raise ConfigError(f"points[{j}]: must be a non-empty mapping of dotted config keys to values")
     return spec, base
+
+
+def _point_values(spec: DictConfig) -> list[dict]:
+    """The grid's combinations (in order; the base config alone for an empty grid without
+    ``points``), then the extra ``points``, each crossed with the seeds."""
+    keys = list(spec.grid.keys())
+    value_lists = [list(OmegaConf.to_container(spec.grid[k], resolve=True)) for k in keys]
+    combos = [] if spec.points and not keys else [dict(zip(keys, c)) for c in itertools.product(*value_lists)]
+    combos += [dict(OmegaConf.to_container(p, resolve=True)) for p in spec.points]
+    return [{**values, "eval.seed": seed} for values in combos for seed in spec.seeds]
 
 
 def _label(cfg: DictConfig, values: dict) -> str:
@@ -170,15 +188,11 @@ def expand_points(spec: DictConfig, base: Path) -> list[tuple[SweepPoint, Any]]:
     from tokensel.experiments.records import run_key
     from tokensel.experiments.runner import prepare
 
-    keys = list(spec.grid.keys())
-    value_lists = [list(OmegaConf.to_container(spec.grid[k], resolve=True)) for k in keys]
     out: list = []
     seen: set = set()
     fixed = list(spec.overrides) + [f"logging.group={spec.name}"]
     base_name = OmegaConf.load(base).get("selector", {}).get("name") if spec.selector_params else None
-    for combo in itertools.product(*value_lists, list(spec.seeds)):
-        values = dict(zip(keys, combo[:-1]))
-        values["eval.seed"] = combo[-1]
+    for values in _point_values(spec):
         # lenient params: grid values a selector does not take are dropped for it
         point_list = fixed + [f"{k}={_yaml_value(v)}" for k, v in values.items()] + ["selector.strict_params=false"]
         point_list += _selector_overrides(spec, values, base_name)
