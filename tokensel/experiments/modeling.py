@@ -468,16 +468,23 @@ def score_choices(
         spellings = list(dict.fromkeys([cand, cand.capitalize()]))
         scores.append(max(float(logits[i]) for i in _first_token_ids(tokenizer, spellings)))
     choice = candidates[max(range(len(candidates)), key=lambda i: scores[i])]
+    return _sample_result(wrapper, timer, choice, image_tokens, prefill_ms, None)
+
+
+def _sample_result(wrapper: Any, timer: Optional[_SelectionTimer], prediction: str, image_tokens: Optional[int],
+                   prefill_ms: float, generate_ms: Optional[float]) -> dict:
+    """One question's result: prediction, token counts (kept: the wrapper's record; all image
+    tokens for the unpruned model) and timings in ms (selection: from ``timer``)."""
     selection_s = timer.take() if timer is not None else None
     kept = _kept_tokens(wrapper)
     if kept is None and isinstance(wrapper, _Unpruned):
         kept = image_tokens
     return {
-        "prediction": choice,
+        "prediction": prediction,
         "image_tokens": image_tokens,
         "kept_tokens": kept,
         "prefill_ms": prefill_ms,
-        "generate_ms": None,
+        "generate_ms": generate_ms,
         "selection_ms": None if selection_s is None else 1000.0 * selection_s,
     }
 
@@ -517,19 +524,8 @@ def infer_sample(
         t2 = time.perf_counter()
         wrapper(**inputs)
         prefill_ms = 1000.0 * (time.perf_counter() - t2)
-    selection_s = timer.take() if timer is not None else None
     prediction = tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
-    kept = _kept_tokens(wrapper)
-    if kept is None and isinstance(wrapper, _Unpruned):
-        kept = image_tokens
-    return {
-        "prediction": prediction,
-        "image_tokens": image_tokens,
-        "kept_tokens": kept,
-        "prefill_ms": prefill_ms,
-        "generate_ms": 1000.0 * (t1 - t0),
-        "selection_ms": None if selection_s is None else 1000.0 * selection_s,
-    }
+    return _sample_result(wrapper, timer, prediction, image_tokens, prefill_ms, 1000.0 * (t1 - t0))
 
 
 def _per_sample_kept(wrapper: Any, image_counts: list[Optional[int]]) -> list[Optional[int]]:
