@@ -2,8 +2,7 @@
 
 On the same random similarity matrices (``S = max(0, X X^T)`` for ``n`` unit vectors in 64
 dimensions, float64, made exactly symmetric (:func:`mirror_lower`), so rows and columns may be
-read either way) it times, one
-solver after the other in one run: tokensel's ``naive``, ``lazy`` and ``stochastic`` solvers
+read either way) it times, one solver after the other in one run: tokensel's ``naive``, ``lazy`` and ``stochastic`` solvers
 (:func:`tokensel.maximize` on a :class:`~tokensel.objectives.FacilityLocation`), apricot's
 ``FacilityLocationSelection`` (``metric="precomputed"``) and submodlib's
 ``FacilityLocationFunction`` (``mode="dense"``) with the matching optimisers. It checks that the
