@@ -15,6 +15,8 @@ Two facts drive these helpers:
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -29,14 +31,16 @@ _SAFE_HIGH = 2.0**40
 def all_finite(t: Tensor) -> bool:
     """True if every entry of ``t`` is finite (True when empty).
 
-    One reduction pass. Floating-point tensors up to 32 bits are summed in float64, where their
-    finite values cannot overflow (NaN and inf propagate into the sum); float64 tensors use an
-    elementwise test. Non-float tensors are always finite.
+    One reduction pass, no temporary of ``t``'s size. Floating-point tensors up to 32 bits are
+    summed in float64, where their finite values cannot overflow (NaN and inf propagate into the
+    sum); float64 tensors by their minimum and maximum (NaN propagates into both, an infinity
+    is one of them). Non-float tensors are always finite.
     """
     if t.numel() == 0 or not t.is_floating_point():
         return True
     if t.dtype == torch.float64:
-        return bool(torch.isfinite(t).all())
+        lo, hi = (float(v) for v in torch.aminmax(t.detach()))
+        return math.isfinite(lo) and math.isfinite(hi)
     return bool(torch.isfinite(t.sum(dtype=torch.float64)))
 
 

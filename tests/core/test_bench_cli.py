@@ -93,3 +93,16 @@ def test_peer_calls_over_the_cap_are_reported_and_skipped_later(capsys):
 def test_peer_cap_must_be_positive():
     with pytest.raises(SystemExit):
         main(["--peers", "--sizes", "60", "--peer-cap", "0"])
+
+
+@pytest.mark.parametrize("n", [1, 7, 513, 1030])
+def test_peer_similarity_is_exactly_symmetric_and_shared_alike(n):
+    S = peers.similarity(n, seed=3)
+    assert (S == S.T).all() and (S >= 0).all()
+    shm, T = peers.shared_similarity(n, seed=3)
+    try:
+        assert (T == S).all()
+    finally:
+        del T
+        shm.close()
+        shm.unlink()

@@ -131,3 +131,16 @@ def test_max_coverage_from_graph_and_weights():
     assert cover.value([2]) == 2 + 3 + 4
     assert cover.value([0, 4]) == 1 + 2 + 4 + 5
     assert math.isclose(cover.value([]), 0.0)
+
+
+@settings(max_examples=20, deadline=None)
+@given(rows=st.integers(1, 2600), k=st.integers(1, 12), seed=st.integers(0, 2**31 - 1), weighted=st.booleans(),
+       dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_value_by_row_panels_is_the_whole_matrix_formula(rows, k, seed, weighted, dtype):
+    """value() gathers a panel of rows at a time: bit for bit the one-shot float64 formula."""
+    g = torch.Generator().manual_seed(seed)
+    C = torch.rand(rows, 40, generator=g, dtype=torch.float64).to(dtype)
+    w = torch.rand(rows, generator=g, dtype=torch.float64).to(dtype) if weighted else None
+    picks = torch.randperm(40, generator=g)[:k]
+    full = C[:, picks].double() * (1.0 if w is None else w.double()[:, None])
+    assert FacilityLocation(C, weights=w).value(picks) == float(full.amax(dim=1).sum())

@@ -1,8 +1,8 @@
 """``tokensel bench --peers``: facility-location maximisation against apricot and submodlib.
 
 On the same random similarity matrices (``S = max(0, X X^T)`` for ``n`` unit vectors in 64
-dimensions, float64, symmetric, so rows and columns may be read either way) it times, one
-solver after the other in one run: tokensel's ``naive``, ``lazy`` and ``stochastic`` solvers
+dimensions, float64, made exactly symmetric (:func:`mirror_lower`), so rows and columns may be
+read either way) it times, one solver after the other in one run: tokensel's ``naive``, ``lazy`` and ``stochastic`` solvers
 (:func:`tokensel.maximize` on a :class:`~tokensel.objectives.FacilityLocation`), apricot's
 ``FacilityLocationSelection`` (``metric="precomputed"``) and submodlib's
 ``FacilityLocationFunction`` (``mode="dense"``) with the matching optimisers. It checks that the
@@ -44,10 +44,25 @@ PEERS = {"apricot": "apricot-select", "submodlib": "submodlib-py"}
 
 
 def similarity(n: int, seed: int = 0) -> np.ndarray:
-    """float64 ``[n, n]`` non-negative symmetric similarities of ``n`` random unit vectors."""
+    """float64 ``[n, n]`` non-negative, exactly symmetric similarities of ``n`` random unit vectors."""
     g = torch.Generator().manual_seed(seed)
     x = torch.nn.functional.normalize(torch.randn(n, 64, generator=g, dtype=torch.float64), dim=1)
-    return (x @ x.T).clamp_(min=0).numpy()
+    return mirror_lower((x @ x.T).clamp_(min=0).numpy())
+
+
+def mirror_lower(S: np.ndarray, panel: int = 512) -> np.ndarray:
+    """``S`` (square) made exactly symmetric in place: its upper triangle overwritten by the
+    lower one, a panel of rows at a time. ``X X^T`` from a matrix product is symmetric only up
+    to rounding; mirrored, every library optimises the same function whether it reads a
+    candidate's coverage from a row (apricot, submodlib) or a column (tokensel) of ``S``."""
+    n = S.shape[0]
+    for r0 in range(0, n, panel):
+        r1 = min(r0 + panel, n)
+        S[r0:r1, r1:] = S[r1:, r0:r1].T
+        block = S[r0:r1, r0:r1]
+        upper = np.triu_indices(r1 - r0, 1)
+        block[upper] = block.T[upper]
+    return S
 
 
 def fl_value(S: np.ndarray, picks: list[int]) -> float:
@@ -177,7 +192,7 @@ def shared_similarity(n: int, seed: int = 0):
     out = torch.from_numpy(S)
     torch.matmul(x, x.T, out=out)
     out.clamp_(min=0)
-    return shm, S
+    return shm, mirror_lower(S)
 
 
 def bench_size(n: int, k: int, libraries: list[str], seed: int = 0, cap: float = DEFAULT_CAP,

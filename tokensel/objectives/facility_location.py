@@ -12,6 +12,8 @@ from tokensel.objectives.base import CoverageObjective, as_index_tensor
 
 __all__ = ["FacilityLocation", "check_coverage_matrix"]
 
+_VALUE_ROWS = 1024  # value() gathers the picked columns of this many rows at a time
+
 
 def check_coverage_matrix(C: Tensor, name: str = "C") -> Tensor:
     """Check that ``C`` is a finite, non-negative, floating-point ``[R, n]`` tensor."""
@@ -65,10 +67,15 @@ class FacilityLocation(CoverageObjective):
         idx = as_index_tensor(indices, self.n).to(self.C.device)
         if idx.numel() == 0:
             return 0.0
-        C = self.C[:, idx].double()  # only the picked columns are converted
-        if self.weights is not None:
-            C = C * self.weights.double()[:, None]
-        return float(C.amax(dim=1).sum())
+        idx = idx.sort().values  # the same maximum, read along each row in memory order
+        w = None if self.weights is None else self.weights.double()
+        best = torch.empty(self.C.shape[0], dtype=torch.float64, device=self.C.device)
+        for r0 in range(0, best.numel(), _VALUE_ROWS):  # picked columns of a panel of rows at a time
+            C = self.C[r0 : r0 + _VALUE_ROWS].index_select(1, idx).double()
+            if w is not None:
+                C = C * w[r0 : r0 + _VALUE_ROWS, None]
+            torch.amax(C, dim=1, out=best[r0 : r0 + _VALUE_ROWS])
+        return float(best.sum())
 
     def initial_state(self) -> Tensor:
         return torch.zeros(self.C.shape[0], dtype=torch.float64, device=self.C.device)
