@@ -26,6 +26,7 @@ def test_peers_skip_missing_libraries_with_a_message(tmp_path, capsys, monkeypat
 
 def test_peers_with_installed_libraries_agree_on_exact_picks(tmp_path, capsys):
     installed, _ = peers.available_peers()
+    assert set(installed) == set(peers.PEERS), "the test extra installs apricot-select and submodlib-py"
     assert main(["--peers", "--sizes", "80", "--k", "6", "--threads", "1", "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "bench_peers.json").read_text())
     for r in rows:
