@@ -83,14 +83,32 @@ def test_second_run_skips_everything_and_rebuilds_the_summary(dataset, tmp_path,
     capsys.readouterr()
     LOADS.clear()
     second = run_sweep(*load_sweep(path))
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert LOADS == [] and out.count("skipped (finished)") == 5  # no model loaded, nothing ran
+    assert "another tokensel" not in captured.err  # the same code made them
     assert _folders(tmp_path) == folders  # no "-1" folders
     assert [(r["selector"], r["k"], r["accuracy"]) for r in second] == [(r["selector"], r["k"], r["accuracy"]) for r in first]
     assert len(json.loads(summary.read_text())) == 5  # rebuilt
     LOADS.clear()
     assert sweep_main([str(path), "--force"]) == 0
     assert LOADS == ["tiny-counting-llava-sweep"] and _folders(tmp_path) == folders
+
+
+def test_skipped_runs_of_another_tokensel_are_named(dataset, tmp_path, capsys):
+    """A finished run whose record names another tokensel commit or version is reused (its
+    run key is the configuration), and the sweep says so on stderr, pointing to --force."""
+    path = write_sweep(tmp_path, dataset, {"selector.name": ["mmtok"], "budget.k": [4, 8]})
+    rows = run_sweep(*load_sweep(path))
+    metrics = Path(rows[0]["run_dir"]) / "metrics.json"
+    doc = json.loads(metrics.read_text())
+    doc["environment"]["tokensel_git_commit"] = "0" * 40
+    metrics.write_text(json.dumps(doc))
+    capsys.readouterr()
+    run_sweep(*load_sweep(path))
+    err = capsys.readouterr().err
+    assert "1 of the 2 finished runs skipped were produced by another tokensel" in err and "--force" in err
+    assert str(metrics.parent) in err
 
 
 def test_shards_then_summarize(dataset, tmp_path, capsys):

@@ -22,7 +22,8 @@ points whose effective configuration is the same run once; ``selector.name: none
 
 Locally every point runs in this process, one run folder and W&B run each, under
 ``<output_dir>/<name>/``. A rerun skips the points already finished (found by their run key, a
-hash of the effective configuration), resumes an interrupted one where it stopped, and rebuilds
+hash of the effective configuration; a skipped run recorded by another tokensel version or
+commit is named on stderr), resumes an interrupted one where it stopped, and rebuilds
 the summary (table, ``summary.json``, plots with error bars, a W&B summary run) from every
 finished run of the folder; ``--force`` reruns the points from scratch.
 
@@ -319,6 +320,32 @@ def _check_budgets(points: list, loaded: Any) -> None:
             )
 
 
+_CODE_KEYS = ("tokensel_version", "tokensel_git_commit")
+
+
+def _other_code(finished: list[Path]) -> list[Path]:
+    """The finished run folders whose record names another tokensel (version or git commit)
+    than the one running now: their numbers are reused as they are, so the sweep says so."""
+    from tokensel.experiments.records import environment
+    from tokensel.experiments.rundir import RunDir
+
+    now = {key: environment().get(key) for key in _CODE_KEYS}
+    other = []
+    for path in finished:
+        env = RunDir(path).metrics().get("environment") or {}
+        if any(env.get(key) != value for key, value in now.items()):
+            other.append(path)
+    return other
+
+
+def _warn_other_code(finished: list[Path]) -> None:
+    other = _other_code(finished)
+    if other:
+        print(f"tokensel sweep: warning: {len(other)} of the {len(finished)} finished runs skipped were produced "
+              f"by another tokensel version or commit (e.g. {other[0]}); their numbers are reused as they are: "
+              "--force reruns them", file=sys.stderr)
+
+
 def _run_points(points: list, force: bool, dist, cache_inputs: bool = False) -> dict[str, str]:
     """Run (or skip) each point; returns what happened per run key. ``cache_inputs``: the
     processor outputs are memoised for as long as a model stays loaded."""
@@ -328,14 +355,17 @@ def _run_points(points: list, force: bool, dist, cache_inputs: bool = False) -> 
     from tokensel.experiments.runner import find_run, run_eval
 
     status: dict[str, str] = {}
-    todo = []
+    todo, finished = [], []
     for point, prepared in points:
-        found, _ = find_run(prepared.cfg)
+        found, path = find_run(prepared.cfg)
         if found == "finished" and not force:
             status[point.key] = "skipped (finished)"
+            finished.append(path)
         else:
             todo.append((point, prepared))
             status[point.key] = "resumed" if found == "partial" and not force else "ran"
+    if finished and dist.is_main:
+        _warn_other_code(finished)
     models: dict[str, Any] = {}
     for _, prepared in tqdm(todo, desc="sweep", disable=not dist.is_main or not todo, dynamic_ncols=True):
         key = OmegaConf.to_yaml(prepared.cfg.model)
