@@ -167,3 +167,25 @@ def test_other_greedy_solvers_give_the_same_adaptive_selection_and_exact_ones_ar
     assert torch.equal(ref.indices, lazy.indices) and torch.equal(ref.lengths, lazy.lengths)
     with pytest.raises(ValueError, match="solver='ilp' is not greedy"):
         create_selector("mmtok", solver="ilp")(batch, k=budget)
+
+
+def test_a_selector_listing_adaptive_rules_must_rank_where_it_is_defined():
+    """The contract is checked when the subclass is defined (not at its first adaptive call)."""
+    from tokensel.selectors.base import Selector
+
+    with pytest.raises(TypeError, match="implements neither ranking"):
+        class NoRanking(Selector):
+            adaptive_rules = ("coverage",)
+
+            def select(self, batch, k):
+                raise AssertionError("never called")
+
+    with pytest.raises(TypeError, match="adaptive_rules: expected a subset"):
+        class BadRule(Selector):
+            adaptive_rules = ("budget",)
+
+            def select(self, batch, k):
+                raise AssertionError("never called")
+
+            def ranking(self, batch, k):
+                raise AssertionError("never called")

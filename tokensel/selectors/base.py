@@ -9,7 +9,7 @@ check of what ``select`` returned.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -114,6 +114,18 @@ class Selector(ABC):
     #: (a subset of ``("tol", "coverage")``); those listed need :meth:`ranking`.
     adaptive_rules: ClassVar[tuple[str, ...]] = ()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass listing ``adaptive_rules`` must say how it ranks: checked where the class
+        is defined, not at the first adaptive call."""
+        super().__init_subclass__(**kwargs)
+        unknown = [r for r in cls.adaptive_rules if r not in ("tol", "coverage")]
+        if unknown:
+            raise TypeError(f"{cls.__name__}.adaptive_rules: expected a subset of ('tol', 'coverage'), got {unknown}")
+        overrides = any(getattr(cls, m) is not getattr(Selector, m) for m in ("ranking", "ranked_prefix"))
+        if cls.adaptive_rules and not overrides:
+            raise TypeError(f"{cls.__name__} lists adaptive_rules {cls.adaptive_rules} but implements neither "
+                            "ranking() nor ranked_prefix()")
+
     def check_adaptive(self, budget: AdaptiveBudget) -> None:
         """Raise a ``ValueError`` naming the selector unless it supports ``budget``'s rules."""
         missing = [r for r in budget.rules if r not in self.adaptive_rules]
@@ -127,11 +139,9 @@ class Selector(ABC):
     def ranking(self, batch: TokenBatch, k: int) -> Ranking:
         """The first ``k`` picks of each row in pick order with their gains (and coverage
         shortfalls), for adaptive budgets. ``batch`` is validated and batched; every row has at
-        least k pickable tokens. Selectors listing ``adaptive_rules`` implement it."""
-        # an optional hook: only reached for selectors that list adaptive_rules (checked above)
-        raise NotImplementedError(
-            f"selector {type(self).__name__} lists adaptive_rules {self.adaptive_rules} but does not implement ranking()"
-        )
+        least k pickable tokens. Selectors listing ``adaptive_rules`` implement it (or
+        :meth:`ranked_prefix`; checked when the subclass is defined)."""
+        raise TypeError(f"selector {type(self).__name__} has no pick order to rank by: it lists no adaptive_rules")
 
     def ranked_prefix(self, batch: TokenBatch, budget: AdaptiveBudget) -> tuple[Tensor, Tensor]:
         """Each row's kept picks under ``budget``: ``(indices, lengths)``, long ``[B, w]`` picks
