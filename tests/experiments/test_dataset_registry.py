@@ -19,7 +19,7 @@ from tests.kit.plugin_helpers import REPO, pip_install, write_distribution
 from tokensel.experiments import get_dataset, list_datasets, register_dataset, unregister_dataset
 from tokensel.experiments.cli import main as cli_main
 from tokensel.experiments.config import ConfigError, load_config
-from tokensel.experiments.datasets import _DATASETS
+from tokensel.experiments.datasets import DATASETS
 from tokensel.experiments.metrics import yes_no
 from tokensel.plugins import PluginError
 
@@ -87,7 +87,7 @@ def test_unknown_dataset_names_list_the_registered_ones(tsv, capsys):
     with pytest.raises(ConfigError, match=r"dataset.format: must be a registered dataset \(gqa, jsonl, mme, pope, "
                                           r"shapes, tsv-yesno\), got 'tsv-yesn'"):
         load_config(TINY, ["dataset.format=tsv-yesn", "dataset.path=x"])
-    with pytest.raises(ValueError, match="unknown dataset 'csv'; registered: gqa, jsonl, mme, pope, shapes, tsv-yesno"):
+    with pytest.raises(ValueError, match="unknown dataset name 'csv'; available: gqa, jsonl, mme, pope, shapes, tsv-yesno"):
         get_dataset("csv")
     assert cli_main(["eval", TINY, "dataset.format=csv", "dataset.path=x"]) == 2
     assert "dataset.format: must be a registered dataset (" in capsys.readouterr().err
@@ -153,5 +153,6 @@ def test_a_plugin_that_is_not_a_dataset_names_its_distribution(plugin_site, monk
             names = list_datasets()
         assert "tsv-yesno" in names and "tsv-notadataset" not in names  # the good entry is unaffected
     finally:
-        _DATASETS.pop("tsv-yesno", None)
+        if "tsv-yesno" in DATASETS:
+            DATASETS.remove("tsv-yesno")
         sys.modules.pop("tsdata_tsv", None)

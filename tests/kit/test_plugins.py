@@ -14,8 +14,8 @@ import torch
 
 import tokensel
 from tests.kit.plugin_helpers import REPO, install_plugins
-from tokensel.selectors.plugins import PluginError
-from tokensel.selectors.registry import _REGISTRY
+from tokensel.plugins import PluginError
+from tokensel.selectors.registry import SELECTORS
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,8 @@ def on_path(site, monkeypatch):
     monkeypatch.syspath_prepend(str(site))
     yield site
     for name in ("plug-cosine", "plug-broken"):
-        _REGISTRY.pop(name, None)
+        if name in SELECTORS:
+            SELECTORS.remove(name)
     for mod in ("tsplug_cosine", "tsplug_broken"):
         sys.modules.pop(mod, None)
 

@@ -13,7 +13,7 @@ torch.set_num_threads(1)
 
 from tokensel.batch import Selection, TokenBatch  # noqa: E402
 from tokensel.selectors.base import Selector  # noqa: E402
-from tokensel.selectors.registry import _REGISTRY, register_selector  # noqa: E402
+from tokensel.selectors.registry import SELECTORS, register_selector, unregister_selector  # noqa: E402
 from tokensel.testing.tiny_vlms import (  # noqa: E402,F401
     SPECIALS,
     Tiny,
@@ -113,7 +113,7 @@ TEST_SELECTORS = {
 def register_test_selectors() -> list[str]:
     added = []
     for name, cls in TEST_SELECTORS.items():
-        if name not in _REGISTRY:
+        if name not in SELECTORS:
             register_selector(name)(cls)
             added.append(name)
     return added
@@ -121,6 +121,7 @@ def register_test_selectors() -> list[str]:
 
 def unregister_test_selectors(names: list[str]) -> None:
     for name in names:
-        _REGISTRY.pop(name, None)
+        if name in SELECTORS:
+            unregister_selector(name)
 
 

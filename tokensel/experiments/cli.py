@@ -21,7 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("tokensel.experiments.evaluate", "run an evaluation from a config: tokensel eval CONFIG [key=value ...]"),
     "sweep": ("tokensel.experiments.sweep", "run an ablation sweep from a sweep config"),
     "compare": ("tokensel.experiments.compare", "paired comparison of two runs: tokensel compare RUN_A RUN_B"),
-    "selectors": ("tokensel.selectors.listing", "list registered selectors"),
+    "selectors": ("tokensel.selectors.registry", "list registered selectors"),
 }
 
 

@@ -45,6 +45,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 from tokensel.experiments.metrics import N_BOOTSTRAP, compute_metrics, is_yes_no_set, mme_error_bars, mme_metrics
 from tokensel.experiments.tables import mme_table
 from tokensel.plugins import PluginGroup
+from tokensel.registry import Registry, owner_of
 from tokensel.zoo import shapes
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "unregister_dataset",
     "get_dataset",
     "list_datasets",
+    "DATASETS",
     "DATASET_PLUGINS",
     "PATH_RULES",
     "answers_by_category",
@@ -327,14 +329,13 @@ class Dataset:
         return None if path.is_file() else f"dataset file not found: {str(path)!r}"
 
 
-_DATASETS: dict[str, Dataset] = {}
+#: The registered datasets (a :class:`tokensel.registry.Registry`: a taken name is refused).
+DATASETS: Registry[Dataset] = Registry("dataset", owner=lambda ds: owner_of(ds.load))
 
 
 def _check_registration(name: str, path: str, load: object) -> None:
     if not isinstance(name, str) or not name:
         raise TypeError(f"register_dataset: name must be a non-empty str, got {name!r}")
-    if name in _DATASETS:
-        raise ValueError(f"a dataset named {name!r} is already registered")
     if path not in PATH_RULES:
         raise ValueError(f"register_dataset({name!r}): path must be one of {PATH_RULES}, got {path!r}")
     if not callable(load):
@@ -353,7 +354,8 @@ def register_dataset(
 ) -> Callable[[Loader], Dataset]:
     """Decorator: register the loader ``load(ds) -> list[Sample]`` as the dataset ``name``
     (``dataset.format: name`` in a config); returns the :class:`Dataset`. The arguments are
-    the fields of :class:`Dataset`."""
+    the fields of :class:`Dataset`; a taken name raises
+    :class:`~tokensel.registry.DuplicateNameError`."""
 
     def decorator(load: Loader) -> Dataset:
         _check_registration(name, path, load)
@@ -361,50 +363,44 @@ def register_dataset(
         ds = Dataset(name=name, load=load, path=path, metrics=metrics, error_bars=error_bars,
                      headline=tuple(headline), tables=tuple(tables), candidates=candidates,
                      description=doc.splitlines()[0] if doc else "")
-        _DATASETS[name] = ds
-        return ds
+        return DATASETS.add(name, ds)
 
     return decorator
 
 
 def unregister_dataset(name: str) -> None:
-    """Remove the dataset registered as ``name`` (for tests)."""
-    if name not in _DATASETS:
-        raise ValueError(f"no dataset named {name!r} is registered")
-    del _DATASETS[name]
+    """Remove the dataset registered as ``name`` (for tests; see also ``DATASETS.registered``)."""
+    DATASETS.remove(name)
 
 
-def _register_plugin(name: str, ds: object) -> None:
-    assert isinstance(ds, Dataset)
+def _register_plugin(name: str, ds: Dataset) -> None:
     _check_registration(name, ds.path, ds.load)
-    _DATASETS[name] = replace(ds, name=name)
+    DATASETS.add(name, replace(ds, name=name))
 
 
 #: The dataset entry-point group ``tokensel.datasets``: each entry names a :class:`Dataset`.
-DATASET_PLUGINS = PluginGroup(
+DATASET_PLUGINS: PluginGroup[Dataset] = PluginGroup(
     group="tokensel.datasets",
     kind="dataset",
     expected="a tokensel.experiments.datasets.Dataset (what @register_dataset returns)",
     accepts=lambda obj: isinstance(obj, Dataset),
     register=_register_plugin,
-    registered=lambda: _DATASETS,
+    registry=DATASETS,
+    same=lambda entry, ds: entry.load is ds.load,
 )
 
 
 def get_dataset(name: str) -> Dataset:
-    """The dataset registered as ``name`` (a plug-in is loaded on first use); ``ValueError``
-    listing the registered names if there is none."""
-    if not isinstance(name, str):
-        raise TypeError(f"dataset name must be a str, got {type(name).__name__}")
-    if name not in _DATASETS and not DATASET_PLUGINS.load(name):
-        raise ValueError(f"unknown dataset {name!r}; registered: {', '.join(list_datasets())}")
-    return _DATASETS[name]
+    """The dataset registered as ``name`` (a plug-in is loaded on first use);
+    :class:`~tokensel.registry.UnknownNameError` (a ``ValueError``) listing the registered
+    names if there is none."""
+    return DATASET_PLUGINS.lookup(name)
 
 
 def list_datasets() -> list[str]:
     """Sorted names of the registered datasets, installed plug-ins included."""
     DATASET_PLUGINS.load_all(stacklevel=3)
-    return sorted(_DATASETS)
+    return DATASETS.names()
 
 
 # ----------------------------------------------------------------------------- loading

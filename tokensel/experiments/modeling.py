@@ -16,6 +16,8 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from tokensel.registry import Registry
+
 __all__ = [
     "LoadedModel",
     "register_model",
@@ -43,21 +45,26 @@ class LoadedModel:
     image_token_id: Optional[int] = None
 
 
-_BUILDERS: dict[str, Callable[[Any], LoadedModel]] = {}
+#: The experiments' model builders, ``fn(model_cfg) -> LoadedModel`` by ``model.name`` (the
+#: zoo's ``shapes-llava`` included); a :class:`tokensel.registry.Registry`: a taken name is refused.
+MODELS: Registry[Callable[[Any], LoadedModel]] = Registry("model")
 
 
-def register_model(name: str) -> Callable:
-    """Register ``fn(model_cfg) -> LoadedModel`` under ``name`` for ``model.name`` in configs."""
+def register_model(name: str) -> Callable[[Callable[[Any], LoadedModel]], Callable[[Any], LoadedModel]]:
+    """Register ``fn(model_cfg) -> LoadedModel`` under ``name`` for ``model.name`` in configs;
+    a taken name (a built-in such as the zoo's ``shapes-llava`` included) raises
+    :class:`~tokensel.registry.DuplicateNameError` (``MODELS.registered(name, fn)`` holds one
+    for a block only)."""
 
     def deco(fn: Callable[[Any], LoadedModel]) -> Callable[[Any], LoadedModel]:
-        _BUILDERS[name] = fn
-        return fn
+        return MODELS.add(name, fn)
 
     return deco
 
 
 def list_models() -> list[str]:
-    return sorted(_BUILDERS)
+    """Sorted names of the registered model builders."""
+    return MODELS.names()
 
 
 def _zoo_names() -> list[str]:
@@ -70,7 +77,7 @@ def _zoo_names() -> list[str]:
 
 def is_known_model(name: str) -> bool:
     """A registered builder, a model shipped in ``tokensel.zoo`` (weights present) or a folder."""
-    return name in _BUILDERS or Path(name).is_dir() or name in _zoo_names()
+    return name in MODELS or Path(name).is_dir() or name in _zoo_names()
 
 
 def _image_token_id(model: Any, processor: Any) -> Optional[int]:
@@ -137,8 +144,8 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 def load_model(model_cfg: Any) -> LoadedModel:
     """Load the model a ``model`` config group names, on its device and dtype, in eval mode."""
     name = model_cfg.name
-    if name in _BUILDERS:
-        loaded = _as_loaded(_BUILDERS[name](model_cfg))
+    if name in MODELS:
+        loaded = _as_loaded(MODELS[name](model_cfg))
     elif name in _zoo_names():
         import tokensel.zoo as zoo
 

@@ -24,9 +24,10 @@ from typing import Callable, TypeVar
 from torch import nn
 
 from tokensel.models._base import VisionAdapter
+from tokensel.registry import DuplicateNameError, Registry, owner_of
 
 __all__ = [
-    "FamilyInfo", "register_adapter", "unregister_adapter", "registered_adapter", "family_info",
+    "FAMILIES", "FamilyInfo", "register_adapter", "unregister_adapter", "registered_adapter", "family_info",
     "list_families", "adapter_for",
 ]
 
@@ -66,15 +67,16 @@ class FamilyInfo:
         return cls is self.model_class
 
 
-_FAMILIES: dict[str, FamilyInfo] = {}
+#: The registered model families by ``config.model_type`` (a :class:`tokensel.registry.Registry`).
+FAMILIES: Registry[FamilyInfo] = Registry("model family", owner=lambda info: owner_of(info.adapter))
 
 
 def register_adapter(family: str, *, model_class: str | type) -> Callable[[A], A]:
     """Class decorator registering a :class:`VisionAdapter` subclass for ``family`` (a
     ``config.model_type``) and ``model_class``; sets the adapter's ``family`` attribute.
 
-    ``ValueError`` if ``family`` or ``model_class`` is already registered (see
-    :func:`unregister_adapter`, :func:`registered_adapter`)."""
+    :class:`~tokensel.registry.DuplicateNameError` if ``family`` or ``model_class`` is already
+    registered (see :func:`unregister_adapter`, :func:`registered_adapter`)."""
     if not isinstance(family, str) or not family:
         raise TypeError(f"register_adapter: family must be a non-empty str (a config.model_type), got {family!r}")
     if not (isinstance(model_class, str) and model_class) and not isinstance(model_class, type):
@@ -82,49 +84,50 @@ def register_adapter(family: str, *, model_class: str | type) -> Callable[[A], A
                         f"got {model_class!r}")
 
     def decorator(cls: A) -> A:
-        if not (isinstance(cls, type) and issubclass(cls, VisionAdapter)):
-            raise TypeError(f"register_adapter expects a VisionAdapter subclass, got {cls!r}")
-        info = FamilyInfo(family, model_class, cls)
-        for other in _FAMILIES.values():
-            if other.family == family or other.class_name == info.class_name:
-                raise ValueError(f"register_adapter: {family!r} ({info.class_name}) clashes with the registered "
-                                 f"family {other.family!r} ({other.class_name}, {other.adapter.__name__})")
+        FAMILIES.add(family, _info(family, model_class, cls))
         cls.family = family
-        _FAMILIES[family] = info
         return cls
 
     return decorator
 
 
+def _info(family: str, model_class: str | type, cls: object) -> FamilyInfo:
+    if not (isinstance(cls, type) and issubclass(cls, VisionAdapter)):
+        raise TypeError(f"register_adapter expects a VisionAdapter subclass, got {cls!r}")
+    info = FamilyInfo(family, model_class, cls)
+    for other in FAMILIES.values():
+        if other.family != family and other.class_name == info.class_name:
+            raise DuplicateNameError(f"register_adapter: {family!r} ({info.class_name}) clashes with the registered "
+                                     f"family {other.family!r} ({other.class_name}, {other.adapter.__name__})")
+    return info
+
+
 def unregister_adapter(family: str) -> None:
     """Remove a registered family (for tests and plug-ins that replace a built-in adapter)."""
-    if family not in _FAMILIES:
-        raise ValueError(f"no model family {family!r} is registered; registered: {', '.join(list_families())}")
-    del _FAMILIES[family]
+    FAMILIES.remove(family)
 
 
 @contextmanager
 def registered_adapter(family: str, adapter: type[VisionAdapter], *, model_class: str | type) -> Iterator[FamilyInfo]:
     """Context manager: ``adapter`` registered for ``family`` inside the block only."""
-    register_adapter(family, model_class=model_class)(adapter)
-    try:
-        yield _FAMILIES[family]
-    finally:
-        _FAMILIES.pop(family, None)
+    with FAMILIES.registered(family, _info(family, model_class, adapter)) as info:
+        adapter.family = family
+        yield info
 
 
 def list_families() -> list[str]:
     """The registered ``config.model_type`` names, sorted."""
-    return sorted(_FAMILIES)
+    return FAMILIES.names()
 
 
 def _known() -> str:
-    return ", ".join(f"{f.family} ({f.class_name})" for f in sorted(_FAMILIES.values(), key=lambda f: f.family))
+    return ", ".join(f"{f.family} ({f.class_name})" for f in sorted(FAMILIES.values(), key=lambda f: f.family))
 
 
 def family_info(family: str) -> FamilyInfo:
-    """The registration of a ``config.model_type``; ``TypeError`` listing the registered ones."""
-    info = _FAMILIES.get(family)
+    """The registration of a ``config.model_type``; ``TypeError`` listing the registered ones
+    (a checkpoint of an unsupported type, rather than an unknown name)."""
+    info = FAMILIES.get(family)
     if info is None:
         raise TypeError(f"model family {family!r} is not registered; registered families: {_known()} "
                         "(add one with tokensel.models.register_adapter)")
@@ -134,7 +137,7 @@ def family_info(family: str) -> FamilyInfo:
 def family_of(model: nn.Module) -> FamilyInfo:
     """The registration matching ``model``'s class or its nearest registered base class."""
     for cls in type(model).__mro__:
-        for info in _FAMILIES.values():
+        for info in FAMILIES.values():
             if info.matches(cls):
                 return info
     raise TypeError(

@@ -22,8 +22,7 @@ from tokensel.objectives.facility_location import FacilityLocation
 from tokensel.objectives.multimodal import VARIANTS, MultimodalCoverage, multimodal_coverage_matrix
 from tokensel.selectors.objective import ObjectiveSelector
 from tokensel.selectors.registration import register_selector
-from tokensel.solvers.incremental import BACKENDS
-from tokensel.solvers.incremental_registered import incremental_batched
+from tokensel.solvers import INCREMENTAL_BACKENDS, solver_info
 from tokensel.validation import check_bool, check_choice, check_number
 
 __all__ = ["MMTok", "coverage_curves"]
@@ -88,7 +87,7 @@ class MMTok(ObjectiveSelector):
         self.tau_vv = check_number("tau_vv", tau_vv, 0.0, low_open=True)
         self.variant = check_choice("variant", variant, VARIANTS)
         self.softmax = check_bool("softmax", softmax)
-        self.backend = check_choice("backend", backend, BACKENDS)
+        self.backend = check_choice("backend", backend, INCREMENTAL_BACKENDS)
         if solver_options is not None and not isinstance(solver_options, Mapping):
             raise TypeError(f"solver_options must be a dict of solver options, got {type(solver_options).__name__}")
         solver_options = dict(solver_options or {})
@@ -180,9 +179,12 @@ class MMTok(ObjectiveSelector):
         """``budget.k_max`` greedy picks ``[r, K]`` of the ``rows`` (ascending) and their lengths
         ``[r]`` under ``budget``, solved in runs of consecutive rows (views of C: no copy)."""
         picks, lengths = [], []
+        incremental = solver_info("incremental").batched
+        if incremental is None:
+            raise RuntimeError("the registered solver 'incremental' has no batched form, which mmtok needs")
         for lo, hi in _runs(rows):
-            idx = incremental_batched([(C[lo:hi], 1.0)], budget.k_max, blocked[lo:hi], workspace=self.workspace,
-                                      **self.solver_options)
+            idx = incremental([(C[lo:hi], 1.0)], budget.k_max, blocked[lo:hi], workspace=self.workspace,
+                              **self.solver_options)
             picks.append(idx)
             lengths.append(adaptive_lengths(coverage_curves(C[lo:hi], full[lo:hi], idx), budget))
         return torch.cat(picks), torch.cat(lengths)

@@ -1,59 +1,141 @@
-"""Selector lookup by name: ``create_selector``, ``selector_info``, ``list_selectors``.
+"""The selector registry: ``@register_selector``, ``create_selector``, ``selector_info``,
+``list_selectors``, plug-ins, and ``tokensel selectors``.
 
-Names come from the built-in modules (:mod:`tokensel.selectors.builtin`) and from plug-ins (entry
-points of the group ``tokensel.selectors``, see :mod:`tokensel.selectors.plugins`). Registering
-is :mod:`tokensel.selectors.registration` (``@register_selector``, re-exported here)."""
+Names come from the built-in modules (imported by :mod:`tokensel.selectors` through
+:mod:`tokensel.selectors.builtin`, so that every ``@register_selector`` has run before a name is
+looked up), from plug-ins and from ``register_selector`` calls. The table itself is
+:data:`tokensel.selectors.table.SELECTORS` (below :mod:`~tokensel.selectors.base`, which reads it
+for ``Selector.name``), a :class:`tokensel.registry.Registry`: a taken name is refused with
+:class:`~tokensel.registry.DuplicateNameError`, an unknown one raises
+:class:`~tokensel.registry.UnknownNameError` listing the registered and plug-in names.
+
+Plug-ins: other distributions register selectors through the entry-point group
+``tokensel.selectors``, one entry per name::
+
+    # pyproject.toml of the plug-in distribution
+    [project.entry-points."tokensel.selectors"]
+    my-method = "my_package.selectors:MyMethod"
+
+The object named must be a :class:`~tokensel.Selector` subclass. It is imported when its name
+is looked up (``create_selector``, ``selector_info``, a config's ``selector.name``, ``tokensel
+eval``, lmms-eval) or when every name is listed (``list_selectors``, ``tokensel selectors``), and
+registered under the entry point's name. A plug-in that fails to import, or whose name is
+claimed by a built-in or by another distribution too, raises :class:`PluginError` naming the
+distributions when it is asked for by name; listing leaves it out with a ``RuntimeWarning``
+carrying the same message (:class:`tokensel.plugins.PluginGroup`, shared with the dataset
+plug-ins).
+"""
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
-import tokensel.selectors.builtin  # noqa: F401  (importing the modules runs their @register_selector)
+from tokensel.plugins import PluginError, PluginGroup
 from tokensel.selectors.base import Selector
-from tokensel.selectors.plugins import SELECTOR_PLUGINS
-from tokensel.selectors.registration import register_selector, registered, unregister_selector
-from tokensel.selectors.table import _REGISTRY, SelectorInfo, registered_name
+from tokensel.selectors.table import SELECTORS, SelectorInfo, registered_name
 
 __all__ = [
-    "register_selector", "unregister_selector", "registered", "create_selector", "list_selectors", "selector_info",
-    "registered_name", "SelectorInfo",
+    "GROUP", "PluginError", "SELECTORS", "SELECTOR_PLUGINS", "SelectorInfo", "create_selector", "list_selectors",
+    "register_selector", "registered", "registered_name", "selector_info", "unregister_selector",
 ]
 
+S = TypeVar("S", bound=type[Selector])
 
-def _lookup(name: str) -> SelectorInfo:
-    if not isinstance(name, str):
-        raise TypeError(f"selector name must be a str, got {type(name).__name__}")
-    if name not in _REGISTRY and not SELECTOR_PLUGINS.load(name):
-        names = sorted(set(_REGISTRY) | set(SELECTOR_PLUGINS.entry_points()))
-        raise ValueError(f"unknown selector name {name!r}; available: {', '.join(names)}")
-    return _REGISTRY[name]
+GROUP = "tokensel.selectors"
+
+
+def _info(name: str, cls: type[Selector], paper: str, defaults: dict[str, Any]) -> SelectorInfo:
+    if not (isinstance(cls, type) and issubclass(cls, Selector)):
+        raise TypeError(f"register_selector expects a Selector subclass, got {cls!r}")
+    doc = inspect.getdoc(cls) or ""
+    return SelectorInfo(name=name, cls=cls, stage=cls.stage, description=doc.splitlines()[0] if doc else "",
+                        paper=paper, defaults=dict(defaults))
+
+
+def register_selector(name: str, *, paper: str = "", **defaults: Any) -> Callable[[S], S]:
+    """Class decorator that registers a :class:`Selector` subclass under ``name``.
+
+    ``defaults`` are keyword arguments passed to the constructor unless the caller overrides
+    them, so one class can be registered under several names (``mmtok-text`` is ``mmtok``
+    with the vision-vision term switched off). A name that is taken raises
+    :class:`~tokensel.registry.DuplicateNameError` naming both classes.
+    """
+
+    def decorator(cls: S) -> S:
+        SELECTORS.add(name, _info(name, cls, paper, defaults))
+        return cls
+
+    return decorator
+
+
+def unregister_selector(name: str) -> None:
+    """Remove the selector registered as ``name`` (for tests; see also :func:`registered`).
+    A plug-in's name is registered again from its entry point on its next lookup."""
+    SELECTORS.remove(name)
+
+
+@contextmanager
+def registered(name: str, cls: type[Selector], **defaults: Any) -> Iterator[type[Selector]]:
+    """Context manager: ``cls`` registered as ``name`` (with ``defaults``) inside the block only::
+
+        with tokensel.registered("mine", MySelector):
+            tokensel.create_selector("mine")
+    """
+    with SELECTORS.registered(name, _info(name, cls, "", defaults)):
+        yield cls
+
+
+#: The selector entry-point group, registering into :data:`SELECTORS`.
+SELECTOR_PLUGINS: PluginGroup[SelectorInfo] = PluginGroup(
+    group=GROUP,
+    kind="selector",
+    expected="a tokensel.Selector subclass",
+    accepts=lambda obj: isinstance(obj, type) and issubclass(obj, Selector),
+    register=lambda name, cls: register_selector(name)(cls),
+    registry=SELECTORS,
+    same=lambda info, cls: info.cls is cls,
+)
 
 
 def selector_info(name: str) -> SelectorInfo:
-    """The :class:`SelectorInfo` registered under ``name``."""
-    return _lookup(name)
+    """The :class:`SelectorInfo` registered under ``name`` (a plug-in is loaded on first use)."""
+    return SELECTOR_PLUGINS.lookup(name)
 
 
-def create_selector(name: str, **params) -> Selector:
+def create_selector(name: str, **params: Any) -> Selector:
     """Instantiate the selector registered as ``name`` with ``params`` over its defaults."""
-    info = _lookup(name)
+    info = selector_info(name)
     kwargs = {**info.defaults, **params}
     takes_none = info.cls.__init__ is object.__init__
     sig = inspect.signature(info.cls.__init__) if not takes_none else None
-    if takes_none or not any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-        allowed = [] if takes_none else [p for p in sig.parameters if p != "self"]
+    if sig is None or not any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        allowed = [] if sig is None else [p for p in sig.parameters if p != "self"]
         unknown = sorted(set(kwargs) - set(allowed))
         if unknown:
             raise TypeError(
                 f"selector {name!r} got unknown parameter(s) {unknown}; accepted: {', '.join(allowed) or 'none'}"
             )
-    sel = info.cls(**kwargs)
+    sel: Selector = info.cls(**kwargs)
     sel.name = name
     return sel
 
 
 def list_selectors(stage: str | None = None) -> list[str]:
     """Sorted names of registered selectors, optionally only those of one ``stage``
-    ("vision": before the language model; "llm": inside it)."""
+    ("vision": before the language model; "llm": inside it); installed plug-ins included."""
     SELECTOR_PLUGINS.load_all(stacklevel=3)
-    return sorted(n for n, info in _REGISTRY.items() if stage is None or info.stage == stage)
+    return sorted(n for n, info in SELECTORS.items() if stage is None or info.stage == stage)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``tokensel selectors``: print the registry as a table."""
+    names = list_selectors()
+    width = max(len(n) for n in names)
+    print(f"{'name':<{width}}  stage   description")
+    for name in names:
+        info = SELECTORS[name]
+        print(f"{name:<{width}}  {info.stage:<6}  {info.description}")
+    return 0

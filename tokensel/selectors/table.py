@@ -1,16 +1,17 @@
-"""The table of selector registrations (name -> :class:`SelectorInfo`) and the name an
-instance matches.
+"""The selector registrations (name -> :class:`SelectorInfo`) and the name an instance matches.
 
-Below :mod:`tokensel.selectors.base` (``Selector.name`` reads it) and written by
-:func:`tokensel.selectors.registration.register_selector`; looking names up, with the built-ins
-and plug-ins loaded, is :mod:`tokensel.selectors.registry`.
+Below :mod:`tokensel.selectors.base` (``Selector.name`` reads it); registering and looking
+names up is :mod:`tokensel.selectors.registry`, the selector registry's one public module.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["SelectorInfo", "registered_name"]
+from tokensel.registry import Registry, owner_of
+
+__all__ = ["SELECTORS", "SelectorInfo", "registered_name"]
 
 
 @dataclass(frozen=True)
@@ -23,10 +24,11 @@ class SelectorInfo:
     stage: str
     description: str
     paper: str = ""
-    defaults: dict = field(default_factory=dict)
+    defaults: dict[str, Any] = field(default_factory=dict)
 
 
-_REGISTRY: dict[str, SelectorInfo] = {}
+#: Every registered selector (built-ins, plug-ins loaded so far, ``register_selector`` calls).
+SELECTORS: Registry[SelectorInfo] = Registry("selector", owner=lambda info: owner_of(info.cls))
 
 
 def registered_name(selector: object) -> str:
@@ -39,7 +41,7 @@ def registered_name(selector: object) -> str:
     missing = object()
     for cls in type(selector).__mro__:
         best, best_size = "", -1
-        for info in _REGISTRY.values():
+        for info in SELECTORS.values():
             if info.cls is not cls or len(info.defaults) <= best_size:
                 continue
             if all(getattr(selector, key, missing) == value for key, value in info.defaults.items()):

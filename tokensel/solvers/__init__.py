@@ -1,6 +1,6 @@
 """Solvers that maximise a :class:`~tokensel.objectives.CoverageObjective` under a budget k.
 
-``maximize(objective, k, solver=...)`` is the one entry point; ``list_solvers()`` names the
+``maximize(objective, k, solver=...)`` (:mod:`tokensel.solvers.run`) is the one entry point; ``list_solvers()`` names the
 registered solvers, and :func:`register_solver` adds one. Built in:
 
 - ``naive``: plain greedy (incremental exact greedy for facility-location objectives);
@@ -16,172 +16,41 @@ registered solvers, and :func:`register_solver` adds one. Built in:
 Solvers that use ``coverage_blocks()`` (the incremental greedy, ``ilp``) check the blocks
 against the objective's ``gains``/``value`` once first (:func:`checked_blocks`).
 
-The built-in solvers are registered with :func:`register_solver` and return a
+The built-in solvers (:mod:`tokensel.solvers.builtin`) are registered with :func:`register_solver` and return a
 :class:`Solution`, exactly as third-party solvers do; :func:`maximize` checks every solver's
 result the same way and recomputes its ``value``.
 """
 
-from __future__ import annotations
-
-import math
-from dataclasses import replace
-from typing import Callable
-
-import torch
-
-from tokensel.objectives.base import CoverageObjective
+import tokensel.solvers.builtin  # noqa: F401  (runs every built-in @register_solver)
 from tokensel.solvers.consistency import checked_blocks
-from tokensel.solvers.exact import brute_force, ilp, trim_by_tolerance
-from tokensel.solvers.greedy import fast_path, lazy_greedy, naive_greedy, stochastic_greedy, stochastic_sample_size
+from tokensel.solvers.greedy import stochastic_sample_size
+from tokensel.solvers.incremental import BACKENDS as INCREMENTAL_BACKENDS
 from tokensel.solvers.incremental import dense_greedy, incremental_greedy
-from tokensel.solvers.incremental_registered import incremental_batched, incremental_solver
-from tokensel.solvers.registry import SolverInfo, list_solvers, register_solver, solver_info, unregister_solver
+from tokensel.solvers.registry import (
+    SOLVERS,
+    SolverInfo,
+    list_solvers,
+    register_solver,
+    registered,
+    solver_info,
+    unregister_solver,
+)
+from tokensel.solvers.run import maximize
 from tokensel.solvers.solution import Solution
-from tokensel.validation import check_budget, check_int, check_number
 
 __all__ = [
+    "INCREMENTAL_BACKENDS",
+    "SOLVERS",
     "Solution",
     "SolverInfo",
     "checked_blocks",
-    "maximize",
-    "list_solvers",
-    "register_solver",
-    "solver_info",
-    "unregister_solver",
-    "incremental_greedy",
     "dense_greedy",
+    "incremental_greedy",
+    "list_solvers",
+    "maximize",
+    "register_solver",
+    "registered",
+    "solver_info",
     "stochastic_sample_size",
+    "unregister_solver",
 ]
-
-GREEDY = 1 - 1 / math.e
-
-
-def _heuristic(name: str, picks: list[int], gains: list[float]) -> Solution:
-    """A heuristic's :class:`Solution` (``value`` is filled in by :func:`maximize`)."""
-    return Solution(indices=torch.tensor(picks, dtype=torch.long), value=float("nan"),
-                    gains=torch.tensor(gains, dtype=torch.float64), solver=name)
-
-
-def _greedy_picks(generic: Callable, objective: CoverageObjective, k: int, tol: float | None, incremental: bool | None):
-    picks = fast_path(objective, k, tol) if incremental is not False else None
-    if picks is not None:
-        return picks
-    if incremental:
-        raise ValueError(f"incremental=True needs a facility-location-type objective, got {type(objective).__name__}")
-    return generic(objective, k, tol)
-
-
-@register_solver("naive", guarantee=GREEDY)
-def solve_naive(objective: CoverageObjective, k: int, *, tol: float | None = None, incremental: bool | None = None) -> Solution:
-    """Plain greedy: every gain at every step."""
-    return _heuristic("naive", *_greedy_picks(naive_greedy, objective, k, tol, incremental))
-
-
-@register_solver("lazy", guarantee=GREEDY)
-def solve_lazy(objective: CoverageObjective, k: int, *, tol: float | None = None, incremental: bool | None = None) -> Solution:
-    """Minoux's lazy greedy (same picks as naive)."""
-    return _heuristic("lazy", *_greedy_picks(lazy_greedy, objective, k, tol, incremental))
-
-
-@register_solver("stochastic")
-def solve_stochastic(
-    objective: CoverageObjective, k: int, *, tol: float | None = None, eps: float = 0.01, sample_size: int | None = None,
-    seed: int | None = 0, generator: torch.Generator | None = None, incremental: bool | None = None,
-) -> Solution:
-    """Stochastic greedy (1 - 1/e - eps in expectation), seeded."""
-    picks, gains = stochastic_greedy(objective, k, tol, eps=eps, sample_size=sample_size, seed=seed,
-                                     generator=generator, incremental=incremental)
-    return _heuristic("stochastic", picks, gains)
-
-
-def _exact(name: str, objective, chosen, tol, proven: bool, bound: float, message: str) -> Solution:
-    """An exact solver's :class:`Solution`: its set trimmed at ``tol``, reported honestly:
-    ``bound`` stays an upper bound on the k-set optimum, ``gap`` is the returned set's own
-    relative gap to it, and ``optimal`` holds only for the untrimmed set of a proven run."""
-    order, gains = trim_by_tolerance(objective, chosen, tol)
-    bound = max(float(bound), objective.value(chosen))
-    value = objective.value(order)
-    gap = (bound - value) / bound if bound > 0 else 0.0
-    trimmed = len(order) < len(chosen)
-    if trimmed:
-        message = f"{message or 'optimal set'}; trimmed at tol={tol} to {len(order)} of {len(chosen)} picks (not optimal for k)"
-    return Solution(indices=torch.tensor(order, dtype=torch.long), value=value, gains=torch.tensor(gains, dtype=torch.float64),
-                    solver=name, optimal=bool(proven) and not trimmed, gap=max(gap, 0.0), bound=bound, message=message)
-
-
-@register_solver("ilp", guarantee=1.0)
-def solve_ilp(
-    objective: CoverageObjective, k: int, *, tol: float | None = None, time_limit: float = 60.0, mip_rel_gap: float = 1e-9
-) -> Solution:
-    """Exact MILP (HiGHS) for facility-location blocks and modular terms."""
-    time_limit = check_number("time_limit", time_limit, 0.0, low_open=True, allow_inf=True)
-    mip_rel_gap = check_number("mip_rel_gap", mip_rel_gap, 0.0)
-    chosen, proven, bound, message = ilp(objective, k, time_limit=time_limit, mip_rel_gap=mip_rel_gap)
-    greedy = fast_path(objective, k, None) or lazy_greedy(objective, k)
-    # a cross-check: the greedy set is feasible, so the optimum is at least its value
-    if objective.value(greedy[0]) > objective.value(chosen) * (1 + 1e-12):
-        chosen, proven = sorted(greedy[0]), False
-        message += "; HiGHS's set was worse than the greedy set, which is returned instead (not proven optimal)"
-    return _exact("ilp", objective, chosen, tol, proven, bound, message)
-
-
-@register_solver("brute", guarantee=1.0)
-def solve_brute(objective: CoverageObjective, k: int, *, tol: float | None = None, max_subsets: int = 2_000_000) -> Solution:
-    """Exhaustive search over every k-subset (tiny n)."""
-    max_subsets = check_int("max_subsets", max_subsets, 1)
-    chosen = brute_force(objective, k, max_subsets=max_subsets)
-    return _exact("brute", objective, chosen, tol, True, objective.value(chosen), "exhaustive search")
-
-
-register_solver("incremental", guarantee=GREEDY, batched=incremental_batched)(incremental_solver)
-
-
-def _check_solution(sol: object, objective: CoverageObjective, k: int, tol: float | None, name: str) -> Solution:
-    if not isinstance(sol, Solution):
-        raise TypeError(f"solver {name!r} must return a tokensel.Solution, got {type(sol).__name__}")
-    idx = torch.as_tensor(sol.indices).detach().cpu().long()
-    problem = None
-    if idx.dim() != 1:
-        problem = f"indices of shape {tuple(idx.shape)} (expected [s])"
-    elif idx.numel() > k or (tol is None and idx.numel() != k):
-        problem = f"{idx.numel()} picks for k={k}"
-    elif idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= objective.n):
-        problem = f"indices outside [0, {objective.n})"
-    elif idx.unique().numel() != idx.numel():
-        problem = f"repeated indices {idx.tolist()}"
-    elif bool(objective.exclude[idx].any()):
-        problem = f"excluded candidates {idx[objective.exclude[idx]].tolist()}"
-    if problem:
-        raise RuntimeError(f"solver {name!r} returned an invalid solution: {problem}")
-    return replace(sol, indices=idx, value=objective.value(idx), solver=name)
-
-
-def maximize(
-    objective: CoverageObjective, k: int, solver: str = "lazy", tol: float | None = None, **opts: object
-) -> Solution:
-    """Pick at most ``k`` candidates maximising ``objective``.
-
-    Args:
-        objective: any :class:`CoverageObjective`.
-        k: budget (>= 1). If fewer than k candidates may be picked an error is raised.
-        solver: one of :func:`list_solvers`.
-        tol: adaptive budget: stop once the best marginal gain is below ``tol`` (exact solvers:
-            drop the optimal set's picks whose marginal gain, in greedy order, is below ``tol``).
-        **opts: solver options: ``incremental`` (naive/lazy: None = auto, False = generic code),
-            ``backend`` (incremental), ``eps``, ``sample_size``, ``seed``, ``generator``, ``incremental`` (stochastic)
-            (stochastic), ``time_limit``, ``mip_rel_gap`` (ilp), ``max_subsets`` (brute).
-
-    Returns:
-        a :class:`Solution`; its ``value`` is recomputed with ``objective.value``.
-    """
-    if not isinstance(objective, CoverageObjective):
-        raise TypeError(f"objective must be a CoverageObjective, got {type(objective).__name__}")
-    k = check_budget(k)
-    info = solver_info(solver)
-    info.check_options(opts)
-    if tol is not None:
-        tol = check_number("tol", tol, 0.0, allow_inf=True)
-    available = int((~objective.exclude).sum())
-    if available < k:
-        raise ValueError(f"k={k} picks are impossible: exclude leaves only {available} of {objective.n} candidates")
-    return _check_solution(info.fn(objective, k, tol=tol, **opts), objective, k, tol, solver)

@@ -15,10 +15,14 @@ its coverage for a whole batch at once (``mmtok`` with the ``incremental`` solve
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
-__all__ = ["SolverInfo", "register_solver", "unregister_solver", "solver_info", "list_solvers"]
+from tokensel.registry import Registry, owner_of
+
+__all__ = ["SOLVERS", "SolverInfo", "list_solvers", "register_solver", "registered", "solver_info", "unregister_solver"]
 
 F = TypeVar("F", bound=Callable)
 
@@ -60,30 +64,40 @@ def _keyword_options(fn: Callable) -> tuple[str, ...] | None:
     return tuple(p.name for p in params[2:] if p.name != "tol" and p.kind is not p.VAR_POSITIONAL)
 
 
-_SOLVERS: dict[str, SolverInfo] = {}
+#: The registered solvers (a :class:`tokensel.registry.Registry`: a taken name is refused).
+SOLVERS: Registry[SolverInfo] = Registry("solver", owner=lambda info: owner_of(info.fn))
 
 
-def register_solver(
-    name: str, *, guarantee: float | None = None, batched: Callable | None = None,
-    options: tuple[str, ...] | None = None,
-) -> Callable[[F], F]:
-    """Function decorator that registers a solver under ``name`` (see :class:`SolverInfo`).
-
-    ``options`` defaults to the keyword parameters of the function after ``objective, k``
-    (None, any option, if it takes ``**kwargs``)."""
+def _check_args(name: object, guarantee: float | None) -> None:
     if not isinstance(name, str) or not name:
         raise TypeError(f"solver name must be a non-empty str, got {name!r}")
     if guarantee is not None and not 0 < guarantee <= 1:
         raise ValueError(f"guarantee must be None or in (0, 1], got {guarantee}")
 
+
+def _info(name: str, fn: Callable[..., Any], guarantee: float | None, batched: Callable[..., Any] | None,
+          options: tuple[str, ...] | None) -> SolverInfo:
+    _check_args(name, guarantee)
+    if not callable(fn):
+        raise TypeError(f"register_solver expects a function, got {fn!r}")
+    doc = inspect.getdoc(fn) or ""
+    opts = tuple(options) if options is not None else _keyword_options(fn)
+    return SolverInfo(name, fn, doc.splitlines()[0] if doc else "", guarantee, batched, opts)
+
+
+def register_solver(
+    name: str, *, guarantee: float | None = None, batched: Callable[..., Any] | None = None,
+    options: tuple[str, ...] | None = None,
+) -> Callable[[F], F]:
+    """Function decorator that registers a solver under ``name`` (see :class:`SolverInfo`);
+    a taken name raises :class:`~tokensel.registry.DuplicateNameError`.
+
+    ``options`` defaults to the keyword parameters of the function after ``objective, k``
+    (None, any option, if it takes ``**kwargs``)."""
+    _check_args(name, guarantee)
+
     def decorator(fn: F) -> F:
-        if not callable(fn):
-            raise TypeError(f"register_solver expects a function, got {fn!r}")
-        if name in _SOLVERS:
-            raise ValueError(f"a solver named {name!r} is already registered ({_SOLVERS[name].fn.__name__})")
-        doc = inspect.getdoc(fn) or ""
-        opts = tuple(options) if options is not None else _keyword_options(fn)
-        _SOLVERS[name] = SolverInfo(name, fn, doc.splitlines()[0] if doc else "", guarantee, batched, opts)
+        SOLVERS.add(name, _info(name, fn, guarantee, batched, options))
         return fn
 
     return decorator
@@ -91,21 +105,25 @@ def register_solver(
 
 def unregister_solver(name: str) -> None:
     """Remove the solver registered as ``name`` (tests; plug-ins that clean up)."""
-    if name not in _SOLVERS:
-        raise ValueError(f"no solver named {name!r} is registered; registered: {', '.join(list_solvers())}")
-    del _SOLVERS[name]
+    SOLVERS.remove(name)
+
+
+@contextmanager
+def registered(
+    name: str, fn: Callable[..., Any], *, guarantee: float | None = None, batched: Callable[..., Any] | None = None,
+    options: tuple[str, ...] | None = None,
+) -> Iterator[SolverInfo]:
+    """Context manager: ``fn`` registered as the solver ``name`` inside the block only."""
+    with SOLVERS.registered(name, _info(name, fn, guarantee, batched, options)) as info:
+        yield info
 
 
 def solver_info(name: str) -> SolverInfo:
-    """The :class:`SolverInfo` registered under ``name``."""
-    if not isinstance(name, str):
-        raise TypeError(f"solver must be a str naming a registered solver, got {type(name).__name__}")
-    try:
-        return _SOLVERS[name]
-    except KeyError:
-        raise ValueError(f"unknown solver name {name!r}; available: {', '.join(list_solvers())}") from None
+    """The :class:`SolverInfo` registered under ``name``;
+    :class:`~tokensel.registry.UnknownNameError` listing the registered ones otherwise."""
+    return SOLVERS.lookup(name)
 
 
 def list_solvers() -> list[str]:
     """Sorted names of the registered solvers (accepted by :func:`tokensel.maximize`)."""
-    return sorted(_SOLVERS)
+    return SOLVERS.names()
