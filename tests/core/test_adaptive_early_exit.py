@@ -3,15 +3,17 @@ picks and cutting, with rows leaving the batched work once their rule is decided
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-import tokensel.selectors.mmtok as mmtok_module
 from tokensel import AdaptiveBudget, TokenBatch
 from tokensel.budget import Ranking, adaptive_lengths
 from tokensel.selectors.base import Selector
 from tokensel.selectors.mmtok import MMTok, coverage_curves
+from tokensel.solvers import SOLVERS
 
 
 class RunToKMax(MMTok):
@@ -93,20 +95,21 @@ def test_coverage_curves_of_a_prefix_have_the_bits_of_the_full_run(seed, B, R, K
     assert torch.equal(part.total[0], whole.total[row])
 
 
-def test_done_rows_leave_the_batch_and_the_call_stops_early(monkeypatch):
+def test_done_rows_leave_the_batch_and_the_call_stops_early():
     """Two easy rows stop within the first round (16 picks), the hard ones go on alone (32,
     then 64 picks for the last one); no round ranks k_max = 150 picks."""
     rounds = []
-    real = mmtok_module.incremental_batched
+    info = SOLVERS["incremental"]
+    real = info.batched
 
     def spy(blocks, k, blocked, **kw):
         rounds.append((blocks[0][0].shape[0], k))
         return real(blocks, k, blocked, **kw)
 
-    monkeypatch.setattr(mmtok_module, "incremental_batched", spy)
     batch = _mixed_batch(0, 4, 200, [True, False, True, False], False)
     budget = AdaptiveBudget(150, k_min=2, coverage=0.93)
-    out = MMTok()(batch, k=budget)
+    with SOLVERS.registered("incremental", dataclasses.replace(info, batched=spy), replace=True):
+        out = MMTok()(batch, k=budget)
     lengths = out.lengths.tolist()
     assert max(lengths[0], lengths[2]) < 16 < min(lengths[1], lengths[3]) < 150, lengths
     per_round: dict[int, int] = {}
