@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -45,6 +46,7 @@ __all__ = [
     "check_output_dir",
     "budget_args",
     "budget_label",
+    "read_yaml",
 ]
 
 #: Selector names that mean "run the unpruned model".
@@ -271,15 +273,84 @@ def parse_overrides(overrides: Sequence[str]) -> DictConfig:
     bad = [o for o in overrides if "=" not in o or o.startswith("=")]
     if bad:
         raise ConfigError(f"overrides must look like key=value, got {bad}")
+    import yaml
+
     items = []
     for o in overrides:
         key, value = o.lstrip("+").split("=", 1)
         # W&B agents format a null grid value as "None"
-        items.append(f"{key}=null" if value == "None" else f"{key}={value}")
+        item = f"{key}=null" if value == "None" else f"{key}={value}"
+        try:
+            OmegaConf.from_dotlist([item])
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"overrides: invalid value for key '{key}': {value!r} is not a plain YAML value "
+                              f"({_yaml_problem(exc)})") from None
+        except OmegaConfBaseException as exc:
+            raise _omegaconf_error(exc, "overrides") from None
+        items.append(item)
     try:
         return OmegaConf.from_dotlist(items)
     except OmegaConfBaseException as exc:
         raise _omegaconf_error(exc, "overrides") from None
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """What a YAML error says, without its file marks; a refused tag (``!!python/...``) says
+    that configs are plain YAML."""
+    problem = str(getattr(exc, "problem", None) or exc).strip()
+    tag = re.search(r"constructor for the tag '([^']*)'", problem)
+    if tag:
+        shown = tag.group(1).replace("tag:yaml.org,2002:", "!!")
+        return f"the tag {shown} is not allowed: configs are plain YAML (python and other custom tags are refused)"
+    return problem
+
+
+def _key_at(lines: list[str], index: int) -> str:
+    """The dotted key of the mapping entry at or above line ``index`` (0-based) of a YAML text,
+    read from the indentation (best effort: ``""`` when there is none)."""
+    path: list[str] = []
+    indent: Optional[int] = None
+    for line in reversed(lines[: index + 1]):
+        m = re.match(r"^(\s*)(?:-\s+)?([^\s#:'\"\-\[{][^:#]*?|'[^']*'|\"[^\"]*\")\s*:(?:\s|$)", line)
+        if not m or (indent is not None and len(m.group(1)) >= indent):
+            continue
+        path.append(m.group(2).strip("'\""))
+        indent = len(m.group(1))
+        if indent == 0:
+            break
+    return ".".join(reversed(path))
+
+
+def read_yaml(path: str | os.PathLike, what: str = "config file") -> DictConfig:
+    """The mapping in the YAML file ``path``. Raises :class:`ConfigError` naming the file, the
+    line and column and the key of a syntax error or a refused tag (python tags are never
+    constructed), and when the file is missing, unreadable or not a mapping."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{what} not found: {str(p)!r}")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} {str(p)!r} cannot be read: {exc}") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)  # the syntax alone: nothing is constructed
+        if node is not None and not isinstance(node, yaml.MappingNode):
+            kind = "list" if isinstance(node, yaml.SequenceNode) else "scalar"
+            raise ConfigError(f"{what} {str(p)!r} must hold a mapping at top level, got a {kind}")
+        loaded = OmegaConf.create(text) if node is not None else OmegaConf.create({})  # safe: no python tags
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "context_mark", None) or getattr(exc, "problem_mark", None)
+        where = ""
+        if mark is not None:
+            key = _key_at(text.splitlines(), mark.line)
+            where = f"line {mark.line + 1}, column {mark.column + 1}" + (f" (key '{key}')" if key else "") + ": "
+        raise ConfigError(f"cannot parse {what} {str(p)!r}: {where}{_yaml_problem(exc)}") from None
+    except OmegaConfBaseException as exc:
+        raise _omegaconf_error(exc, str(p)) from None
+    assert isinstance(loaded, DictConfig)
+    return loaded
 
 
 def load_config(
@@ -299,15 +370,7 @@ def load_config(
     layers: list[tuple[str, Any]] = []
     if path is not None:
         p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {str(p)!r}")
-        try:
-            loaded = OmegaConf.load(p)
-        except Exception as exc:  # yaml syntax errors
-            raise ConfigError(f"cannot parse config file {str(p)!r}: {exc}") from None
-        if not isinstance(loaded, DictConfig):
-            raise ConfigError(f"config file {str(p)!r} must hold a mapping at top level")
-        layers.append((str(p), loaded))
+        layers.append((str(p), read_yaml(p)))
     if base is not None:
         layers.append(("sweep point", OmegaConf.create(base) if not isinstance(base, DictConfig) else base))
     if overrides:

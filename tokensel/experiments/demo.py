@@ -108,7 +108,7 @@ def run_demo(out: str | Path = "tokensel-demo", *, force: bool = False, print_st
 
     spec, base = demo_sweep(out, **options)
     points = expand_points(spec, base)
-    todo = sum(force or find_run(prepared.cfg)[0] != "finished" for _, prepared in points)
+    todo = sum(force or find_run(prepared)[0] != "finished" for _, prepared in points)
     _, ms = time_call(run_sweep, spec, base, print_results=False, force=force, points=points)
     if print_status:
         print(f"{len(points)} points: {todo} run, {len(points) - todo} skipped (finished before)")

@@ -49,7 +49,7 @@ def _main(argv: list[str]) -> int:
         print(OmegaConf.to_yaml(prepared.cfg))
         return 0
     if args.resume:
-        status, path = find_run(prepared.cfg)
+        status, path = find_run(prepared)
         if status == "finished":
             load_finished(prepared.cfg, path)
             print(f"tokensel eval: this configuration already finished in {path} (nothing to resume)")

@@ -47,7 +47,7 @@ from typing import Any, Dict, List, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from tokensel.experiments.config import ConfigError, _omegaconf_error, parse_overrides
+from tokensel.experiments.config import ConfigError, _omegaconf_error, parse_overrides, read_yaml
 
 __all__ = [
     "SweepSpec",
@@ -123,10 +123,9 @@ def _selector_overrides(spec: DictConfig, values: dict, base_name: Optional[str]
 def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> tuple[DictConfig, Path]:
     """The sweep spec and the resolved path of its base config."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep config file not found: {str(path)!r}")
+    loaded = read_yaml(path, "sweep config file")
     try:
-        spec = OmegaConf.merge(OmegaConf.structured(SweepSpec), OmegaConf.load(path))
+        spec = OmegaConf.merge(OmegaConf.structured(SweepSpec), loaded)
         if overrides:
             spec = OmegaConf.merge(spec, parse_overrides(list(overrides)))
     except OmegaConfBaseException as exc:
@@ -186,13 +185,12 @@ def expand_points(spec: DictConfig, base: Path) -> list[tuple[SweepPoint, Any]]:
     """Every distinct point of the grid x seeds as (point, Prepared), in grid order; points
     with the same effective configuration (run key) appear once. All are validated (and
     their datasets loaded) before anything runs."""
-    from tokensel.experiments.records import run_key
     from tokensel.experiments.runner import prepare
 
     out: list = []
     seen: set = set()
     fixed = list(spec.overrides) + [f"logging.group={spec.name}"]
-    base_name = OmegaConf.load(base).get("selector", {}).get("name") if spec.selector_params else None
+    base_name = read_yaml(base).get("selector", {}).get("name") if spec.selector_params else None
     for values in _point_values(spec):
         # lenient params: grid values a selector does not take are dropped for it
         point_list = fixed + [f"{k}={_yaml_value(v)}" for k, v in values.items()] + ["selector.strict_params=false"]
@@ -201,7 +199,7 @@ def expand_points(spec: DictConfig, base: Path) -> list[tuple[SweepPoint, Any]]:
             prepared = prepare(str(base), point_list)
         except ConfigError as exc:
             raise ConfigError(f"sweep point {values}: {exc}") from None
-        key = run_key(prepared.cfg)
+        key = prepared.key
         if key in seen:
             continue
         seen.add(key)
@@ -268,21 +266,21 @@ def _row(spec: DictConfig, doc: dict, run_dir: Path) -> dict:
 
 
 def _finished_runs(folder: Path) -> list[tuple[dict, dict, Path]]:
-    """(run.json, metrics.json, folder) of every finished run directly under ``folder``."""
-    import json
-
-    from tokensel.experiments.rundir import read_run_info
+    """(run.json, metrics.json, folder) of every finished run directly under ``folder``; a
+    finished run whose files are damaged is left out and named on stderr."""
+    from tokensel.experiments.rundir import RunDir, finished_problems, read_run_info
 
     out = []
     for run_dir in sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []:
         info = read_run_info(run_dir)
-        metrics = run_dir / "metrics.json"
-        if info is None or not metrics.is_file():
+        if info is None or not (run_dir / "metrics.json").exists():
             continue
-        try:
-            out.append((info, json.loads(metrics.read_text()), run_dir))
-        except ValueError:
+        problems = finished_problems(run_dir)
+        if problems:
+            print(f"tokensel sweep: warning: left out of the summary, damaged: {'; '.join(problems)} "
+                  "(a rerun of the sweep redoes it)", file=sys.stderr)
             continue
+        out.append((info, RunDir(run_dir).metrics(), run_dir))
     return out
 
 
@@ -357,17 +355,18 @@ def _run_points(points: list, force: bool, dist, cache_inputs: bool = False) -> 
     status: dict[str, str] = {}
     todo, finished = [], []
     for point, prepared in points:
-        found, path = find_run(prepared.cfg)
+        found, path = find_run(prepared)
         if found == "finished" and not force:
             status[point.key] = "skipped (finished)"
             finished.append(path)
         else:
             todo.append((point, prepared))
-            status[point.key] = "resumed" if found == "partial" and not force else "ran"
+            status[point.key] = "ran" if force else {"partial": "resumed", "damaged": "redone (damaged)"}.get(found, "ran")
     if finished and dist.is_main:
         _warn_other_code(finished)
     models: dict[str, Any] = {}
-    for _, prepared in tqdm(todo, desc="sweep", disable=not dist.is_main or not todo, dynamic_ncols=True):
+
+    def run(point: SweepPoint, prepared: Any, mode: str) -> None:
         key = OmegaConf.to_yaml(prepared.cfg.model)
         if key not in models:
             models.clear()
@@ -377,8 +376,38 @@ def _run_points(points: list, force: bool, dist, cache_inputs: bool = False) -> 
 
                 models[key].processor = CachedProcessor(models[key].processor)
             _check_budgets([p for p in todo if OmegaConf.to_yaml(p[1].cfg.model) == key], models[key])
-        run_eval(prepared, loaded=models[key], dist=dist, print_results=False, mode="force" if force else "reuse")
+        result = run_eval(prepared, loaded=models[key], dist=dist, print_results=False, mode=mode)
+        if result.extra.get("skipped"):
+            status[point.key] = "finished by another process"
+
+    deferred = []
+    for point, prepared in tqdm(todo, desc="sweep", disable=not dist.is_main or not todo, dynamic_ncols=True):
+        lock = _try_lock(prepared) if dist.is_main else None
+        if not dist.broadcast(None if not dist.is_main else lock is not None):
+            deferred.append((point, prepared))
+            continue
+        try:
+            run(point, prepared, "force" if force else "reuse")
+        finally:
+            if lock is not None:
+                lock.release()
+    for point, prepared in deferred:  # run by another process meanwhile: wait, then reuse or resume it
+        run(point, prepared, "reuse")
     return status
+
+
+def _try_lock(prepared: Any) -> Any:
+    """The point's run lock, or None (named on stderr) when another process holds it: that
+    process is running the point, which this sweep comes back to after its others."""
+    from tokensel.experiments.locking import LockHeld, RunLock
+    from tokensel.experiments.runner import _run_parent
+
+    try:
+        return RunLock(_run_parent(prepared.cfg), prepared.key).acquire(wait=False)
+    except LockHeld as held:
+        print(f"tokensel sweep: {held.holder} is running the point {prepared.key} in this output folder; "
+              "coming back to it after the other points", file=sys.stderr)
+        return None
 
 
 def series_keys(spec: DictConfig) -> list[str]:
@@ -550,7 +579,7 @@ def _main(argv: list[str]) -> int:
             summarize_sweep(spec, points)
             return 0
         for j, (point, prepared) in enumerate(points):
-            print(f"{j:>3}  {find_run(prepared.cfg)[0]:<9} {point.label}")
+            print(f"{j:>3}  {find_run(prepared)[0]:<9} {point.label}")
         return 0
     run_sweep(spec, base, force=args.force, shard=shard)
     return 0
