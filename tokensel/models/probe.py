@@ -50,6 +50,8 @@ class ObservedCall:
             (> 0: attention was recomputed outside the layer, e.g. by a selector's scoring).
         vision_s: seconds in the vision tower; prefill_s: in the decoder layers at prefill;
         decode_s: in the decoder layers at the decoding steps (CUDA synchronised).
+        vision_grids: per crop (CLIP towers) or image (Qwen2.5-VL) the vision tower encoded, its
+            ``(frames, rows, cols)`` of patches.
     """
 
     layer_tokens: tuple[tuple[int, ...], ...]
@@ -60,6 +62,7 @@ class ObservedCall:
     vision_s: float
     prefill_s: float
     decode_s: float
+    vision_grids: tuple[tuple[int, int, int], ...] = ()
 
     @property
     def rows(self) -> int:
@@ -74,6 +77,7 @@ class ObservedCall:
             decode_kv=tuple(tuple(row[::reps] for row in step) for step in self.decode_kv),
             lm_head_rows=self.lm_head_rows, attn_impl=self.attn_impl, recomputed=self.recomputed,
             vision_s=self.vision_s, prefill_s=self.prefill_s, decode_s=self.decode_s,
+            vision_grids=self.vision_grids,
         )
 
     def image_tokens(self, text: list[int]) -> list[list[int]]:
@@ -137,6 +141,7 @@ class _Counts:
     decode_s: float = 0.0
     t0: float = 0.0
     v0: float = 0.0
+    vision_grids: list[tuple[int, int, int]] = field(default_factory=list)
 
 
 class DecoderProbe:
@@ -191,7 +196,7 @@ class DecoderProbe:
         if self.lm_head is not None:
             self._handles.append(self.lm_head.register_forward_hook(self._head))
         if self.vision is not None:
-            self._handles.append(self.vision.register_forward_pre_hook(self._vision_pre))
+            self._handles.append(self.vision.register_forward_pre_hook(self._vision_pre, with_kwargs=True))
             self._handles.append(self.vision.register_forward_hook(self._vision_post))
         return self
 
@@ -256,7 +261,8 @@ class DecoderProbe:
         if isinstance(x, Tensor):
             self._c.lm_head_rows.append(int(x.shape[-2]) if x.dim() >= 2 else 1)
 
-    def _vision_pre(self, module: nn.Module, args: tuple) -> None:
+    def _vision_pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        self._c.vision_grids.extend(_vision_grids(module, args, kwargs))
         _sync()
         self._c.v0 = time.perf_counter()
 
@@ -275,8 +281,20 @@ class DecoderProbe:
             layer_tokens=tuple(tuple(v) for v in c.layer_tokens),
             decode_kv=tuple(tuple(tuple(v) for v in step) for step in c.decode_kv),
             lm_head_rows=tuple(c.lm_head_rows), attn_impl=tuple(c.attn_impl), recomputed=tuple(extra),
-            vision_s=c.vision_s, prefill_s=c.prefill_s, decode_s=c.decode_s,
+            vision_s=c.vision_s, prefill_s=c.prefill_s, decode_s=c.decode_s, vision_grids=tuple(c.vision_grids),
         )
+
+
+def _vision_grids(module: nn.Module, args: tuple, kwargs: dict) -> list[tuple[int, int, int]]:
+    """``(frames, rows, cols)`` patches of each crop / image a vision tower call encodes."""
+    grid_thw = kwargs.get("grid_thw", args[1] if len(args) > 1 else None)
+    if isinstance(grid_thw, Tensor):
+        return [(int(t), int(h), int(w)) for t, h, w in grid_thw.tolist()]
+    pixels = kwargs.get("pixel_values", args[0] if args else None)
+    patch = getattr(getattr(module, "config", None), "patch_size", None)
+    if not isinstance(pixels, Tensor) or pixels.dim() != 4 or not isinstance(patch, int):
+        return []
+    return [(1, pixels.shape[-2] // patch, pixels.shape[-1] // patch)] * pixels.shape[0]
 
 
 def check_plan(selector: str, observed: ObservedCall, text: list[int], planned: list[list[int]],
