@@ -289,7 +289,8 @@ def load_config(
     validate: bool = True,
     base: Any = None,
 ) -> DictConfig:
-    """Load ``path`` (YAML) over the schema defaults, apply ``overrides`` and validate.
+    """Load ``path`` (YAML; or the name of a shipped config such as ``shapes``, see
+    :mod:`tokensel.experiments.shipped`) over the schema defaults, apply ``overrides`` and validate.
 
     ``base`` is an optional dict / DictConfig merged between the YAML file and the overrides
     (used by sweeps). Returns a read-only, fully resolved DictConfig typed by
@@ -297,10 +298,9 @@ def load_config(
     """
     schema = OmegaConf.structured(ExperimentConfig)
     layers: list[tuple[str, Any]] = []
+    p = None
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {str(p)!r}")
+        p = resolve_config_path(path, "experiment")
         try:
             loaded = OmegaConf.load(p)
         except Exception as exc:  # yaml syntax errors
@@ -325,9 +325,24 @@ def load_config(
     except OmegaConfBaseException as exc:
         raise _omegaconf_error(exc, "interpolation") from None
     if validate:
-        validate_config(cfg, config_dir=Path(path).parent if path is not None else None)
+        validate_config(cfg, config_dir=p.parent if p is not None else None)
     OmegaConf.set_readonly(cfg, True)
     return cfg
+
+
+def resolve_config_path(path: str | os.PathLike, kind: str) -> Path:
+    """``path`` if it is a file, else the shipped config of that name and ``kind``
+    (``experiment`` | ``sweep``, :mod:`tokensel.experiments.shipped`); ConfigError if neither."""
+    from tokensel.experiments.shipped import find_shipped, names_hint
+
+    p = Path(path)
+    if p.is_file():
+        return p
+    found = find_shipped(str(path), kind)
+    if found is None:
+        what = "config file" if kind == "experiment" else "sweep config file"
+        raise ConfigError(f"{what} not found: {str(p)!r}; give a path or a name ({names_hint(kind)})")
+    return found
 
 
 def _fail(key: str, msg: str) -> None:
