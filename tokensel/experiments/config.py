@@ -360,7 +360,8 @@ def load_config(
     validate: bool = True,
     base: Any = None,
 ) -> DictConfig:
-    """Load ``path`` (YAML) over the schema defaults, apply ``overrides`` and validate.
+    """Load ``path`` (YAML; or the name of a shipped config such as ``shapes``, see
+    :mod:`tokensel.experiments.shipped`) over the schema defaults, apply ``overrides`` and validate.
 
     ``base`` is an optional dict / DictConfig merged between the YAML file and the overrides
     (used by sweeps). Returns a read-only, fully resolved DictConfig typed by
@@ -368,8 +369,9 @@ def load_config(
     """
     schema = OmegaConf.structured(ExperimentConfig)
     layers: list[tuple[str, Any]] = []
+    p = None
     if path is not None:
-        p = Path(path)
+        p = resolve_config_path(path, "experiment")
         layers.append((str(p), read_yaml(p)))
     if base is not None:
         layers.append(("sweep point", OmegaConf.create(base) if not isinstance(base, DictConfig) else base))
@@ -388,9 +390,24 @@ def load_config(
     except OmegaConfBaseException as exc:
         raise _omegaconf_error(exc, "interpolation") from None
     if validate:
-        validate_config(cfg, config_dir=Path(path).parent if path is not None else None)
+        validate_config(cfg, config_dir=p.parent if p is not None else None)
     OmegaConf.set_readonly(cfg, True)
     return cfg
+
+
+def resolve_config_path(path: str | os.PathLike, kind: str) -> Path:
+    """``path`` if it is a file, else the shipped config of that name and ``kind``
+    (``experiment`` | ``sweep``, :mod:`tokensel.experiments.shipped`); ConfigError if neither."""
+    from tokensel.experiments.shipped import find_shipped, names_hint
+
+    p = Path(path)
+    if p.is_file():
+        return p
+    found = find_shipped(str(path), kind)
+    if found is None:
+        what = "config file" if kind == "experiment" else "sweep config file"
+        raise ConfigError(f"{what} not found: {str(p)!r}; give a path or a name ({names_hint(kind)})")
+    return found
 
 
 def _fail(key: str, msg: str) -> None:

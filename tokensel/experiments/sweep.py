@@ -47,7 +47,7 @@ from typing import Any, Dict, List, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from tokensel.experiments.config import ConfigError, _omegaconf_error, parse_overrides, read_yaml
+from tokensel.experiments.config import ConfigError, _omegaconf_error, read_yaml, resolve_config_path
 
 __all__ = [
     "SweepSpec",
@@ -122,16 +122,18 @@ def _selector_overrides(spec: DictConfig, values: dict, base_name: Optional[str]
 
 def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> tuple[DictConfig, Path]:
     """The sweep spec and the resolved path of its base config."""
-    path = Path(path)
+    path = resolve_config_path(path, "sweep")
     loaded = read_yaml(path, "sweep config file")
     try:
         spec = OmegaConf.merge(OmegaConf.structured(SweepSpec), loaded)
-        if overrides:
-            spec = OmegaConf.merge(spec, parse_overrides(list(overrides)))
     except OmegaConfBaseException as exc:
         raise _omegaconf_error(exc, str(path)) from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    if overrides:  # grid.<axis>=[...] replaces that axis; mappings replace, never merge
+        from tokensel.experiments.sweep_overrides import apply_sweep_overrides
+
+        spec = apply_sweep_overrides(spec, list(overrides), str(path))
     if OmegaConf.is_missing(spec, "base"):
         raise ConfigError(f"{path}: base: the experiment config to sweep over is required")
     base = Path(spec.base)
@@ -517,6 +519,15 @@ def run_sweep(
     return summarize_sweep(spec, points, print_results=print_results)
 
 
+def _relative_or_absolute(path: Path, cwd: Path) -> str:
+    """``path`` relative to ``cwd`` when it is inside it, else absolute."""
+    try:
+        arg = os.path.relpath(path.resolve(), cwd.resolve())
+    except ValueError:  # another drive
+        return str(path.resolve())
+    return str(path.resolve()) if arg.startswith("..") else arg
+
+
 def export_wandb_sweep(spec: DictConfig, base: Path, out: str | os.PathLike, sweep_file: str | os.PathLike,
                        cwd: Path | None = None) -> dict:
     """Write a W&B sweep definition (YAML) that runs the same deduplicated points as the local
@@ -526,12 +537,10 @@ def export_wandb_sweep(spec: DictConfig, base: Path, out: str | os.PathLike, swe
 
     points = expand_points(spec, base)
     cwd = Path.cwd() if cwd is None else cwd
-    try:
-        sweep_arg = os.path.relpath(Path(sweep_file).resolve(), cwd.resolve())
-    except ValueError:  # another drive
-        sweep_arg = str(Path(sweep_file).resolve())
-    if sweep_arg.startswith(".."):
-        sweep_arg = str(Path(sweep_file).resolve())
+    if not Path(sweep_file).is_file():  # a shipped config's name: agents find it the same way
+        sweep_arg = str(sweep_file)
+    else:
+        sweep_arg = _relative_or_absolute(Path(sweep_file), cwd)
     definition = {
         "name": spec.name,
         "description": "points: " + "; ".join(f"{j}: {p.label}" for j, (p, _) in enumerate(points)),
@@ -557,7 +566,7 @@ def _main(argv: list[str]) -> int:
         prog="tokensel sweep",
         description="Run a grid of evaluations locally, or export it as a W&B sweep definition.",
     )
-    ap.add_argument("sweep_config", help="sweep YAML (see experiments/configs/sweeps/)")
+    ap.add_argument("sweep_config", help="a sweep YAML file, or the name of a shipped one (tokensel configs lists them)")
     ap.add_argument("overrides", nargs="*", help="key=value overrides of the sweep spec (e.g. seeds=[0,1], point=3)")
     ap.add_argument("--export-wandb", metavar="FILE", help="write a W&B sweep YAML instead of running")
     ap.add_argument("--dry-run", action="store_true", help="validate and list the points (with their status), run nothing")
