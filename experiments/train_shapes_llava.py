@@ -552,18 +552,23 @@ def check_shipped(ap: argparse.ArgumentParser, args) -> None:
                  + ", ".join("--" + k.replace("_", "-") for k in fixed))
 
 
-def main(argv=None) -> int:
-    ap = build_parser()
-    args = ap.parse_args(argv)
-    if args.recipe == "shipped":
-        check_shipped(ap, args)
-        return run_shipped_recipe(args.out, args.threads, args.seed)
+def check_options(ap: argparse.ArgumentParser, args) -> None:
+    """Option combinations the main phase cannot run (``ap.error`` names them)."""
     if args.count_per_object and args.count_ratio <= 0:
         ap.error("--count-per-object needs --count-ratio > 0")
     if args.text_layers and not args.init_from:
         ap.error("--text-layers grows a trained model: it needs --init-from")
     if args.freeze_vision and (args.vision_steps or args.local_init):
         ap.error("--freeze-vision excludes the vision-only phase (--vision-steps, --local-init)")
+
+
+def main(argv=None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if args.recipe == "shipped":
+        check_shipped(ap, args)
+        return run_shipped_recipe(args.out, args.threads, args.seed)
+    check_options(ap, args)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
