@@ -27,6 +27,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from tokensel.experiments.datasets import get_dataset, list_datasets
+from tokensel.experiments.placement import register_resolvers
 from tokensel.plugins import PluginError
 
 __all__ = [
@@ -48,6 +49,8 @@ __all__ = [
     "budget_label",
     "read_yaml",
 ]
+
+register_resolvers()  # ${relative_layer:...} / ${relative_layers:...}: in-LLM layers at the original's depth
 
 #: Selector names that mean "run the unpruned model".
 NO_SELECTOR = ("none",)
