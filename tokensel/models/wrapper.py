@@ -27,7 +27,7 @@ sequences start with the caller's original ``input_ids`` (the unpruned prompt), 
 A vision-stage selector that needs TokenBatch fields the model family cannot provide (VisionZip
 on Qwen2.5-VL: no CLS token) is refused by ``tokensel.prune`` with a ``ValueError``.
 
-LLM-stage selectors (``fastv``, ``sparsevlm``; subclasses of
+LLM-stage selectors (``fastv``, ``sparsevlm``, ``dart``, ``pyramiddrop``; subclasses of
 :class:`tokensel.selectors.llm.LLMSelector`) run the model unchanged and prune inside the
 language model through decoder-layer hooks (see :mod:`tokensel.models._llm`); their record's
 ``stage_selection`` holds the kept image-token indices after each stage and ``stage_recycled``
@@ -41,7 +41,8 @@ select once per LLaVA-NeXT image, over its packed sequence (unpadded grid with n
 contextual = 64 tokens). ``ratio`` keeps ``budget_from_ratio(ratio, n, selector.ratio_rounding)``
 tokens of each image/crop/packed sequence of ``n`` tokens: ``max(1, int(ratio * n))`` for most
 selectors, ``round(ratio * n)`` for DivPrune (``int`` on Qwen2.5-VL, as MMTok's Qwen port of it)
-and the in-LLM selectors (of all the sample's image tokens N). When the budget is at least the
+and the in-LLM selectors (of all the sample's image tokens N; ``int`` for DART and PyramidDrop, as
+their originals truncate). When the budget is at least the
 number of tokens, every token is kept and the model's output is unchanged. ``k`` may also be a
 :class:`tokensel.AdaptiveBudget` (vision-stage selectors with a stopping rule, e.g. ``mmtok``):
 each image (LLaVA-NeXT: each crop) keeps its own number of tokens, between ``k_min`` and
@@ -243,10 +244,12 @@ class PrunedVLM:
     # ------------------------------------------------------------------ llm stage (fastv, sparsevlm)
     def _llm_counts(self, n_per: Tensor, runs: Tensor) -> list[list[int]]:
         """``[stage][sample]``: image tokens kept by score, from the selector's schedule for the
-        sample's budget (``k`` per image, or ``round(ratio * N)``)."""
+        sample's budget (``k`` per image, or ``ratio`` of N with the selector's ``ratio_rounding``:
+        ``round(ratio * N)`` by default)."""
         plan: list[list[int]] = [[] for _ in self.selector.layers]
         for n, r in zip(n_per.tolist(), runs.tolist()):
-            total = min(n, self.k * r) if self.k is not None else min(n, max(1, round(self.ratio * n)))
+            total = min(n, self.k * r) if self.k is not None else \
+                budget_from_ratio(self.ratio, n, self.selector.ratio_rounding)
             counts = tuple(self.selector.schedule(total, n))
             if len(counts) != len(plan) or any(isinstance(c, bool) or int(c) != c or c < 1 for c in counts):
                 raise ValueError(f"{self.selector.name}: schedule({total}, {n}) returned {counts}; expected "
@@ -279,7 +282,8 @@ class PrunedVLM:
         runs = (image_mask[:, 1:] & ~image_mask[:, :-1]).sum(dim=1) + image_mask[:, 0].long()
         sel = self.selector
         state = LLMPruneState(selector=sel, counts=self._llm_counts(n_per, runs), image_mask=image_mask,
-                              attention_mask=am, rotary=getattr(ad.language_model, "rotary_emb", None))
+                              attention_mask=am, rotary=getattr(ad.language_model, "rotary_emb", None),
+                              final_norm=getattr(ad.language_model, "norm", None))
         handles = install_llm_hooks(ad.decoder_layers, state)
         try:
             with DecoderProbe.of_model(self.model) as probe:
