@@ -586,11 +586,7 @@ def main(argv=None) -> int:
         model = build_model(config, seed=args.seed)
     model.model.language_model.set_attn_implementation("eager")  # training reads attention maps
     model.train()
-    frozen_digest = None
-    if args.freeze_vision:
-        for part in frozen_parts(model).values():
-            part.requires_grad_(False)
-        frozen_digest = frozen_parts_digest(model)
+    frozen_digest = freeze_pre_llm(model) if args.freeze_vision else None
     dv = config.vision_config.hidden_size
     probe = torch.nn.Linear(dv, 2 if args.size_weight else 1)
     qprobe = torch.nn.Linear(config.text_config.hidden_size, len(COLORS_LIST) + 1 + len(SHAPES) + 1 + 3)
@@ -744,6 +740,13 @@ def frozen_parts(model) -> dict[str, torch.nn.Module]:
     features, the projected tokens, the question's token embeddings)."""
     return {"vision_tower": model.model.vision_tower, "multi_modal_projector": model.model.multi_modal_projector,
             "embed_tokens": model.get_input_embeddings()}
+
+
+def freeze_pre_llm(model) -> str:
+    """Freeze :func:`frozen_parts`; returns their digest (checked again at every save)."""
+    for part in frozen_parts(model).values():
+        part.requires_grad_(False)
+    return frozen_parts_digest(model)
 
 
 def frozen_parts_digest(model) -> str:

@@ -64,9 +64,9 @@ def _original_placement(name: str, key: str) -> Any:
     the original's placement in its 32-layer model; None when there is none."""
     import inspect
 
-    from tokensel.selectors import registered, selector_info
+    from tokensel.selectors import list_selectors, selector_info
 
-    if name not in registered():
+    if name not in list_selectors():
         return None
     param = inspect.signature(selector_info(name).cls.__init__).parameters.get(key)
     return None if param is None or param.default is inspect.Parameter.empty else param.default
