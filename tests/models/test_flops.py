@@ -8,29 +8,14 @@ run eager attention here, whose score and value products are plain matmuls. Tole
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
+from tiny_vlms import eager, image_for
 from torch.utils.flop_counter import FlopCounterMode
 
 from tokensel.models import prune
 from tokensel.models.flops import LMShape, layer_flops, qwen_windows, sample_flops
 from tokensel.models.probe import DecoderProbe
-from tokensel.testing import rand_image
-
-
-def image_for(tiny, seed=0):
-    return [rand_image(112, 140, seed)] if tiny.family == "qwen2_5_vl" else [rand_image(80, 120, seed)]
-
-
-@contextlib.contextmanager
-def eager(model):
-    model.set_attn_implementation("eager")
-    try:
-        yield
-    finally:
-        model.set_attn_implementation("sdpa")
 
 
 def counted(counts: dict, suffix: str, exclude: str | None = None) -> int:

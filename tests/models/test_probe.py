@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_vlms import image_for
 from torch import Tensor
 
 from tokensel.batch import Selection, TokenBatch
@@ -13,10 +14,6 @@ from tokensel.models.probe import DecoderProbe, PlanMismatchError, check_plan, l
 from tokensel.selectors.base import Selector
 from tokensel.selectors.fastv import FastVSelector
 from tokensel.testing import rand_image
-
-
-def image_for(tiny, seed=0):
-    return [rand_image(112, 140, seed)] if tiny.family == "qwen2_5_vl" else [rand_image(80, 120, seed)]
 
 
 class KeepsTwoMore(Selector):
