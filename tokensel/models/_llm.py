@@ -8,11 +8,13 @@ At prefill:
   position ids of the full prompt;
 - a pre-hook on layer ``l``'s attention module gathers :class:`DecoderLayerInputs` (its input,
   its projections, the current rotary tables and the image / text / validity masks of the
-  current layout) and asks the selector for scores;
-- a pre-hook on layer ``l + 1`` keeps the selector's choice per sample (``schedule`` counts),
-  inserts the selector's recycled tokens right after the kept image tokens, and rebuilds the
-  rotary tables (``positions``: "original" gathers each token's prompt position, "contiguous"
-  renumbers the real tokens) and the attention mask for all later layers.
+  current layout) and asks the selector for scores (``score_from="next"``: the pre-hook of layer
+  ``l + 1`` does so with that layer's input norm and projections, on the current layout);
+- a pre-hook on layer ``l + 1`` keeps the selector's choice per sample (its ``choose`` with the
+  ``schedule`` count and a :class:`StageSample`), inserts the selector's recycled tokens right
+  after the kept image tokens, and rebuilds the rotary tables (``positions``: "original" gathers
+  each token's prompt position, "contiguous" renumbers the real tokens) and the attention mask
+  for all later layers.
 
 The KV cache of each region (the layers between two stages) therefore holds fewer entries than
 that of earlier layers; during decoding the same hooks hand each region's layers a mask matching
@@ -35,7 +37,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from tokensel.selectors.llm import DecoderLayerInputs, LLMSelector
+from tokensel.selectors.llm import DecoderLayerInputs, LLMSelector, StageSample
 
 __all__ = ["Layout", "LLMPruneState", "PromptTables", "Region", "install_llm_hooks", "layer_inputs"]
 
@@ -123,7 +125,8 @@ class LLMPruneState:
     """One in-LLM pruning call (one prefill and its decoding steps).
 
     ``counts[s][b]``: image tokens sample ``b`` keeps by score at stage ``s``. ``rotary``: the
-    language model's rotary embedding module (needed for ``positions="contiguous"``).
+    language model's rotary embedding module (needed for ``positions="contiguous"``);
+    ``final_norm``: its final norm (needed by selectors whose ``needs`` hold ``"final_norm"``).
     """
 
     selector: LLMSelector
@@ -131,6 +134,7 @@ class LLMPruneState:
     image_mask: Tensor  # bool [B, L]: image-token positions of the prompt
     attention_mask: Tensor  # [B, L]: 2-D padding mask of the prompt
     rotary: nn.Module | None = None
+    final_norm: nn.Module | None = None  # the language model's final norm (selectors needing "final_norm")
     reps: int = 1  # batch expansion by generate (num_beams / num_return_sequences)
     forwards: int = 0  # language-model forwards seen: 1 = the prefill, later ones = decoding steps
     layout: Layout | None = None
@@ -220,13 +224,24 @@ def _prompt_positions(state: LLMPruneState, length: int) -> Tensor:
     return torch.arange(length, device=state.image_mask.device).expand(bsz, length)
 
 
-def _sample_stage(state: LLMPruneState, stage_no: int, hidden: Tensor, b: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _stage_sample(state: LLMPruneState, states: Tensor, b: int) -> StageSample:
+    """Sample ``b``'s :class:`StageSample` (``states``: the layer output, final-normed if asked)."""
+    lay = state.layout
+    first = state.attention_mask[b].long().argmax()  # the prompt's first real slot (left padding)
+    position = torch.where(lay.index[b] >= 0, lay.index[b] - first, torch.full_like(lay.index[b], -1))
+    return StageSample(scores=state.pending[b], image=lay.image[b], valid=lay.valid[b], position=position,
+                       hidden=states[b])
+
+
+def _sample_stage(state: LLMPruneState, stage_no: int, hidden: Tensor, states: Tensor,
+                  b: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Sample ``b`` at a stage: (slots kept in the new layout order with -1 for recycled,
     recycled tokens [c, D], their anchors' prompt slots, kept prompt image indices)."""
     sel, lay = state.selector, state.layout
     img_pos = lay.image[b].nonzero().squeeze(1)
     scores = state.pending[b][img_pos].float()
-    keep_rel = sel.keep(scores, state.counts[stage_no][b // state.reps]).to(img_pos.device)
+    sample = _stage_sample(state, states, b)
+    keep_rel = sel.choose(sample, state.counts[stage_no][b // state.reps]).to(img_pos.device)
     chosen = img_pos[keep_rel]
     gone = torch.ones(img_pos.numel(), dtype=torch.bool, device=img_pos.device)
     gone[keep_rel] = False
@@ -273,7 +288,8 @@ def _new_layout(lay: Layout, hidden: Tensor, plan: list) -> tuple[Layout, Tensor
 def _apply_stage(state: LLMPruneState, stage_no: int, hidden: Tensor, kwargs: dict) -> Tensor:
     """Prune ``hidden`` (the previous layer's output) to the stage's layout; add its region."""
     t0 = time.perf_counter()
-    plan = [_sample_stage(state, stage_no, hidden, b) for b in range(hidden.shape[0])]
+    states = state.final_norm(hidden) if "final_norm" in state.selector.needs else hidden
+    plan = [_sample_stage(state, stage_no, hidden, states, b) for b in range(hidden.shape[0])]
     state.seconds += time.perf_counter() - t0
     state.layout, new_hidden = _new_layout(state.layout, hidden, plan)
     state.kept.append([p[3] for p in plan])
@@ -326,28 +342,43 @@ def _first_layer_hook(state: LLMPruneState, prompt_len: int):
     return hook
 
 
+def _score(state: LLMPruneState, attn: nn.Module, hidden: Tensor, position_embeddings: tuple, layer: int) -> None:
+    """Ask the selector for the scores of the current layout from ``attn``'s inputs ``hidden``."""
+    cos, sin = position_embeddings
+    lay = state.layout
+    text_full = _text_after_image(state.attention_mask.bool(), state.image_mask)
+    # text-ness belongs to the prompt slot: the same text tokens as in the full prompt
+    text = torch.gather(text_full, 1, lay.index.clamp(min=0)) & lay.valid & ~lay.image
+    emb = {}
+    if state.prompt.embeddings is not None:
+        emb = {"embeddings": state.prompt.embeddings, "embeddings_image": state.image_mask,
+               "embeddings_text": text_full}
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        inputs = layer_inputs(attn, hidden.detach(), cos, sin, key_valid=lay.valid, image=lay.image,
+                              text=text, layer=layer, **emb)
+        state.pending = state.selector.score(inputs)
+    state.seconds += time.perf_counter() - t0
+
+
 def _score_hook(state: LLMPruneState, stage_no: int):
+    """Pre-hook of a scoring layer's attention module (``score_from="layer"``)."""
     def hook(module, args, kwargs):
         if not state.prefill or state.done != stage_no:
             return
-        hidden = _hidden_of(args, kwargs)
-        cos, sin = kwargs["position_embeddings"]
-        lay = state.layout
-        text_full = _text_after_image(state.attention_mask.bool(), state.image_mask)
-        # text-ness belongs to the prompt slot: the same text tokens as in the full prompt
-        text = torch.gather(text_full, 1, lay.index.clamp(min=0)) & lay.valid & ~lay.image
-        emb = {}
-        if state.prompt.embeddings is not None:
-            emb = {"embeddings": state.prompt.embeddings, "embeddings_image": state.image_mask,
-                   "embeddings_text": text_full}
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            inputs = layer_inputs(module, hidden.detach(), cos, sin, key_valid=lay.valid, image=lay.image,
-                                  text=text, layer=state.stages[stage_no] - 1, **emb)
-            state.pending = state.selector.score(inputs)
-        state.seconds += time.perf_counter() - t0
+        _score(state, module, _hidden_of(args, kwargs), kwargs["position_embeddings"], state.stages[stage_no] - 1)
 
     return hook
+
+
+def _score_next(state: LLMPruneState, layer: nn.Module, layer_idx: int, hidden: Tensor, kwargs: dict) -> None:
+    """``score_from="next"``: score with the pruning layer's own input norm and attention, on
+    the current layout's tables (the model hands the layer the unpruned prompt's)."""
+    region = state.regions.get(state.done)
+    pe = kwargs["position_embeddings"] if region is None else region.position_embeddings
+    with torch.no_grad():
+        normed = layer.input_layernorm(hidden.detach())
+    _score(state, layer.self_attn, normed, pe, layer_idx)
 
 
 def _decode_mask(region: Region, q: int, like) -> Tensor:
@@ -389,6 +420,8 @@ def _prune_hook(state: LLMPruneState, stage_no: int, layer_idx: int):
     def hook(module, args, kwargs):
         if not (state.prefill and state.done == stage_no):
             return region_layer(module, args, kwargs)
+        if state.selector.score_from == "next":
+            _score_next(state, module, layer_idx, _hidden_of(args, kwargs), kwargs)
         if state.pending is None:
             return None
         with torch.no_grad():
@@ -432,12 +465,16 @@ def install_llm_hooks(layers: nn.ModuleList, state: LLMPruneState) -> list:
     state.selector.check_model(len(layers))
     if state.selector.positions == "contiguous" and state.rotary is None:
         raise ValueError("positions='contiguous' needs the language model's rotary embedding module")
+    if "final_norm" in state.selector.needs and state.final_norm is None:
+        raise ValueError(f"{state.selector.name or type(state.selector).__name__} needs the language model's final norm")
     state.layout = Layout.of_prompt(state.image_mask, state.attention_mask)
     state.kept, state.recycled, state.regions, state.forwards = [], [], {}, 0
     prompt_len = state.image_mask.shape[1]
     handles = [layers[0].register_forward_pre_hook(_first_layer_hook(state, prompt_len), with_kwargs=True)]
     for s_no, layer in enumerate(stages):
-        handles.append(layers[layer - 1].self_attn.register_forward_pre_hook(_score_hook(state, s_no), with_kwargs=True))
+        if state.selector.score_from == "layer":
+            attn = layers[layer - 1].self_attn
+            handles.append(attn.register_forward_pre_hook(_score_hook(state, s_no), with_kwargs=True))
     for idx in range(stages[0], len(layers)):
         hook = _prune_hook(state, stages.index(idx), idx) if idx in stages else _region_hook(state, idx)
         handles.append(layers[idx].register_forward_pre_hook(hook, with_kwargs=True))

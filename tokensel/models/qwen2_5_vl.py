@@ -13,6 +13,8 @@
   and ranking by anything else would not be VisionZip).
 - DivPrune defaults to ``features="vision_raw"`` and ``ratio_rounding="floor"`` here (MMTok's
   Qwen2.5-VL port of DivPrune, the one DivPrune's README points to).
+- PyramidDrop defaults to ``positions="original"`` here (the kept tokens keep their M-RoPE
+  positions; the original has no Qwen2.5-VL port and renumbers 1-D positions).
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ class Qwen2_5_VLAdapter(VisionAdapter):
     keeps_positions = True
     #: MMTok's tau_tv; DivPrune as in MMTok's Qwen2.5-VL port of it: on ``vision_raw`` (pooled
     #: ViT features before the merger), budget ``int(ratio * n)``.
-    selector_defaults = {"mmtok": {"tau_tv": 0.01}, "divprune": {"features": "vision_raw", "ratio_rounding": "floor"}}
+    selector_defaults = {"mmtok": {"tau_tv": 0.01}, "divprune": {"features": "vision_raw", "ratio_rounding": "floor"},
+                         "pyramiddrop": {"positions": "original"}}
     provides = frozenset({"vision_raw", "grid"})
     missing_reason = (
         "the Qwen2.5-VL vision encoder has no CLS token, hence no CLS token or CLS attention to select "

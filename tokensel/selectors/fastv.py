@@ -11,10 +11,9 @@ FastV's keep count is ``round(N * (1 - R))`` for a drop rate ``R``; with ``token
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from tokensel.selectors.llm import DecoderLayerInputs, LLMSelector, attention_rows
+from tokensel.selectors.llm import DecoderLayerInputs, LLMSelector, attention_rows, last_valid
 from tokensel.selectors.registration import register_selector
 from tokensel.validation import check_int
 
@@ -38,10 +37,7 @@ class FastVSelector(LLMSelector):
 
     def score(self, inputs: DecoderLayerInputs) -> Tensor:
         """The last valid token's head-averaged attention to every slot, float32 ``[B, L]``."""
-        length = inputs.key_valid.shape[1]
-        pos = torch.arange(length, device=inputs.key_valid.device)
-        last = torch.where(inputs.key_valid, pos, torch.full_like(pos, -1)).max(dim=1).values
-        return attention_rows(inputs, last[:, None])[:, 0]
+        return attention_rows(inputs, last_valid(inputs.key_valid)[:, None])[:, 0]
 
     def check_model(self, num_layers: int) -> None:
         if self.layer > num_layers - 1:

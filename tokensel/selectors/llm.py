@@ -12,7 +12,13 @@ defines the method lives in its selector class and runs without a model:
 - :meth:`LLMSelector.recycle`: tokens merged from the pruned ones, placed right after the kept
   image tokens (none by default);
 - ``positions``: ``"original"`` (kept tokens keep their prompt positions) or ``"contiguous"``
-  (positions are renumbered 0, 1, ... over the pruned sequence).
+  (positions are renumbered 0, 1, ... over the pruned sequence);
+- ``score_from``: ``"layer"`` (default: :meth:`LLMSelector.score` gets layer ``layers[s]``'s own
+  attention inputs) or ``"next"`` (it gets the pruning layer ``layers[s] + 1``'s: the scoring
+  layer's output through the pruning layer's input norm and projections, PyramidDrop);
+- :meth:`LLMSelector.choose`: which image tokens a stage keeps from its scores (default: the top
+  ``schedule`` count); it sees a :class:`StageSample`, whose ``hidden`` is the scoring layer's
+  output (through the model's final norm when ``needs`` holds ``"final_norm"``, DART).
 
 The model side (``tokensel.prune``) only places the hooks, gathers :class:`DecoderLayerInputs`
 at each scoring layer and applies the selector's decisions. Called on a ``TokenBatch``, an
@@ -32,7 +38,8 @@ from torch import Tensor
 from tokensel.batch import Selection, TokenBatch
 from tokensel.selectors.base import Selector
 
-__all__ = ["DecoderLayerInputs", "LLMSelector", "attention_rows", "check_layers"]
+__all__ = ["DecoderLayerInputs", "LLMSelector", "StageSample", "attention_rows", "check_layers",
+           "last_valid", "rotary_keys", "top_order"]
 
 Projection = Callable[[Tensor], Tensor]
 
@@ -118,33 +125,77 @@ class DecoderLayerInputs:
                    num_heads=num_heads, num_kv_heads=k_weight.shape[0] // head_dim, head_dim=head_dim, **kw)
 
 
+def _rotary(inputs: DecoderLayerInputs, x: Tensor, proj: Projection, heads: int, norm: Projection | None) -> Tensor:
+    """float32 ``[B, heads, L, hd]``: ``proj(x)`` per head, normed (if ``norm``), rotated."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    bsz, length, _ = x.shape
+    t = proj(x).reshape(bsz, length, heads, inputs.head_dim)
+    if norm is not None:
+        t = norm(t)
+    cos = inputs.cos.expand(bsz, -1, -1).float()
+    sin = inputs.sin.expand(bsz, -1, -1).float()
+    out, _ = apply_rotary_pos_emb(t.float().transpose(1, 2), t.new_zeros(1).float(), cos, sin)
+    return out
+
+
+def rotary_keys(inputs: DecoderLayerInputs) -> Tensor:
+    """The layer's keys after the rotary embedding, each kv head repeated for its query heads as
+    the eager attention does (transformers' ``repeat_kv``): float32 ``[B, H, L, head_dim]``."""
+    from transformers.models.llama.modeling_llama import repeat_kv
+
+    k = _rotary(inputs, inputs.hidden, inputs.k_proj, inputs.num_kv_heads, inputs.k_norm)
+    return repeat_kv(k, inputs.num_heads // inputs.num_kv_heads)
+
+
 def attention_rows(inputs: DecoderLayerInputs, rows: Tensor) -> Tensor:
     """Head-averaged causal softmax attention float32 ``[B, T, L]`` of the query slots ``rows``
     (long ``[B, T]``) over the layer's valid keys, recomputed from the projections and the rotary
     tables as the eager attention computes it (transformers' ``apply_rotary_pos_emb`` and
     ``repeat_kv``)."""
-    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
-
     x = inputs.hidden
     bsz, length, _ = x.shape
     hd = inputs.head_dim
-    q = inputs.q_proj(x).reshape(bsz, length, inputs.num_heads, hd)
-    k = inputs.k_proj(x).reshape(bsz, length, inputs.num_kv_heads, hd)
-    if inputs.q_norm is not None:
-        q = inputs.q_norm(q)
-    if inputs.k_norm is not None:
-        k = inputs.k_norm(k)
-    cos = inputs.cos.expand(bsz, -1, -1).float()
-    sin = inputs.sin.expand(bsz, -1, -1).float()
-    q, _ = apply_rotary_pos_emb(q.float().transpose(1, 2), q.new_zeros(1).float(), cos, sin)
-    k, _ = apply_rotary_pos_emb(k.float().transpose(1, 2), k.new_zeros(1).float(), cos, sin)
-    k = repeat_kv(k, inputs.num_heads // inputs.num_kv_heads)  # [B, H, L, hd]
+    q = _rotary(inputs, x, inputs.q_proj, inputs.num_heads, inputs.q_norm)
+    k = rotary_keys(inputs)  # [B, H, L, hd]
     q = torch.gather(q, 2, rows[:, None, :, None].expand(bsz, inputs.num_heads, rows.shape[1], hd))
     scale = inputs.scaling if inputs.scaling is not None else hd**-0.5
     logits = (q @ k.transpose(2, 3)) * scale  # [B, H, T, L]
     pos = torch.arange(length, device=x.device)
     allowed = inputs.key_valid[:, None, :] & (pos[None, None, :] <= rows[:, :, None])
     return logits.masked_fill(~allowed[:, None], float("-inf")).softmax(dim=-1).mean(dim=1)
+
+
+def last_valid(key_valid: Tensor) -> Tensor:
+    """long ``[B]``: each row's last real slot (the last prompt token)."""
+    pos = torch.arange(key_valid.shape[1], device=key_valid.device)
+    return torch.where(key_valid, pos, torch.full_like(pos, -1)).max(dim=1).values
+
+
+def top_order(scores: Tensor, count: int) -> Tensor:
+    """long ``[min(count, n)]``: indices of the ``count`` largest of ``scores`` ``[n]`` in
+    descending order (the lower index first among equal scores)."""
+    return torch.sort(scores, descending=True, stable=True).indices[:count]
+
+
+@dataclass(frozen=True)
+class StageSample:
+    """One sample at a stage's pruning layer, in its current layout of L slots.
+
+    Attributes:
+        scores: float ``[L]``: the stage's :meth:`LLMSelector.score` of each slot.
+        image: bool ``[L]``: image slots (recycled tokens included), in prompt order.
+        valid: bool ``[L]``: real slots (False: left padding).
+        position: long ``[L]``: each slot's index in the sample's unpadded prompt (-1: padding).
+        hidden: ``[L, D]``: the scoring layer's output (the pruning layer's input), through the
+            model's final norm if the selector ``needs`` ``"final_norm"``.
+    """
+
+    scores: Tensor
+    image: Tensor
+    valid: Tensor
+    position: Tensor
+    hidden: Tensor
 
 
 def check_layers(layers: object, name: str) -> tuple[int, ...]:
@@ -168,10 +219,15 @@ class LLMSelector(Selector):
 
     stage: ClassVar[str] = "llm"
     requires: ClassVar[tuple[str, ...]] = ("llm_attention",)
-    #: what :meth:`score` needs besides the attention inputs ("embeddings": the layer-0 inputs).
+    #: what the selector needs besides the attention inputs: "embeddings" (the layer-0 inputs, in
+    #: :meth:`score`), "final_norm" (:attr:`StageSample.hidden` through the model's final norm).
     needs: ClassVar[frozenset[str]] = frozenset()
+    #: whose attention inputs :meth:`score` gets: "layer" (``layers[s]``'s) or "next" (``layers[s] + 1``'s).
+    score_from: ClassVar[str] = "layer"
     layers: tuple[int, ...] = ()
     positions: str = "original"
+    #: ``tokensel.prune(..., ratio=r)``: ``round(r * N)`` of the sample's N image tokens.
+    ratio_rounding: str = "round"
 
     def check_model(self, num_layers: int) -> None:
         """``ValueError`` unless every stage fits a model of ``num_layers`` decoder layers: a stage
@@ -197,6 +253,11 @@ class LLMSelector(Selector):
         order) with their stage scores ``[P]``: returns ``(tokens [c, D], anchors long [c])``,
         ``anchors`` = the pruned token each merged token stands for. Default: none."""
         return pruned[:0], torch.zeros(0, dtype=torch.long, device=pruned.device)
+
+    def choose(self, sample: StageSample, count: int) -> Tensor:
+        """Sorted ordinals (long) among ``sample``'s image slots kept by this stage, ``count`` of
+        them for a stage count of ``count``. Default: the top ``count`` by score (:meth:`keep`)."""
+        return self.keep(sample.scores[sample.image].float(), count)
 
     def select(self, batch: TokenBatch, k: int) -> Selection:
         scores = batch.llm_attention.float().masked_fill(batch.blocked(), float("-inf"))

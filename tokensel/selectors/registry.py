@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from tokensel.docstrings import plain, summary
 from tokensel.plugins import PluginError, PluginGroup
 from tokensel.selectors.base import Selector
 from tokensel.selectors.table import SELECTORS, SelectorInfo, registered_name
@@ -47,25 +48,29 @@ S = TypeVar("S", bound=type[Selector])
 GROUP = "tokensel.selectors"
 
 
-def _info(name: str, cls: type[Selector], paper: str, defaults: dict[str, Any]) -> SelectorInfo:
+def _info(name: str, cls: type[Selector], paper: str, description: str | None,
+          defaults: dict[str, Any]) -> SelectorInfo:
     if not (isinstance(cls, type) and issubclass(cls, Selector)):
         raise TypeError(f"register_selector expects a Selector subclass, got {cls!r}")
-    doc = inspect.getdoc(cls) or ""
-    return SelectorInfo(name=name, cls=cls, stage=cls.stage, description=doc.splitlines()[0] if doc else "",
+    return SelectorInfo(name=name, cls=cls, stage=cls.stage,
+                        description=plain(description) if description else summary(inspect.getdoc(cls)),
                         paper=paper, defaults=dict(defaults))
 
 
-def register_selector(name: str, *, paper: str = "", **defaults: Any) -> Callable[[S], S]:
+def register_selector(name: str, *, paper: str = "", description: str | None = None,
+                      **defaults: Any) -> Callable[[S], S]:
     """Class decorator that registers a :class:`Selector` subclass under ``name``.
 
     ``defaults`` are keyword arguments passed to the constructor unless the caller overrides
     them, so one class can be registered under several names (``mmtok-text`` is ``mmtok``
-    with the vision-vision term switched off). A name that is taken raises
-    :class:`~tokensel.registry.DuplicateNameError` naming both classes.
+    with the vision-vision term switched off). ``description``: the one line ``tokensel
+    selectors`` prints for this name (default: the first sentence of the class docstring, in
+    plain text); give one for each name of a class registered under several. A name that is
+    taken raises :class:`~tokensel.registry.DuplicateNameError` naming both classes.
     """
 
     def decorator(cls: S) -> S:
-        SELECTORS.add(name, _info(name, cls, paper, defaults))
+        SELECTORS.add(name, _info(name, cls, paper, description, defaults))
         return cls
 
     return decorator
@@ -84,7 +89,7 @@ def registered(name: str, cls: type[Selector], **defaults: Any) -> Iterator[type
         with tokensel.registered("mine", MySelector):
             tokensel.create_selector("mine")
     """
-    with SELECTORS.registered(name, _info(name, cls, "", defaults)):
+    with SELECTORS.registered(name, _info(name, cls, "", None, defaults)):
         yield cls
 
 
