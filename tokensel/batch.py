@@ -9,6 +9,7 @@ mistake into a ``ValueError`` / ``TypeError`` that names the argument.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -117,7 +118,7 @@ class TokenBatch:
             return self
         if self.vision.dim() != 2:
             raise ValueError(f"vision must have shape [B, n, D] or [n, D], got {tuple(self.vision.shape)}")
-        updates = {}
+        updates: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, Tensor):
@@ -150,7 +151,7 @@ class TokenBatch:
         _check_vision_extras(b, finite)
         _check_text(b, finite)
         _check_token_fields(b, finite)
-        updates = {f.name: getattr(b, f.name).detach() for f in fields(b)
+        updates: dict[str, Any] = {f.name: getattr(b, f.name).detach() for f in fields(b)
                    if isinstance(getattr(b, f.name), Tensor) and getattr(b, f.name).requires_grad}
         if b.grid is not None:
             updates["grid"] = _check_grid(b.grid, n)
@@ -158,7 +159,7 @@ class TokenBatch:
 
     def take_rows(self, rows: Tensor) -> "TokenBatch":
         """The batched sub-batch of the rows ``rows`` (long ``[b]``) of a batched TokenBatch."""
-        updates = {}
+        updates: dict[str, Any] = {}  # field name -> new value, for replace()
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, Tensor):
@@ -240,7 +241,7 @@ def _check_token_fields(b: TokenBatch, finite: bool) -> None:
             raise ValueError(f"keys must have shape [B={bs}, n={n}, dk], got {tuple(b.keys.shape)}")
 
 
-@dataclass
+@dataclass(init=False)  # __init__ below: ``lengths`` is optional there but never None after it
 class Selection:
     """What a selector returns for a :class:`TokenBatch`: the output tokens of each row, in the
     order in which they enter the language model.
@@ -275,28 +276,39 @@ class Selection:
             (VisionZip): a merge that stands for no single place of the image, which any-res
             layouts put after the tokens that have one. ``None`` = no such token.
         lengths: long ``[B]`` (0-d for unbatched): real slots of ``indices`` per row (the CLS
-            token not counted). ``None`` (the default) means every slot is real; it is filled in
-            on construction, so it is never None on a constructed Selection.
+            token not counted). Not given (``None``): every slot is real; it is filled in on
+            construction, so it is never None on a constructed Selection.
     """
 
+    # the defaults are __init__'s
     indices: Tensor
-    weights: Tensor | None = None
-    scores: Tensor | None = None
-    leading_cls: bool = False
-    contextual: Tensor | None = None
-    lengths: Tensor | None = None
+    weights: Tensor | None
+    scores: Tensor | None
+    leading_cls: bool
+    contextual: Tensor | None
+    lengths: Tensor
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.indices, Tensor) or self.indices.dim() < 1:
-            raise TypeError(f"indices must be a tensor of shape [B, k] or [k], got {self.indices!r}")
-        width = self.indices.shape[-1]
-        if self.lengths is None:
-            self.lengths = torch.full(self.indices.shape[:-1], width, dtype=torch.long, device=self.indices.device)
-        elif tuple(self.lengths.shape) != tuple(self.indices.shape[:-1]):
+    def __init__(
+        self,
+        indices: Tensor,
+        weights: Tensor | None = None,
+        scores: Tensor | None = None,
+        leading_cls: bool = False,
+        contextual: Tensor | None = None,
+        lengths: Tensor | None = None,
+    ) -> None:
+        if not isinstance(indices, Tensor) or indices.dim() < 1:
+            raise TypeError(f"indices must be a tensor of shape [B, k] or [k], got {indices!r}")
+        self.indices, self.weights, self.scores = indices, weights, scores
+        self.leading_cls, self.contextual = leading_cls, contextual
+        if lengths is None:
+            lengths = torch.full(indices.shape[:-1], indices.shape[-1], dtype=torch.long, device=indices.device)
+        elif tuple(lengths.shape) != tuple(indices.shape[:-1]):
             raise ValueError(
-                f"lengths must have shape {tuple(self.indices.shape[:-1])} (one per row of indices), "
-                f"got {tuple(self.lengths.shape)}"
+                f"lengths must have shape {tuple(indices.shape[:-1])} (one per row of indices), "
+                f"got {tuple(lengths.shape)}"
             )
+        self.lengths = lengths
 
     @property
     def k(self) -> int:

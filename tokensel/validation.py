@@ -14,6 +14,7 @@ import math
 import numbers
 import operator
 from collections.abc import Iterable, Sequence
+from typing import SupportsIndex
 
 import numpy as np
 import torch
@@ -45,6 +46,8 @@ def _as_int(name: str, value: object) -> int:
     if isinstance(value, torch.Tensor) and value.device.type == "meta":
         raise ValueError(f"{name} is a meta tensor (it has no value)")
     try:
+        if not isinstance(value, SupportsIndex):
+            raise TypeError
         return operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})") from None

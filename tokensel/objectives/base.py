@@ -166,10 +166,10 @@ class WeightedSum(CoverageObjective):
         return [o.initial_state() for o in self.objectives]
 
     def gains(self, state: list, candidates: Tensor | None = None) -> Tensor:
-        total = None
-        for o, w, s in zip(self.objectives, self.weights, state):
-            g = o.gains(s, candidates).cpu() * w
-            total = g if total is None else total + g
+        parts = [o.gains(s, candidates).cpu() * w for o, w, s in zip(self.objectives, self.weights, state)]
+        total = parts[0]  # there is at least one objective (checked in __init__)
+        for g in parts[1:]:
+            total = total + g
         return total
 
     def update(self, state: list, j: int) -> list:

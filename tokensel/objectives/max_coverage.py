@@ -32,7 +32,7 @@ def similarity_graph(features: Tensor, threshold: float) -> nx.Graph:
     f = l2_normalize(features.detach().cpu())
     sim = f @ f.T
     n = f.shape[0]
-    g = nx.Graph()
+    g: nx.Graph = nx.Graph()
     g.add_nodes_from(range(n))
     ii, jj = torch.nonzero(torch.triu(sim >= threshold, diagonal=1), as_tuple=True)
     g.add_edges_from(zip(ii.tolist(), jj.tolist()))
@@ -58,10 +58,12 @@ class MaxKCoverage(CoverageObjective):
         weights: Tensor | Sequence[float] | None = None,
         exclude: Tensor | Sequence[int] | None = None,
     ) -> None:
-        if (graph is None) == (features is None):
-            raise ValueError("give exactly one of graph or features")
         if graph is None:
+            if features is None:
+                raise ValueError("give exactly one of graph or features")
             graph = similarity_graph(features, threshold)
+        elif features is not None:
+            raise ValueError("give exactly one of graph or features")
         n = graph.number_of_nodes()
         if set(graph.nodes) != set(range(n)):
             raise ValueError("graph nodes must be the integers 0 .. n-1")

@@ -120,7 +120,7 @@ def _build_(
     # x / ||x|| is needed as a matrix only when it also serves as v; for P alone, dividing the
     # columns of z x^T by ||x|| gives the same values (up to rounding) without a pass writing x
     x = l2_normalize(vision, out=buffer("vision", tuple(vision.shape))) if use_vision and vision_raw is None else None
-    if use_text:
+    if use_text and text is not None:  # the caller checked that use_text comes with text
         z = l2_normalize(text)
         P = C[:, :m]
         if x is not None:
@@ -143,6 +143,7 @@ def _build_(
             hi = min(B, lo + step)
             vm = None if vision_mask is None else vision_mask[lo:hi]
             if vision_raw is None:
+                assert x is not None  # normalized above: use_vision without vision_raw
                 v = x[lo:hi]
             else:
                 v = l2_normalize(vision_raw[lo:hi], out=buffer("vision_raw", (hi - lo, *vision_raw.shape[1:])))
@@ -193,7 +194,7 @@ def multimodal_coverage_matrix(
     if use_text and text is None:
         raise ValueError(f"variant {variant!r} needs text (the question embeddings); got text=None")
     B, n, _ = vision.shape
-    m = text.shape[1] if use_text else 0
+    m = text.shape[1] if use_text and text is not None else 0
     device = vision.device
     R = m + (n if use_vision else 0)
     C = None if workspace is None else workspace.get("coverage", (B, R, n), torch.float32, device)
@@ -261,7 +262,7 @@ class MultimodalCoverage(FacilityLocation):
             variant=variant, softmax=softmax, text_mask=b.text_mask,
         )[0]
         super().__init__(C, exclude=exclude)
-        m = text.shape[0] if variant in ("both", "text") else 0
+        m = text.shape[0] if text is not None and variant in ("both", "text") else 0
         self.P = C[:m]
         self.Q = C[m:]
         self.alpha, self.tau_tv, self.tau_vv = alpha, tau_tv, tau_vv

@@ -81,7 +81,9 @@ def checked_blocks(objective: CoverageObjective) -> list[tuple[Tensor, float]] |
     _check_shapes(objective, blocks)
     name = type(objective).__name__
     dtype = blocks[0][0].dtype
-    col = sum(w * C.detach().cpu().sum(dim=0, dtype=torch.float64) for C, w in blocks)  # no float64 copy of C
+    col = torch.zeros(objective.n, dtype=torch.float64)
+    for C, w in blocks:
+        col += w * C.detach().cpu().sum(dim=0, dtype=torch.float64)  # no float64 copy of C
     if bool((torch.stack([C.detach().amin() for C, _ in blocks]) < 0).any()):
         raise ValueError(f"{name}.coverage_blocks() has negative entries; facility location needs C >= 0")
     gains = objective.gains(objective.initial_state()).detach().double().cpu()

@@ -42,7 +42,7 @@ def brute_force(objective: CoverageObjective, k: int, max_subsets: int = 2_000_0
             f"brute force would evaluate C({len(allowed)}, {k}) = {count} subsets (> max_subsets={max_subsets}); "
             "use solver='ilp'"
         )
-    best_val, best_set = -1.0, None
+    best_val, best_set = -1.0, allowed[:k]  # the first subset; values are >= 0
     for subset in itertools.combinations(allowed, k):
         val = objective.value(list(subset))
         if val > best_val:

@@ -124,10 +124,9 @@ class _BlockGains:
 
     def gains(self, cand: torch.Tensor) -> torch.Tensor:
         cand = cand.to(self.device)
-        total = None
+        total = torch.zeros(cand.shape[0], dtype=torch.float64, device=self.device)
         for (Ct, w), best in zip(self.columns, self.best):
-            g = (Ct[cand].double() - best).clamp_min(0).sum(dim=1) * w
-            total = g if total is None else total + g
+            total += (Ct[cand].double() - best).clamp_min(0).sum(dim=1) * w
         return total.cpu()
 
     def take(self, j: int) -> None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import Literal
+from typing import Literal, cast, overload
 
 import torch
 from torch import Tensor
@@ -42,11 +42,18 @@ from tokensel.workspace import Workspace
 
 __all__ = [
     "incremental_greedy", "dense_greedy", "plain_gains", "column_subsets_reproduce", "decision_columns",
-    "near_tie_counts", "reset_near_tie_counts", "BACKENDS",
+    "near_tie_counts", "reset_near_tie_counts", "BACKENDS", "Backend", "check_backend",
 ]
 
 Backend = Literal["auto", "compiled", "torch"]
 BACKENDS: tuple[str, ...] = ("auto", "compiled", "torch")
+
+
+def check_backend(backend: object) -> Backend:
+    """``backend`` if it is one of :data:`BACKENDS`; ``ValueError`` naming them otherwise."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return cast(Backend, backend)
 
 # Window around the top gain, in units of eps(dtype). The incremental gains' error stays within a
 # few eps of the largest gain at the last refresh (float sums of non-negative terms, each step
@@ -118,6 +125,7 @@ def _image_gains(parts: list[tuple[Tensor, float, Tensor]], cols: Tensor | None 
         if w != 1.0:
             g = w * g
         total = g if total is None else total + g
+    assert total is not None  # there is at least one block
     return total
 
 
@@ -187,9 +195,25 @@ def plain_gains(
         if w != 1.0:
             g = w * g
         total = g if total is None else total + g
+    assert total is not None  # there is at least one block
     return total
 
 
+@overload
+def incremental_greedy(
+    blocks: list[tuple[Tensor, float]], k: int, blocked: Tensor | None = ..., tol: float | None = ...,
+    workspace: Workspace | None = ..., with_gains: Literal[True] = ..., backend: Backend = ...,
+) -> tuple[Tensor, Tensor]: ...
+@overload
+def incremental_greedy(
+    blocks: list[tuple[Tensor, float]], k: int, blocked: Tensor | None = ..., tol: float | None = ...,
+    workspace: Workspace | None = ..., *, with_gains: Literal[False], backend: Backend = ...,
+) -> tuple[Tensor, None]: ...
+@overload
+def incremental_greedy(
+    blocks: list[tuple[Tensor, float]], k: int, blocked: Tensor | None = ..., tol: float | None = ...,
+    workspace: Workspace | None = ..., with_gains: bool = ..., backend: Backend = ...,
+) -> tuple[Tensor, Tensor | None]: ...
 def incremental_greedy(
     blocks: list[tuple[Tensor, float]],
     k: int,
@@ -222,8 +246,7 @@ def incremental_greedy(
     B, n, device, dtype = _check_blocks(blocks)
     blocks = _widen(blocks)
     dtype = blocks[0][0].dtype
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    backend = check_backend(backend)
     plain = len(blocks) == 1 and blocks[0][1] == 1.0 and tol is None
     compilable = plain and device.type == "cpu" and dtype in (torch.float32, torch.float64)
     if backend == "compiled" and not (compilable and compiled_greedy_available()):
@@ -281,7 +304,7 @@ def _batched_greedy(
                     top, j = g.max(dim=1)  # first index among equal values
         else:
             top, j = g.max(dim=1)
-        if active is not None:
+        if active is not None and tol is not None:  # active exists exactly when tol is given
             active &= top >= tol
             if not bool(active.any()):
                 break
@@ -450,6 +473,7 @@ def _pick_gains(blocks: list[tuple[Tensor, float]], picks: Tensor) -> Tensor:
         cover = cols.sum(dim=1, dtype=torch.float64)  # [B, s]
         part = torch.diff(cover, dim=1, prepend=torch.zeros_like(cover[:, :1])) * w
         total = part if total is None else total + part
+    assert total is not None  # there is at least one block
     return total.masked_fill_(~valid, 0.0)
 
 

@@ -12,21 +12,16 @@ from torch import Tensor
 
 from tokensel.objectives.base import CoverageObjective
 from tokensel.solvers.consistency import checked_blocks
-from tokensel.solvers.incremental import BACKENDS, incremental_greedy
+from tokensel.solvers.incremental import check_backend, incremental_greedy
 from tokensel.solvers.solution import Solution
 from tokensel.workspace import Workspace
 
 __all__ = ["incremental_solver", "incremental_batched"]
 
 
-def _check_backend(backend: str) -> None:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-
-
 def incremental_solver(objective: CoverageObjective, k: int, *, tol: float | None = None, backend: str = "auto") -> Solution:
     """Incremental exact greedy for facility-location objectives (same picks as naive)."""
-    _check_backend(backend)
+    mode = check_backend(backend)
     blocks = checked_blocks(objective)
     if blocks is None:
         raise ValueError(
@@ -39,7 +34,7 @@ def incremental_solver(objective: CoverageObjective, k: int, *, tol: float | Non
     device = blocks[0][0].device
     idx, gains = incremental_greedy(
         [(C.to(device, dtype).unsqueeze(0), float(w)) for C, w in blocks], k,
-        objective.exclude.to(device).unsqueeze(0), tol, backend=backend,
+        objective.exclude.to(device).unsqueeze(0), tol, backend=mode,
     )
     keep = idx[0] >= 0
     return Solution(indices=idx[0][keep].cpu(), value=float("nan"), gains=gains[0][keep].cpu(), solver="incremental")
@@ -51,6 +46,6 @@ def incremental_batched(
 ) -> Tensor:
     """Long ``[B, k]`` picks of the incremental greedy on blocks ``(C [B, R, n] >= 0, w)``,
     ``blocked`` bool ``[B, n]`` (each row with at least k unblocked)."""
-    _check_backend(backend)
-    indices, _ = incremental_greedy(blocks, k, blocked, workspace=workspace, with_gains=False, backend=backend)
+    indices, _ = incremental_greedy(blocks, k, blocked, workspace=workspace, with_gains=False,
+                                    backend=check_backend(backend))
     return indices

@@ -51,7 +51,9 @@ class SolverInfo:
 
     def check_options(self, options: dict) -> None:
         """Raise ``TypeError`` naming any option this solver does not accept."""
-        unknown = sorted(set(options) - set(self.options)) if self.options is not None else []
+        if self.options is None:  # takes any
+            return
+        unknown = sorted(set(options) - set(self.options))
         if unknown:
             raise TypeError(f"unknown option(s) {unknown} for solver {self.name!r}; accepted: "
                             f"{', '.join(self.options) or 'none'}")
