@@ -166,6 +166,14 @@ class TokenBatch:
                 updates[f.name] = value.index_select(0, rows.to(value.device))
         return replace(self, **updates)
 
+    def required(self, name: str) -> Tensor:
+        """The tensor field ``name``, which the caller needs (a selector's ``requires``);
+        ``ValueError`` naming it when it is None."""
+        value = getattr(self, name)
+        if not isinstance(value, Tensor):
+            raise ValueError(f"TokenBatch.{name} is needed here but is {value!r}")
+        return value
+
     def blocked(self) -> Tensor:
         """bool ``[B, n]``: tokens that may not be picked (excluded or masked out). Batched form."""
         b = self.as_batched()

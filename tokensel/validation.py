@@ -14,7 +14,7 @@ import math
 import numbers
 import operator
 from collections.abc import Iterable, Sequence
-from typing import SupportsIndex
+from typing import SupportsIndex, TypeVar
 
 import numpy as np
 import torch
@@ -30,6 +30,8 @@ __all__ = [
     "check_number_sequence",
     "reject_params",
 ]
+
+C = TypeVar("C", bound=str)
 
 
 def _is_bool(value: object) -> bool:
@@ -124,11 +126,13 @@ def check_bool(name: str, value: object) -> bool:
     raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
-def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
-    """``value`` if it is one of ``choices`` (strings)."""
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
-    return value
+def check_choice(name: str, value: object, choices: Sequence[C]) -> C:
+    """``value`` if it is one of ``choices`` (strings; a tuple of ``Literal`` strings gives that
+    ``Literal`` type)."""
+    for choice in choices:
+        if isinstance(value, str) and choice == value:
+            return choice
+    raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
 
 
 def _as_sequence(name: str, value: object, what: str) -> list:

@@ -30,7 +30,7 @@ from tokensel.workspace import Workspace
 __all__ = ["MultimodalCoverage", "multimodal_coverage_matrix", "l2_normalize", "gram_", "VARIANTS"]
 
 Variant = Literal["both", "text", "vision"]
-VARIANTS: tuple[str, ...] = ("both", "text", "vision")
+VARIANTS: tuple[Variant, ...] = ("both", "text", "vision")
 # bytes of vision-vision blocks built at a time (a few 576-token images; one large image)
 _CHUNK_BYTES = 4 << 20
 # rows per block of the symmetric vision-vision product (see gram_)

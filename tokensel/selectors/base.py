@@ -78,7 +78,8 @@ class Selector(ABC):
     #: Where the selector runs: "vision" (before the language model) or "llm" (inside it).
     stage: ClassVar[str] = "vision"
     #: TokenBatch fields that must not be None.
-    requires: ClassVar[tuple[str, ...]] = ()
+    #: Instances may override it (a selector whose inputs depend on its parameters).
+    requires: tuple[str, ...] = ()
     #: True if :meth:`select` detects NaN/inf itself (from what it computes) and re-runs
     #: ``batch.validate()`` to report it; the inputs are then not scanned up front.
     checks_finite: ClassVar[bool] = False

@@ -69,7 +69,7 @@ class DivPrune(Selector):
         self.requires = ("vision_raw",) if features == "vision_raw" else ()
 
     def select(self, batch: TokenBatch, k: int) -> Selection:
-        feats = batch.vision_raw if self.features == "vision_raw" else batch.vision
+        feats = batch.required("vision_raw") if self.features == "vision_raw" else batch.vision
         return Selection(indices=max_min_diversity(feats, k, batch.blocked()))
 
     def extra_repr(self) -> str:

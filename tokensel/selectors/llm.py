@@ -28,7 +28,7 @@ in-LLM selector ranks by ``TokenBatch.llm_attention`` (higher first, lower index
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -201,7 +201,9 @@ class StageSample:
 def check_layers(layers: object, name: str) -> tuple[int, ...]:
     """``layers`` as a tuple of strictly increasing integers >= 0, else ``ValueError``."""
     try:
-        out = tuple(layers)  # type: ignore[arg-type]
+        if not isinstance(layers, Iterable):
+            raise TypeError
+        out = tuple(layers)
     except TypeError:
         raise ValueError(f"{name} must be a sequence of decoder layer indices, got {layers!r}") from None
     if not out or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in out) or \
@@ -218,7 +220,7 @@ class LLMSelector(Selector):
     """
 
     stage: ClassVar[str] = "llm"
-    requires: ClassVar[tuple[str, ...]] = ("llm_attention",)
+    requires: tuple[str, ...] = ("llm_attention",)
     #: what the selector needs besides the attention inputs: "embeddings" (the layer-0 inputs, in
     #: :meth:`score`), "final_norm" (:attr:`StageSample.hidden` through the model's final norm).
     needs: ClassVar[frozenset[str]] = frozenset()
@@ -260,9 +262,10 @@ class LLMSelector(Selector):
         return self.keep(sample.scores[sample.image].float(), count)
 
     def select(self, batch: TokenBatch, k: int) -> Selection:
-        scores = batch.llm_attention.float().masked_fill(batch.blocked(), float("-inf"))
+        attention = batch.required("llm_attention")
+        scores = attention.float().masked_fill(batch.blocked(), float("-inf"))
         order = torch.sort(scores, dim=1, descending=True, stable=True).indices
-        return Selection(indices=order[:, :k], scores=batch.llm_attention)
+        return Selection(indices=order[:, :k], scores=attention)
 
     def keep(self, scores: Tensor, count: int) -> Tensor:
         """Sorted indices ``[count]`` of the top ``count`` of ``scores`` ``[n]`` (all when

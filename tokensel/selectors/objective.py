@@ -23,7 +23,7 @@ whole batch's coverage in one call (``mmtok`` does both).
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -75,13 +75,15 @@ class ObjectiveSelector(Selector):
         solver_info(solver).check_options(solver_options)  # unknown names and options fail here
         self.objective_fn = objective_fn
         self.solver = solver
-        self.solver_options = dict(solver_options)
+        self.solver_options: dict[str, Any] = dict(solver_options)  # checked by the solver above
         if requires is not None:
             self.requires = tuple(requires)
         self.workspace = Workspace()
 
     def objective(self, image: TokenBatch) -> CoverageObjective:
         """The objective of one image (an unbatched TokenBatch without masks)."""
+        if self.objective_fn is None:  # __init__ refuses this unless a subclass overrides objective()
+            raise TypeError(f"{type(self).__name__} has no objective_fn and does not override objective()")
         return self.objective_fn(image)
 
     def row_objectives(self, batch: TokenBatch) -> list[tuple[CoverageObjective, Tensor]]:

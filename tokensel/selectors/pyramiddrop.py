@@ -28,6 +28,7 @@ exact ties go to the lower index; batches are left-padded (the original pads on 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sized
 from fractions import Fraction
 
 from torch import Tensor
@@ -61,9 +62,9 @@ def _number(value: object) -> object:
 
 def _ratios(value: object, stages: int) -> tuple[float, ...]:
     value = _sequence(value)
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+    if isinstance(value, (str, bytes)) or not (isinstance(value, Sized) and isinstance(value, Iterable)):
         raise ValueError(f"pyramiddrop ratios must be {stages} numbers in (0, 1] (one per layer), got {value!r}")
-    items = [_number(v) for v in value]  # type: ignore[union-attr]
+    items = [_number(v) for v in value]
     if len(items) != stages:
         raise ValueError(f"pyramiddrop ratios must be {stages} numbers in (0, 1] (one per layer), got {value!r}")
     out = tuple(check_number(f"pyramiddrop ratios[{i}]", v, 0, high=1, low_open=True) for i, v in enumerate(items))

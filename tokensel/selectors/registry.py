@@ -114,10 +114,9 @@ def create_selector(name: str, **params: Any) -> Selector:
     """Instantiate the selector registered as ``name`` with ``params`` over its defaults."""
     info = selector_info(name)
     kwargs = {**info.defaults, **params}
-    takes_none = info.cls.__init__ is object.__init__
-    sig = inspect.signature(info.cls.__init__) if not takes_none else None
-    if sig is None or not any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-        allowed = [] if sig is None else [p for p in sig.parameters if p != "self"]
+    sig = inspect.signature(info.cls)  # the constructor's parameters, without self
+    if not any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        allowed = list(sig.parameters)
         unknown = sorted(set(kwargs) - set(allowed))
         if unknown:
             raise TypeError(

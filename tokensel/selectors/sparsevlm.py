@@ -31,7 +31,7 @@ keeps them all (the original always prunes one, ``min(count, n - 1)``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import Tensor
@@ -105,7 +105,7 @@ def density_peak_merge(x: Tensor, clusters: int) -> tuple[Tensor, Tensor]:
 
 def _check_counts(counts: object, stages: int, what: str) -> tuple[int, ...]:
     try:
-        out = tuple(counts)  # type: ignore[arg-type]
+        out = tuple(counts) if isinstance(counts, Iterable) else ()
     except TypeError:
         out = ()
     if len(out) != stages or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in out):
@@ -129,7 +129,7 @@ class SparseVLMSelector(LLMSelector):
         self.recycling = recycle
         stages = len(self.layers)
         if schedule is None:
-            self.tables = dict(KEEP_TABLES) if self.layers == DEFAULT_LAYERS else {}
+            self.tables: dict[int, tuple[int, ...]] = dict(KEEP_TABLES) if self.layers == DEFAULT_LAYERS else {}
             self.fixed = None
         elif isinstance(schedule, Mapping):
             self.tables = {int(b): _check_counts(v, stages, f"schedule[{b}]") for b, v in schedule.items()}
@@ -152,14 +152,16 @@ class SparseVLMSelector(LLMSelector):
 
     def score(self, inputs: DecoderLayerInputs) -> Tensor:
         """The raters' head-averaged attention to every slot in this layer, float32 ``[B, L]``."""
-        if inputs.embeddings is None:
-            raise ValueError("sparsevlm needs DecoderLayerInputs.embeddings (the layer-0 inputs) to choose raters")
+        embeddings, image, text = inputs.embeddings, inputs.embeddings_image, inputs.embeddings_text
+        if embeddings is None or image is None or text is None:
+            raise ValueError("sparsevlm needs DecoderLayerInputs.embeddings (the layer-0 inputs, with embeddings_image "
+                             "and embeddings_text) to choose raters")
         bsz, length = inputs.key_valid.shape
         pos = torch.arange(length, device=inputs.key_valid.device)
-        rows, weight = [], []
+        rows: list[Tensor] = []
         for b in range(bsz):
             text_slots = inputs.text[b].nonzero().squeeze(1)
-            raters = select_raters(inputs.embeddings[b], inputs.embeddings_image[b], inputs.embeddings_text[b])
+            raters = select_raters(embeddings[b], image[b], text[b])
             if raters.numel() == 0:  # no text after the image: the last real token rates
                 r = torch.where(inputs.key_valid[b], pos, -1).max()[None]
             else:

@@ -76,7 +76,7 @@ class VisionZip(Selector):
         n_dom, n_ctx = visionzip_split(k, self.dominant, self.dominant_ratio)
         B, n, _ = batch.vision.shape
         blocked = batch.blocked()
-        score = batch.cls_attention
+        score = batch.required("cls_attention")
         patches = n_dom - 1
         dom = score.masked_fill(blocked, float("-inf")).topk(patches, dim=1).indices.sort(dim=1).values
         weights = torch.zeros(B, k - 1, n, device=batch.vision.device)
@@ -86,7 +86,7 @@ class VisionZip(Selector):
         if n_ctx > 0:
             rest = blocked.clone()
             rest[rows, dom] = True
-            targets, ctx = _contextual(rest, l2_normalize(batch.keys.float()), n_ctx)
+            targets, ctx = _contextual(rest, l2_normalize(batch.required("keys").float()), n_ctx)
             weights[:, patches:] = ctx
             indices = torch.cat([dom, targets], dim=1)
         contextual = torch.zeros(B, k - 1, dtype=torch.bool, device=dom.device)

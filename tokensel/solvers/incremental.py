@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import Literal, cast, overload
+from typing import Literal, overload
 
 import torch
 from torch import Tensor
 
 from tokensel.solvers.compiled_greedy import compiled_greedy, compiled_greedy_available
+from tokensel.validation import check_choice
 from tokensel.workspace import Workspace
 
 __all__ = [
@@ -46,14 +47,12 @@ __all__ = [
 ]
 
 Backend = Literal["auto", "compiled", "torch"]
-BACKENDS: tuple[str, ...] = ("auto", "compiled", "torch")
+BACKENDS: tuple[Backend, ...] = ("auto", "compiled", "torch")
 
 
 def check_backend(backend: object) -> Backend:
     """``backend`` if it is one of :data:`BACKENDS`; ``ValueError`` naming them otherwise."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    return cast(Backend, backend)
+    return check_choice("backend", backend, BACKENDS)
 
 # Window around the top gain, in units of eps(dtype). The incremental gains' error stays within a
 # few eps of the largest gain at the last refresh (float sums of non-negative terms, each step
