@@ -201,7 +201,7 @@ class StageSample:
 def check_layers(layers: object, name: str) -> tuple[int, ...]:
     """``layers`` as a tuple of strictly increasing integers >= 0, else ``ValueError``."""
     try:
-        out = tuple(layers)  # type: ignore[arg-type]
+        out: tuple = tuple(layers)  # type: ignore[call-overload]
     except TypeError:
         raise ValueError(f"{name} must be a sequence of decoder layer indices, got {layers!r}") from None
     if not out or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in out) or \
@@ -238,6 +238,13 @@ class LLMSelector(Selector):
                 f"{num_layers} decoder layers (each stage scores at layer l and prunes from l + 1, so "
                 f"l <= {num_layers - 2}); choose layers for this model"
             )
+
+    def placed(self, num_layers: int) -> LLMSelector:
+        """This selector on a model of ``num_layers`` decoder layers (``tokensel.prune`` calls it
+        before :meth:`check_model`). Default: itself. Selectors holding their layers in another
+        depth (``reference_depth``, :mod:`tokensel.selectors.placement`) return a copy placed by
+        the relative-depth rule."""
+        return self
 
     @abstractmethod
     def schedule(self, budget: int, num_image: int) -> tuple[int, ...]:
