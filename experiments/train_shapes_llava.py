@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tokensel.zoo.integrity import write_manifest  # noqa: E402
+from tokensel.zoo.integrity import tensor_digest, write_manifest  # noqa: E402
 from tokensel.zoo.shapes import (  # noqa: E402
     COLORS,
     GRID,
@@ -180,9 +180,10 @@ def vision_features(model, pixels):
     tower = model.model.vision_tower
     layers = tower.encoder.layers
     n_used = len(layers) + 1 + model.config.vision_feature_layer
-    h = tower.pre_layrnorm(tower.embeddings(pixels))
-    for layer in layers[:n_used]:
-        h = layer(h, None)
+    with torch.set_grad_enabled(torch.is_grad_enabled() and any(p.requires_grad for p in tower.parameters())):
+        h = tower.pre_layrnorm(tower.embeddings(pixels))
+        for layer in layers[:n_used]:
+            h = layer(h, None)
     return h[:, 1:]
 
 
@@ -250,7 +251,8 @@ def vision_losses(model, probe, align, items, word_ids, size_weight: float = 0.0
 
 
 def forward_losses(model, probe, align, items, tok, image_id, word_ids, keep=None, qprobe=None, count_weight=0.0,
-                   count_ratio=0.0, count_log_weight=0.0, count_per_object=False, size_weight=0.0):
+                   count_ratio=0.0, count_log_weight=0.0, count_per_object=False, size_weight=0.0,
+                   retrieval_from=-1):
     x, align_loss, centre_loss = vision_losses(model, probe, align, items, word_ids, size_weight)
     emb = model.get_input_embeddings()
     # answers: the prefix "<s> user : <image>*576" is shared by all questions of an image, so it
@@ -300,15 +302,26 @@ def forward_losses(model, probe, align, items, tok, image_id, word_ids, keep=Non
     # attention on the objects the question names (when there are any)
     rel = torch.cat([it["relevant"] for it in items])  # [N, 576]
     rel_kept = torch.gather(rel, 1, keep[img_idx])
-    att = out.attentions[-1][:, 0, -3, start:start + keep.shape[1]]
-    valid = rel_kept.any(-1)
-    mass = (att * rel_kept).sum(-1) / att.sum(-1).clamp(min=1e-6)
-    att_loss = -torch.log(mass[valid] + 1e-4).mean() if valid.any() else att.sum() * 0
+    att_loss = retrieval_hint_loss(out.attentions[retrieval_from:], rel_kept, start)
     if count_weight:
         att_loss = att_loss + count_weight * count_hint_loss(
             out.attentions[-1][:, 1, -3], items, rel_kept, keep, img_idx, start, count_ratio, count_log_weight,
             count_per_object)
     return ans_loss, align_loss, centre_loss, acc, q_loss + att_loss
+
+
+def retrieval_hint_loss(attentions, rel_kept, start: int) -> torch.Tensor:
+    """Retrieval hint: head 0 of each layer in ``attentions`` (``[N, heads, q, kv]`` each, the
+    answer position is query ``-3``) should put its image attention on the patches of the
+    objects the question names (``rel_kept``: ``[N, kept]`` bool); mean over the layers of
+    ``-log`` of that share, over the questions that name a present object."""
+    valid = rel_kept.any(-1)
+    losses = []
+    for layer_att in attentions:
+        att = layer_att[:, 0, -3, start:start + rel_kept.shape[1]]
+        mass = (att * rel_kept).sum(-1) / att.sum(-1).clamp(min=1e-6)
+        losses.append(-torch.log(mass[valid] + 1e-4).mean() if valid.any() else att.sum() * 0)
+    return torch.stack(losses).mean()
 
 
 def count_hint_loss(att, items, rel_kept, keep, img_idx, start, ratio: float = 0.0, log_weight: float = 0.0,
@@ -422,8 +435,8 @@ def evaluate(model, processor, records, batch_size: int = 16) -> dict:
     return res
 
 
-# The two runs that produced the shipped weights (``--recipe shipped`` runs both).
-SHIPPED_STAGES: tuple[tuple[str, ...], tuple[str, ...]] = (
+# The runs that produced the shipped weights (``--recipe shipped`` runs them in turn).
+SHIPPED_STAGES: tuple[tuple[str, ...], ...] = (
     ("--local-init", "--vision-steps", "1200", "--vision-scenes", "16", "--steps", "1800",
      "--subset-fraction", "0.6", "--eval-every", "300"),
     ("--data-start", "33600", "--steps", "1200", "--subset-fraction", "0.4", "--warmup", "20", "--lr", "1.5e-3",
@@ -433,12 +446,15 @@ SHIPPED_STAGES: tuple[tuple[str, ...], tuple[str, ...]] = (
 
 
 def run_shipped_recipe(out: str, threads: int, seed: int) -> int:
-    """Stage 1 into ``<out>-stage1``, then stage 2 from it into ``out``."""
-    stage1 = f"{out.rstrip('/')}-stage1"
+    """Stage s < last into ``<out>-stage<s>``, each from the one before; the last into ``out``."""
     common = ("--threads", str(threads), "--seed", str(seed))
-    if main([*SHIPPED_STAGES[0], *common, "--out", stage1]):
-        return 1
-    return main([*SHIPPED_STAGES[1], *common, "--init-from", stage1, "--out", out])
+    previous: tuple[str, ...] = ()
+    for s, stage in enumerate(SHIPPED_STAGES, start=1):
+        target = out if s == len(SHIPPED_STAGES) else f"{out.rstrip('/')}-stage{s}"
+        if main([*stage, *common, *previous, "--out", target]):
+            return 1
+        previous = ("--init-from", target)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -488,6 +504,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="learning-rate multiplier of the vision tower in the main phase")
     ap.add_argument("--extra-counts", type=int, default=0,
                     help="main phase: up to this many more counting questions per training image")
+    ap.add_argument("--text-layers", type=int, default=0,
+                    help="with --init-from: grow the language model to this many decoder layers "
+                         "(see grow_text_layers); 0 keeps the loaded depth")
+    ap.add_argument("--freeze-vision", action="store_true",
+                    help="the vision tower, projector and token embeddings do not train (saved byte-identical: "
+                         "the pre-LLM selectors' inputs stay the same)")
+    ap.add_argument("--retrieval-from", type=int, default=-1,
+                    help="the retrieval hint trains head 0 of every LM layer from this index (-1: the last only)")
     ap.add_argument("--local-init", action="store_true",
                     help="initialise the first vision layers' heads to attend to neighbouring patches")
     return ap
@@ -500,6 +524,8 @@ def main_optimizer(model, params: list, args) -> torch.optim.AdamW:
     groups = []
     for in_tower, scale in ((False, 1.0), (True, args.vision_lr_scale)):
         mine = [p for p in params if (id(p) in tower) == in_tower]
+        if not mine:  # a frozen tower has no group
+            continue
         groups += [{"params": [p for p in mine if p.dim() >= 2], "weight_decay": 0.01, "scale": scale},
                    {"params": [p for p in mine if p.dim() < 2], "weight_decay": 0.0, "scale": scale}]
     return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.98))
@@ -526,14 +552,23 @@ def check_shipped(ap: argparse.ArgumentParser, args) -> None:
                  + ", ".join("--" + k.replace("_", "-") for k in fixed))
 
 
+def check_options(ap: argparse.ArgumentParser, args) -> None:
+    """Option combinations the main phase cannot run (``ap.error`` names them)."""
+    if args.count_per_object and args.count_ratio <= 0:
+        ap.error("--count-per-object needs --count-ratio > 0")
+    if args.text_layers and not args.init_from:
+        ap.error("--text-layers grows a trained model: it needs --init-from")
+    if args.freeze_vision and (args.vision_steps or args.local_init):
+        ap.error("--freeze-vision excludes the vision-only phase (--vision-steps, --local-init)")
+
+
 def main(argv=None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
     if args.recipe == "shipped":
         check_shipped(ap, args)
         return run_shipped_recipe(args.out, args.threads, args.seed)
-    if args.count_per_object and args.count_ratio <= 0:
-        ap.error("--count-per-object needs --count-ratio > 0")
+    check_options(ap, args)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -544,11 +579,14 @@ def main(argv=None) -> int:
         from transformers import LlavaForConditionalGeneration
 
         model = LlavaForConditionalGeneration.from_pretrained(args.init_from, local_files_only=True)
+        if args.text_layers:
+            model = grow_text_layers(model, args.text_layers, seed=args.seed)
         config = model.config
     else:
         model = build_model(config, seed=args.seed)
     model.model.language_model.set_attn_implementation("eager")  # training reads attention maps
     model.train()
+    frozen_digest = freeze_pre_llm(model) if args.freeze_vision else None
     dv = config.vision_config.hidden_size
     probe = torch.nn.Linear(dv, 2 if args.size_weight else 1)
     qprobe = torch.nn.Linear(config.text_config.hidden_size, len(COLORS_LIST) + 1 + len(SHAPES) + 1 + 3)
@@ -556,7 +594,8 @@ def main(argv=None) -> int:
     image_id = config.image_token_index
     word_ids = torch.tensor(tok.convert_tokens_to_ids(COLORS_LIST + list(SHAPES)))
 
-    params = list(model.parameters()) + list(probe.parameters()) + list(qprobe.parameters()) + [align]
+    params = [p for p in model.parameters() if p.requires_grad]
+    params += list(probe.parameters()) + list(qprobe.parameters()) + [align]
     opt = main_optimizer(model, params, args)
     lr_at = functools.partial(main_lr, args)
 
@@ -591,7 +630,7 @@ def main(argv=None) -> int:
         keep = subset_tokens(items, args.subset_tokens, gen) if step < subset_until else None
         ans_loss, align_loss, centre_loss, acc, q_loss = forward_losses(
             model, probe, align, items, tok, image_id, word_ids, keep, qprobe, args.count_weight,
-            args.count_ratio, args.count_log_weight, args.count_per_object, args.size_weight)
+            args.count_ratio, args.count_log_weight, args.count_per_object, args.size_weight, args.retrieval_from)
         loss = ans_loss + args.align_weight * align_loss + args.centre_weight * centre_loss + args.q_weight * q_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -610,6 +649,8 @@ def main(argv=None) -> int:
             res = evaluate(model, processor, val)
             log.append({"step": step + 1, "minutes": (time.time() - t0) / 60, **res})
             print("val", json.dumps(log[-1]), flush=True)
+            if frozen_digest is not None and frozen_parts_digest(model) != frozen_digest:
+                raise RuntimeError("--freeze-vision: a frozen tensor changed during training")
             save(model, processor, args, log, time.time() - t_start, vision_log)
         if args.stop_after and step + 1 >= args.stop_after:
             break
@@ -651,6 +692,72 @@ def train_vision(model, probe, align, tok, word_ids, args, val_scenes) -> list[d
                   f"{(time.time() - t0) / 60:.1f} min", flush=True)
     model.train()
     return log
+
+
+def layer_placement(n_source: int, n_target: int) -> list[int]:
+    """Target index of each source decoder layer when growing ``n_source`` -> ``n_target``
+    layers: the first and the last keep their ends, the others are spread evenly (rounded)."""
+    if n_source == 1:
+        return [0]
+    return [round(i * (n_target - 1) / (n_source - 1)) for i in range(n_source)]
+
+
+@torch.no_grad()
+def grow_text_layers(model, n_layers: int, seed: int = 0):
+    """A copy of ``model`` whose language model has ``n_layers`` decoder layers and computes the
+    same function: the trained layers go to :func:`layer_placement`'s indices, every new layer
+    is freshly initialised (seeded) with its attention output and MLP down projections zero, so
+    it adds nothing to the residual stream until it trains. Everything else is copied."""
+    import copy
+
+    src = model.config.text_config.num_hidden_layers
+    if n_layers < src:
+        raise ValueError(f"--text-layers must be >= the loaded depth {src}, got {n_layers}")
+    config = copy.deepcopy(model.config)
+    config.text_config.num_hidden_layers = n_layers
+    grown = build_model(config, seed=seed)
+    state = grown.state_dict()
+    prefix = "model.language_model.layers."
+    placed = dict(zip(layer_placement(src, n_layers), range(src)))
+    for key, value in model.state_dict().items():
+        if not key.startswith(prefix):
+            state[key] = value.clone()
+    for target in range(n_layers):
+        if target in placed:
+            for key, value in model.state_dict().items():
+                if key.startswith(f"{prefix}{placed[target]}."):
+                    state[f"{prefix}{target}." + key[len(f"{prefix}{placed[target]}."):]] = value.clone()
+        else:
+            state[f"{prefix}{target}.self_attn.o_proj.weight"].zero_()
+            state[f"{prefix}{target}.mlp.down_proj.weight"].zero_()
+    grown.load_state_dict(state, strict=True)
+    grown.generation_config = copy.deepcopy(model.generation_config)
+    return grown
+
+
+def frozen_parts(model) -> dict[str, torch.nn.Module]:
+    """What ``--freeze-vision`` freezes: everything a pre-LLM selector reads (the vision tower's
+    features, the projected tokens, the question's token embeddings)."""
+    return {"vision_tower": model.model.vision_tower, "multi_modal_projector": model.model.multi_modal_projector,
+            "embed_tokens": model.get_input_embeddings()}
+
+
+def freeze_pre_llm(model) -> str:
+    """Freeze :func:`frozen_parts`; returns their digest (checked again at every save)."""
+    for part in frozen_parts(model).values():
+        part.requires_grad_(False)
+    return frozen_parts_digest(model)
+
+
+def frozen_parts_digest(model) -> str:
+    """sha256 over the tensors of :func:`frozen_parts` (names, dtypes, shapes, raw bytes)."""
+    return tensor_digest({f"{name}.{key}": value for name, part in frozen_parts(model).items()
+                          for key, value in part.state_dict().items()})
+
+
+def vision_tower_digest(model) -> str:
+    """sha256 over the vision tower's tensors (names and raw bytes, in name order)."""
+    return tensor_digest(model.model.vision_tower.state_dict())
 
 
 @torch.no_grad()
@@ -732,6 +839,10 @@ def save(model, processor, args, log, seconds, vision_log=()):
         "vision_log": list(vision_log),
         "answer_rule": "argmax of the last-position logits over the category's candidate answer words",
         "prompt": "USER: <image>\\n{question} ASSISTANT:",
+        "num_decoder_layers": model.config.text_config.num_hidden_layers,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "vision_tower_sha256": vision_tower_digest(model),
+        "pre_llm_sha256": frozen_parts_digest(model),
     }
     prev = Path(args.init_from) / "training_info.json" if args.init_from else None
     if prev is not None and prev.is_file():

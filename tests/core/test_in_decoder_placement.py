@@ -1,42 +1,13 @@
-"""The relative-depth rule (tokensel.selectors.placement), DART / PyramidDrop placed by it, their
+"""DART / PyramidDrop placed by the relative-depth rule (its own tests: test_placement.py), their
 bad parameters, and PyramidDrop on grouped-query attention."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import tokensel
 from tokensel.selectors.llm import DecoderLayerInputs
-from tokensel.selectors.placement import relative_layer, relative_layers
-
-
-def test_the_originals_layers_on_the_embedded_depths():
-    assert [relative_layer(2, n) for n in (2, 4, 8, 32)] == [1, 1, 1, 2]
-    assert relative_layers((8, 16, 24), 8) == (2, 4, 6)
-    assert relative_layers((8, 16, 24), 2) == (1, 1, 1)
-    assert relative_layers((2, 6, 15), 8, low=0, high=6) == (1, 2, 4)  # 0.5 and 3.75 round up
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.integers(0, 64), st.integers(0, 64), st.integers(2, 80), st.integers(1, 80))
-def test_relative_layer_is_monotone_bounded_and_exact_at_the_reference(a, b, n, ref):
-    lo, hi = sorted((a, b))
-    pl, ph = relative_layer(lo, n, ref), relative_layer(hi, n, ref)
-    assert 1 <= pl <= ph <= n - 1
-    if n == ref and 1 <= lo <= n - 1:
-        assert pl == lo
-    assert abs(pl - lo * n / ref) <= 0.5 or pl in (1, n - 1)
-
-
-@pytest.mark.parametrize("bad, match", [((-1, 8), "layer"), ((2, 0), "num_layers"), ((2, 8, 0), "reference")])
-def test_relative_layer_bad_input(bad, match):
-    with pytest.raises(ValueError, match=match):
-        relative_layer(*bad)
-    with pytest.raises(ValueError, match=r"no decoder layer in \[1, 0\]"):
-        relative_layer(2, 1)
 
 
 def test_placed_selectors():
@@ -54,6 +25,8 @@ def test_placed_selectors():
 @pytest.mark.parametrize("name, params, match", [
     ("dart", {"reference_depth": 1}, "reference_depth"),
     ("dart", {"layer": 0}, "layer"),
+    ("dart", {"layer": 32, "reference_depth": 32}, "reference_depth"),
+    ("pyramiddrop", {"layer_list": [8, 16, 32], "reference_depth": 32}, "reference_depth"),
     ("dart", {"pivot_image_tokens": 0}, "pivot_image_tokens"),
     ("pyramiddrop", {"reference_depth": "32"}, "reference_depth"),
     ("pyramiddrop", {"layer_list": [8, 8, 24]}, "strictly increasing"),

@@ -99,8 +99,6 @@ def test_batched_rows_equal_single_rows(name):
         )
         alone = sel(single, k=9)
         assert alone.k == 9 and alone.indices.shape == (9 - int(alone.leading_cls),)
-        if name == "random":
-            continue  # one generator stream per call: rows of a batch draw different numbers
         assert alone.indices.tolist() == together.indices[b].tolist()
 
 
@@ -110,6 +108,25 @@ def test_random_selector_seeds():
     b = tokensel.create_selector("random", seed=1)(batch, k=8).indices
     c = tokensel.create_selector("random", seed=2)(batch, k=8).indices
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_random_draws_per_image_and_the_same_image_keeps_the_same_tokens_in_any_batch():
+    batch = make_batch(0, 6, 64)
+    sel = tokensel.create_selector("random", seed=1)
+    together = sel(batch, k=8).indices
+    # a different draw for every image (a fixed pattern would repeat one row six times)
+    assert len({tuple(row.tolist()) for row in together}) == 6
+    # one image alone, or in another batch (reversed, repeated), keeps the same tokens
+    for b in range(6):
+        assert sel(tokensel.TokenBatch(vision=batch.vision[b]), k=8).indices.tolist() == together[b].tolist()
+    rev = sel(tokensel.TokenBatch(vision=batch.vision.flip(0)), k=8).indices
+    assert torch.equal(rev.flip(0), together)
+    twice = sel(tokensel.TokenBatch(vision=torch.cat([batch.vision[:1], batch.vision[:1]])), k=8).indices
+    assert torch.equal(twice[0], twice[1])
+    # the positions are spread uniformly: over many images every token is kept about k/n of the time
+    many = sel(tokensel.TokenBatch(vision=torch.randn(400, 64, 4, generator=torch.Generator().manual_seed(5))), k=8)
+    counts = torch.bincount(many.indices.flatten(), minlength=64).float()
+    assert counts.min() > 0.4 * 50 and counts.max() < 1.6 * 50  # mean 400 * 8 / 64 = 50
 
 
 def test_divprune_first_pick_is_most_isolated_and_max_min():

@@ -43,11 +43,27 @@ def test_mkdocs_build_strict(built_site):
         assert "data:image/png" in html, f"{src.stem}: the rendered tutorial shows no figure"
 
 
+#: Set to 1 where the browser check must run (``.ci/run`` does): a missing Chromium then fails.
+REQUIRE_BROWSER = "TOKENSEL_REQUIRE_BROWSER"
+
+
+def require_chromium() -> None:
+    """Chromium present: return. Absent: a failure where ``TOKENSEL_REQUIRE_BROWSER=1`` (CI),
+    else the test is reported as not run (a skip whose reason says so, listed by ``-ra``)."""
+    if check_site.find_chromium():
+        return
+    if os.environ.get(REQUIRE_BROWSER, "") not in ("", "0"):
+        pytest.fail(f"Chromium not found, and {REQUIRE_BROWSER}=1 requires the headless-browser check: "
+                    "apt-get install chromium")
+    pytest.skip(f"NOT RUN: the headless-browser check needs Chromium (apt-get install chromium); "
+                f"CI sets {REQUIRE_BROWSER}=1, which makes its absence a failure")
+
+
 @pytest.mark.slow
 def test_site_in_headless_browser(built_site):
     proc, out = built_site
     assert proc.returncode == 0, "the site did not build (see test_mkdocs_build_strict)"
-    assert check_site.find_chromium(), "Chromium is required for this test: apt-get install chromium"
+    require_chromium()
     rendered: list[str] = []
     failures = check_site.check_site(out, rendered=rendered)
     assert not failures, "\n".join(failures)
@@ -98,3 +114,25 @@ def test_api_reference_covers_the_packages():
     assert modules
     missing = [m for m in modules if not any(d == m or d.startswith(m + ".") for d in documented)]
     assert not missing, f"selector modules missing from docs/api/selectors.md: {missing}"
+
+
+@pytest.mark.parametrize("required", ["1", None])
+def test_a_missing_chromium_fails_where_required_and_is_reported_not_run_elsewhere(monkeypatch, tmp_path, required):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no browser on this PATH
+    monkeypatch.delenv("CHROMIUM", raising=False)
+    if required:
+        monkeypatch.setenv(REQUIRE_BROWSER, required)
+        with pytest.raises(pytest.fail.Exception, match=f"Chromium not found, and {REQUIRE_BROWSER}=1 requires"):
+            require_chromium()
+    else:
+        monkeypatch.delenv(REQUIRE_BROWSER, raising=False)
+        with pytest.raises(pytest.skip.Exception, match="NOT RUN: the headless-browser check needs Chromium"):
+            require_chromium()
+
+
+def test_ci_requires_the_browser_check_and_checks_the_wheel():
+    ci = (ROOT / ".ci" / "run").read_text()
+    lines = [line.strip() for line in ci.splitlines() if not line.lstrip().startswith("#")]
+    assert f"export {REQUIRE_BROWSER}=1" in lines, f".ci/run must set {REQUIRE_BROWSER}=1 (CI requires the browser)"
+    assert "bash experiments/check_wheel.sh" in lines, ".ci/run must run the wheel check"
+    assert lines.index(f"export {REQUIRE_BROWSER}=1") < lines.index("python -m pytest -q -p no:cacheprovider")

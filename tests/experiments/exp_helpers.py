@@ -41,7 +41,7 @@ def make_dataset(root: Path, n: int = 8, seed: int = 0) -> Path:
 
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = str(REPO / "experiments" / "configs" / "tiny.yaml")
+TINY = str(REPO / "tokensel" / "experiments" / "configs" / "tiny.yaml")
 
 
 def installed_copy(tmp_path: Path) -> dict:

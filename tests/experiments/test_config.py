@@ -34,10 +34,13 @@ def test_yaml_and_overrides_resolve(dataset, tmp_path):
     assert cfg.budget.k is None
 
 
-def test_every_yaml_in_configs_parses(dataset):
-    root = Path(TINY).parent
-    for path in sorted(root.glob("*.yaml")):
-        cfg = load_config(path, validate=False)
+def test_every_shipped_experiment_config_parses(dataset):
+    from tokensel.experiments.shipped import shipped_configs
+
+    configs = [c for c in shipped_configs() if c.kind == "experiment"]
+    assert {"shapes", "tiny", "pope", "gqa", "mme", "demo"} <= {c.name for c in configs}
+    for config in configs:
+        cfg = load_config(config.path, validate=False)
         assert cfg.selector.name
 
 

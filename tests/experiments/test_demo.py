@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from tokensel.experiments.demo import DEMO_SWEEP, demo_sweep, run_demo
 from tokensel.experiments.demo import main as demo_main
 
-SHAPES = str(Path(__file__).resolve().parents[2] / "experiments" / "configs" / "shapes.yaml")
+SHAPES = str(Path(__file__).resolve().parents[2] / "tokensel" / "experiments" / "configs" / "shapes.yaml")
 N = 20
 SELECTORS = ["mmtok", "divprune"]
 BUDGETS = [4, 16]

@@ -118,7 +118,7 @@ def tokensel_eval(workdir: Path, budget: list[str], scoring: str) -> tuple[float
     if key not in _TOKENSEL:
         runs = workdir / "tokensel-runs"
         name = f"{scoring}-{len(_TOKENSEL)}"
-        cmd = [sys.executable, "-m", "tokensel.experiments.cli", "eval", str(REPO / "experiments" / "configs" / "shapes.yaml"),
+        cmd = [sys.executable, "-m", "tokensel.experiments.cli", "eval", str(REPO / "tokensel" / "experiments" / "configs" / "shapes.yaml"),
                "dataset.format=jsonl", f"dataset.path={workdir / 'tokensel-shapes' / 'data.jsonl'}",
                f"eval.scoring={scoring}", "eval.max_new_tokens=4", f"logging.output_dir={runs}",
                f"logging.run_name={name}", "logging.wandb_mode=disabled", *budget]

@@ -8,7 +8,7 @@ from exp_helpers import REPO
 
 from tokensel.experiments.evaluate import main as eval_main
 
-SHAPES = str(REPO / "experiments" / "configs" / "shapes.yaml")
+SHAPES = str(REPO / "tokensel" / "experiments" / "configs" / "shapes.yaml")
 
 
 def test_shapes_config_generates_data_and_evaluates(tmp_path):

@@ -123,7 +123,7 @@ def test_the_issue_script_outside_the_repository(tmp_path):
     (work / "check.py").write_text(textwrap.dedent(SCRIPT))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(site)]), OMP_NUM_THREADS="1",
                HF_HUB_OFFLINE="1", WANDB_MODE="disabled")
-    proc = subprocess.run([sys.executable, "check.py", str(REPO / "experiments" / "configs" / "shapes.yaml")],
+    proc = subprocess.run([sys.executable, "check.py", str(REPO / "tokensel" / "experiments" / "configs" / "shapes.yaml")],
                           cwd=work, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "supermodular rejected: Squared" in proc.stdout

@@ -52,7 +52,7 @@ def test_a_broken_plugin_names_its_distribution(on_path):
     assert tokensel.create_selector("mmtok").name == "mmtok"
     from tokensel.experiments.config import ConfigError, load_config, validate_config
 
-    cfg = load_config(str(REPO / "experiments" / "configs" / "shapes.yaml"), ["selector.name=plug-broken"], validate=False)
+    cfg = load_config(str(REPO / "tokensel" / "experiments" / "configs" / "shapes.yaml"), ["selector.name=plug-broken"], validate=False)
     with pytest.raises(ConfigError, match="selector.name: selector plug-in .plug-broken.*tsplug-broken"), pytest.warns(RuntimeWarning):
         validate_config(cfg)
 
@@ -81,7 +81,7 @@ def test_tokensel_eval_runs_a_plugin_on_the_shipped_model(site, tmp_path):
     assert listing.returncode == 0, listing.stderr
     assert "plug-cosine" in listing.stdout
     out = tmp_path / "runs"
-    args = [str(REPO / "experiments" / "configs" / "shapes.yaml"), "selector.name=plug-cosine",
+    args = [str(REPO / "tokensel" / "experiments" / "configs" / "shapes.yaml"), "selector.name=plug-cosine",
             "+selector.params.solver=lazy", "budget.k=16", f"dataset.path={tmp_path / 'shapes' / 'data.jsonl'}",
             "dataset.generate_images=1", "dataset.limit=3", f"logging.output_dir={out}", "logging.run_name=plug",
             "logging.wandb_mode=disabled", "eval.progress=false"]

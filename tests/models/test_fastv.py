@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
+from tiny_vlms import eager, image_for
 
 import tokensel
 from tokensel.models import prune
 from tokensel.testing import rand_image
-
-
-def image_for(tiny, seed=0):
-    return [rand_image(112, 140, seed)] if tiny.family == "qwen2_5_vl" else [rand_image(80, 120, seed)]
-
-
-@contextlib.contextmanager
-def eager(model):
-    model.set_attn_implementation("eager")
-    try:
-        yield
-    finally:
-        model.set_attn_implementation("sdpa")
 
 
 def test_fastv_is_registered_as_llm_stage():

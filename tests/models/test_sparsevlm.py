@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_vlms import image_for
 
 import tokensel
 from tokensel.models import prune
@@ -14,10 +15,6 @@ from tokensel.testing import rand_image
 
 LAYERS = (0, 2)  # the tiny models have 4 decoder layers: score at 0 and 2, prune from 1 and 3
 SCHEDULE = (12, 5)
-
-
-def image_for(tiny, seed=0):
-    return [rand_image(112, 140, seed)] if tiny.family == "qwen2_5_vl" else [rand_image(80, 120, seed)]
 
 
 def positions_for(tiny) -> str:

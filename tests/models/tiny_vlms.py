@@ -3,6 +3,7 @@ test-local selectors registered in the real registry."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -23,6 +24,22 @@ from tokensel.testing.tiny_vlms import (  # noqa: E402,F401
     build_tokenizer,
     rand_image,
 )
+
+
+def image_for(tiny: Tiny, seed: int = 0) -> list:
+    """One random PIL image in a list, sized for the tiny model's family."""
+    return [rand_image(112, 140, seed)] if tiny.family == "qwen2_5_vl" else [rand_image(80, 120, seed)]
+
+
+@contextlib.contextmanager
+def eager(model):
+    """Run ``model`` with eager attention inside the block (sdpa again after it)."""
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation("sdpa")
+
 
 # ----------------------------------------------------------------------------- test selectors
 # Registered only while a tests/models module runs (see conftest.py), so that they never leak

@@ -174,6 +174,7 @@ def test_shipped_recipe_is_what_trained_the_shipped_weights(recipe):
 
     info = json.loads((weights_dir("shapes-llava") / "training_info.json").read_text())
     recorded = [info["previous_stage"]["args"], info["args"]]
+    assert len(recipe.SHIPPED_STAGES) == len(recorded)
     assert recorded[0]["init_from"] == "" and recorded[1]["init_from"]
     parser = recipe.build_parser()
     for stage, args in zip(recipe.SHIPPED_STAGES, recorded):
@@ -184,3 +185,23 @@ def test_shipped_recipe_is_what_trained_the_shipped_weights(recipe):
         for key, value in ours.items():
             expected = args.get(key, parser.get_default(key))
             assert value == expected, (key, value, expected)
+
+
+def test_grown_model_computes_the_same_function_until_it_trains(recipe):
+    """``grow_text_layers``: the trained layers go to the ends, the new ones add exact zeros."""
+    from tokensel.zoo.shapes_llava import build_config
+
+    tok = build_tokenizer()
+    small = build_model(build_config(tok, text=dict(num_hidden_layers=2)), seed=1).eval()
+    grown = recipe.grow_text_layers(small, 5, seed=2).eval()
+    assert grown.config.text_config.num_hidden_layers == 5 and recipe.layer_placement(2, 5) == [0, 4]
+    assert recipe.frozen_parts_digest(grown) == recipe.frozen_parts_digest(small)
+    ids = torch.tensor([[tok.bos_token_id, 7, 8, 9, 10]])
+    with torch.no_grad():
+        a = small.model.language_model(input_ids=ids).last_hidden_state
+        b = grown.model.language_model(input_ids=ids).last_hidden_state
+    assert torch.equal(a, b)
+    new = grown.model.language_model.layers[2]
+    assert not torch.equal(new.self_attn.q_proj.weight, grown.model.language_model.layers[1].self_attn.q_proj.weight)
+    with pytest.raises(ValueError, match="text-layers"):
+        recipe.grow_text_layers(small, 1)

@@ -17,6 +17,8 @@ import os
 import statistics
 import time
 
+from tokensel.docstrings import summary
+
 
 def build(args):
     import numpy as np
@@ -61,7 +63,7 @@ def build(args):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="tokensel bench prefill", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="tokensel bench prefill", description=summary(__doc__))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--selector", default="mmtok")

@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 
 import tokensel
+from tokensel.docstrings import summary
 from tokensel.experiments.timing import time_call
 from tokensel.objectives.multimodal import multimodal_coverage_matrix
 from tokensel.solvers.incremental import BACKENDS, incremental_greedy
@@ -278,7 +279,7 @@ def check_device(device: str, backend: str) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tokensel bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="tokensel bench", description=summary(__doc__))
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
     parser.add_argument("--reps", type=int, default=5, help="repetitions per size (default 5)")
     parser.add_argument("--sizes", default=None,

@@ -15,6 +15,7 @@ import time
 import torch
 
 import tokensel
+from tokensel.docstrings import summary
 from tokensel.objectives import FacilityLocation
 
 
@@ -28,7 +29,7 @@ def best_of(fn, reps: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tokensel bench solvers", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="tokensel bench solvers", description=summary(__doc__))
     parser.add_argument("--sizes", nargs="+", default=["3000:100", "5000:200"], help="n:k pairs")
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args(argv)

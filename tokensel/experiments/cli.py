@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("tokensel.experiments.sweep", "run an ablation sweep from a sweep config"),
     "compare": ("tokensel.experiments.compare", "paired comparison of two runs: tokensel compare RUN_A RUN_B"),
     "selectors": ("tokensel.selectors.listing", "list registered selectors"),
+    "configs": ("tokensel.experiments.shipped", "list the shipped configs (usable by name: tokensel eval shapes)"),
 }
 
 

@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from tokensel.docstrings import summary
 from tokensel.experiments.config import ConfigError
 from tokensel.experiments.metrics import N_BOOTSTRAP, QuestionMismatch, paired_comparison
 from tokensel.experiments.tables import format_ci, format_table
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="tokensel compare", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="tokensel compare", description=summary(__doc__))
     ap.add_argument("run_a", help="run folder (or its results.jsonl): the baseline")
     ap.add_argument("run_b", help="run folder (or its results.jsonl): compared against A")
     ap.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")

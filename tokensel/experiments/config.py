@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -26,6 +27,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from tokensel.experiments.datasets import get_dataset, list_datasets
+from tokensel.experiments.placement import register_resolvers
 from tokensel.plugins import PluginError
 
 __all__ = [
@@ -45,7 +47,10 @@ __all__ = [
     "check_output_dir",
     "budget_args",
     "budget_label",
+    "read_yaml",
 ]
+
+register_resolvers()  # ${relative_layer:...} / ${relative_layers:...}: in-LLM layers at the original's depth
 
 #: Selector names that mean "run the unpruned model".
 NO_SELECTOR = ("none",)
@@ -271,15 +276,84 @@ def parse_overrides(overrides: Sequence[str]) -> DictConfig:
     bad = [o for o in overrides if "=" not in o or o.startswith("=")]
     if bad:
         raise ConfigError(f"overrides must look like key=value, got {bad}")
+    import yaml
+
     items = []
     for o in overrides:
         key, value = o.lstrip("+").split("=", 1)
         # W&B agents format a null grid value as "None"
-        items.append(f"{key}=null" if value == "None" else f"{key}={value}")
+        item = f"{key}=null" if value == "None" else f"{key}={value}"
+        try:
+            OmegaConf.from_dotlist([item])
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"overrides: invalid value for key '{key}': {value!r} is not a plain YAML value "
+                              f"({_yaml_problem(exc)})") from None
+        except OmegaConfBaseException as exc:
+            raise _omegaconf_error(exc, "overrides") from None
+        items.append(item)
     try:
         return OmegaConf.from_dotlist(items)
     except OmegaConfBaseException as exc:
         raise _omegaconf_error(exc, "overrides") from None
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """What a YAML error says, without its file marks; a refused tag (``!!python/...``) says
+    that configs are plain YAML."""
+    problem = str(getattr(exc, "problem", None) or exc).strip()
+    tag = re.search(r"constructor for the tag '([^']*)'", problem)
+    if tag:
+        shown = tag.group(1).replace("tag:yaml.org,2002:", "!!")
+        return f"the tag {shown} is not allowed: configs are plain YAML (python and other custom tags are refused)"
+    return problem
+
+
+def _key_at(lines: list[str], index: int) -> str:
+    """The dotted key of the mapping entry at or above line ``index`` (0-based) of a YAML text,
+    read from the indentation (best effort: ``""`` when there is none)."""
+    path: list[str] = []
+    indent: Optional[int] = None
+    for line in reversed(lines[: index + 1]):
+        m = re.match(r"^(\s*)(?:-\s+)?([^\s#:'\"\-\[{][^:#]*?|'[^']*'|\"[^\"]*\")\s*:(?:\s|$)", line)
+        if not m or (indent is not None and len(m.group(1)) >= indent):
+            continue
+        path.append(m.group(2).strip("'\""))
+        indent = len(m.group(1))
+        if indent == 0:
+            break
+    return ".".join(reversed(path))
+
+
+def read_yaml(path: str | os.PathLike, what: str = "config file") -> DictConfig:
+    """The mapping in the YAML file ``path``. Raises :class:`ConfigError` naming the file, the
+    line and column and the key of a syntax error or a refused tag (python tags are never
+    constructed), and when the file is missing, unreadable or not a mapping."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{what} not found: {str(p)!r}")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} {str(p)!r} cannot be read: {exc}") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)  # the syntax alone: nothing is constructed
+        if node is not None and not isinstance(node, yaml.MappingNode):
+            kind = "list" if isinstance(node, yaml.SequenceNode) else "scalar"
+            raise ConfigError(f"{what} {str(p)!r} must hold a mapping at top level, got a {kind}")
+        loaded = OmegaConf.create(text) if node is not None else OmegaConf.create({})  # safe: no python tags
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "context_mark", None) or getattr(exc, "problem_mark", None)
+        where = ""
+        if mark is not None:
+            key = _key_at(text.splitlines(), mark.line)
+            where = f"line {mark.line + 1}, column {mark.column + 1}" + (f" (key '{key}')" if key else "") + ": "
+        raise ConfigError(f"cannot parse {what} {str(p)!r}: {where}{_yaml_problem(exc)}") from None
+    except OmegaConfBaseException as exc:
+        raise _omegaconf_error(exc, str(p)) from None
+    assert isinstance(loaded, DictConfig)
+    return loaded
 
 
 def load_config(
@@ -289,7 +363,8 @@ def load_config(
     validate: bool = True,
     base: Any = None,
 ) -> DictConfig:
-    """Load ``path`` (YAML) over the schema defaults, apply ``overrides`` and validate.
+    """Load ``path`` (YAML; or the name of a shipped config such as ``shapes``, see
+    :mod:`tokensel.experiments.shipped`) over the schema defaults, apply ``overrides`` and validate.
 
     ``base`` is an optional dict / DictConfig merged between the YAML file and the overrides
     (used by sweeps). Returns a read-only, fully resolved DictConfig typed by
@@ -297,17 +372,10 @@ def load_config(
     """
     schema = OmegaConf.structured(ExperimentConfig)
     layers: list[tuple[str, Any]] = []
+    p = None
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {str(p)!r}")
-        try:
-            loaded = OmegaConf.load(p)
-        except Exception as exc:  # yaml syntax errors
-            raise ConfigError(f"cannot parse config file {str(p)!r}: {exc}") from None
-        if not isinstance(loaded, DictConfig):
-            raise ConfigError(f"config file {str(p)!r} must hold a mapping at top level")
-        layers.append((str(p), loaded))
+        p = resolve_config_path(path, "experiment")
+        layers.append((str(p), read_yaml(p)))
     if base is not None:
         layers.append(("sweep point", OmegaConf.create(base) if not isinstance(base, DictConfig) else base))
     if overrides:
@@ -325,9 +393,24 @@ def load_config(
     except OmegaConfBaseException as exc:
         raise _omegaconf_error(exc, "interpolation") from None
     if validate:
-        validate_config(cfg, config_dir=Path(path).parent if path is not None else None)
+        validate_config(cfg, config_dir=p.parent if p is not None else None)
     OmegaConf.set_readonly(cfg, True)
     return cfg
+
+
+def resolve_config_path(path: str | os.PathLike, kind: str) -> Path:
+    """``path`` if it is a file, else the shipped config of that name and ``kind``
+    (``experiment`` | ``sweep``, :mod:`tokensel.experiments.shipped`); ConfigError if neither."""
+    from tokensel.experiments.shipped import find_shipped, names_hint
+
+    p = Path(path)
+    if p.is_file():
+        return p
+    found = find_shipped(str(path), kind)
+    if found is None:
+        what = "config file" if kind == "experiment" else "sweep config file"
+        raise ConfigError(f"{what} not found: {str(p)!r}; give a path or a name ({names_hint(kind)})")
+    return found
 
 
 def _fail(key: str, msg: str) -> None:

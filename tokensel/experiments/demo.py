@@ -40,6 +40,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from tokensel.docstrings import summary
+
 __all__ = ["main", "run_demo", "demo_sweep", "DEMO_SWEEP", "DEFAULT_BUDGETS"]
 
 #: The shipped sweep config of the demo.
@@ -108,7 +110,7 @@ def run_demo(out: str | Path = "tokensel-demo", *, force: bool = False, print_st
 
     spec, base = demo_sweep(out, **options)
     points = expand_points(spec, base)
-    todo = sum(force or find_run(prepared.cfg)[0] != "finished" for _, prepared in points)
+    todo = sum(force or find_run(prepared)[0] != "finished" for _, prepared in points)
     _, ms = time_call(run_sweep, spec, base, print_results=False, force=force, points=points)
     if print_status:
         print(f"{len(points)} points: {todo} run, {len(points) - todo} skipped (finished before)")
@@ -124,7 +126,7 @@ def run_demo(out: str | Path = "tokensel-demo", *, force: bool = False, print_st
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="tokensel demo", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="tokensel demo", description=summary(__doc__))
     ap.add_argument("--num-samples", type=int, default=None, help="test questions (default 300)")
     ap.add_argument("--out", default="tokensel-demo", help="output folder (default ./tokensel-demo)")
     ap.add_argument("--seed", type=int, default=None, help="eval.seed (seed of randomised selectors; default 0)")

@@ -30,7 +30,7 @@ def _main(argv: list[str]) -> int:
         epilog=USAGE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("config", help="YAML config (see experiments/configs/)")
+    ap.add_argument("config", help="a YAML config file, or the name of a shipped one (tokensel configs lists them)")
     ap.add_argument("overrides", nargs="*", help="key=value overrides")
     ap.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     ap.add_argument(
@@ -49,7 +49,7 @@ def _main(argv: list[str]) -> int:
         print(OmegaConf.to_yaml(prepared.cfg))
         return 0
     if args.resume:
-        status, path = find_run(prepared.cfg)
+        status, path = find_run(prepared)
         if status == "finished":
             load_finished(prepared.cfg, path)
             print(f"tokensel eval: this configuration already finished in {path} (nothing to resume)")

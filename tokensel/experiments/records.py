@@ -8,7 +8,8 @@ family's defaults, e.g. ``tau_tv`` for MMTok on LLaVA) and ``null`` for the conf
 does not take. It is itself a valid config: ``tokensel eval RUN/config.yaml`` repeats the run.
 
 The run key (a hash of the effective configuration without the logging group and the settings
-that do not change results) identifies a sweep point across reruns.
+that do not change results, and of the content of the samples: their inputs and answers, the
+image bytes) identifies a sweep point across reruns; a changed dataset is a new run.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tokensel.experiments.config import NO_SELECTOR, effective_selector_params
 
-__all__ = ["is_unpruned", "effective_config", "run_key", "environment", "flat_effective_config"]
+__all__ = ["is_unpruned", "effective_config", "run_key", "config_key", "environment", "flat_effective_config"]
 
 #: Config entries that do not change what a run computes (left out of the run key).
 _NOT_IN_KEY = {
@@ -77,10 +78,17 @@ def _without_ignored(data: dict) -> dict:
     return out
 
 
-def run_key(cfg: DictConfig) -> str:
-    """A stable hash (16 hex digits) of the effective configuration, for skip / resume."""
+def config_key(cfg: DictConfig) -> str:
+    """A stable hash (16 hex digits) of the effective configuration alone."""
     blob = json.dumps(_without_ignored(effective_config(cfg)), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run_key(cfg: DictConfig, data_fp: str) -> str:
+    """A stable hash (16 hex digits) of the effective configuration and the content of its
+    samples (``data_fp``: :func:`tokensel.experiments.fingerprint.data_fingerprint`), for skip
+    and resume: a run is reused only for the same config on the same data."""
+    return hashlib.sha256(f"{config_key(cfg)}:{data_fp}".encode()).hexdigest()[:16]
 
 
 def flat_effective_config(effective: dict) -> dict:

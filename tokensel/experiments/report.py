@@ -59,21 +59,61 @@ def _records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
+def _original_placement(name: str, key: str) -> Any:
+    """The default of the selector's constructor parameter ``key`` (``layer`` / ``layers``):
+    the original's placement in its 32-layer model; None when there is none."""
+    import inspect
+
+    from tokensel.selectors import list_selectors, selector_info
+
+    if name not in list_selectors():
+        return None
+    param = inspect.signature(selector_info(name).cls.__init__).parameters.get(key)
+    return None if param is None or param.default is inspect.Parameter.empty else param.default
+
+
+def _original_text(name: str, key: str, placed: Any, num_layers: int) -> str:
+    from tokensel.selectors.placement import REFERENCE_DEPTH
+
+    original = _original_placement(name, key)
+    if original is None:
+        return ""
+    def as_list(v: Any) -> list:
+        return [int(x) for x in v] if isinstance(v, (list, tuple)) else [int(v)]
+
+    from tokensel.selectors.placement import relative_layers
+
+    shown = "/".join(str(v) for v in as_list(original))
+    relative = list(relative_layers(as_list(original), num_layers)) == as_list(placed)
+    return f" (the original's {shown} of {REFERENCE_DEPTH}{' at the same relative depth' if relative else ''})"
+
+
 def placement_note(name: str, params: dict, num_layers: int) -> str:
     """A one-line statement of where the in-LLM selector ``name`` ran, from the parameters it
-    received (``layer`` for FastV, ``layers`` for SparseVLM) in a model of ``num_layers``."""
+    received (``layer`` for FastV, ``layers`` for SparseVLM) in a model of ``num_layers``, with
+    the original's placement (its constructor default, for 32 layers) beside it."""
     if name == "fastv" and params.get("layer") is not None:
         K = int(params["layer"])
-        return (f"fastv: K={K}: scores with layer {K - 1}'s attention (last token), prunes from layer {K} of "
-                f"{num_layers}; kept tokens keep their positions")
+        orig = _original_text(name, "layer", K, num_layers)
+        return (f"fastv: K={K}{orig}: scores with layer {K - 1}'s attention (last token), "
+                f"prunes from layer {K} of {num_layers}; kept tokens keep their positions")
     layers = params.get("layers")
-    if name == "sparsevlm" and layers is not None and len(layers) == 1:
-        layer = int(layers[0])
-        return (f"sparsevlm: one stage: raters from the layer-0 embeddings, scores with layer {layer}'s attention, "
-                f"prunes from layer {layer + 1} of {num_layers}; keeps k by score plus its recycled tokens "
+    if name == "sparsevlm" and layers:
+        at = "/".join(str(int(v)) for v in layers)
+        after = "/".join(str(int(v) + 1) for v in layers)
+        schedule = params.get("schedule")
+        keeps = f"keeps {'/'.join(str(v) for v in schedule)} by score" if schedule else "keeps its table's counts"
+        stages = "one stage: " if len(layers) == 1 else ""
+        layer_word = "layer" if len(layers) == 1 else "layers"
+        orig = _original_text(name, "layers", list(layers), num_layers)
+        return (f"sparsevlm: {stages}scoring {layer_word} {at}{orig}, prunes from {layer_word} "
+                f"{after} of {num_layers}; raters from the layer-0 embeddings; {keeps} plus its recycled tokens "
                 "(int((int(0.3 P) + 1) / 10) + 1 for P pruned; see mean_llm_image_tokens), positions renumbered (v1.0)")
     shown = ", ".join(f"{k}={v}" for k, v in sorted(params.items()) if v is not None)
-    return f"{name}: {shown or 'default parameters'}"
+    placed = params.get("layer", params.get("layers"))
+    key = "layer" if "layer" in params else "layers"
+    where = _original_text(name, key, placed, num_layers) if placed is not None else ""
+    return f"{name}: {shown or 'default parameters'}{where}, in a model of {num_layers} decoder layers"
 
 
 def build_report(rows: Sequence[dict], *, num_decoder_layers: int, model: str, seed: int) -> dict:

@@ -6,8 +6,8 @@ file, types) is checked in :func:`prepare` before any model is loaded.
 
 from __future__ import annotations
 
-import json
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +32,7 @@ from tokensel.experiments.datasets import (
     load_dataset,
 )
 from tokensel.experiments.dist import DistContext, init_distributed
+from tokensel.experiments.fingerprint import FINGERPRINT_KEY, data_fingerprint, sample_fingerprint
 from tokensel.experiments.metrics import is_correct
 from tokensel.experiments.tables import results_tables
 from tokensel.experiments.tracking import WandbRun
@@ -75,6 +76,15 @@ class Prepared:
     selector_params: dict
     #: answer sets per category for ``eval.scoring: choice``
     candidates: dict = field(default_factory=dict)
+    #: content hash of the samples and answer sets (:func:`tokensel.experiments.fingerprint.data_fingerprint`)
+    data_fp: str = ""
+
+    @property
+    def key(self) -> str:
+        """The run key: the effective configuration and the content of the samples."""
+        from tokensel.experiments.records import run_key
+
+        return run_key(self.cfg, self.data_fp)
 
 
 @dataclass
@@ -102,7 +112,8 @@ def prepare(config: Any = None, overrides: tuple | list = ()) -> Prepared:
         raise ConfigError(f"dataset.path: {exc}") from None
     candidates = candidate_answers(everything, cfg.dataset.format) if cfg.eval.scoring == "choice" else {}
     return Prepared(
-        cfg=cfg, samples=samples, selector_params=effective_selector_params(cfg, with_seed=True), candidates=candidates
+        cfg=cfg, samples=samples, selector_params=effective_selector_params(cfg, with_seed=True), candidates=candidates,
+        data_fp=data_fingerprint(samples, candidates),
     )
 
 
@@ -124,15 +135,6 @@ def default_run_name(cfg: DictConfig) -> str:
     if cfg.eval.seed:
         sel += f"-s{cfg.eval.seed}"
     return _slug(f"{ds}-{sel}")
-
-
-def _unique_dir(parent: Path, name: str) -> Path:
-    path = parent / name
-    n = 1
-    while path.exists():
-        path = parent / f"{name}-{n}"
-        n += 1
-    return path
 
 
 def _overlay(image, indices: list[int], num_tokens: int):
@@ -166,33 +168,95 @@ def _run_parent(cfg: DictConfig) -> Path:
     return parent / _slug(cfg.logging.group) if cfg.logging.group else parent
 
 
-def find_run(cfg: DictConfig) -> tuple[str, Path]:
-    """``(status, folder)`` of this config's run under its output folder, by run key:
-    ``finished``, ``partial`` (interrupted) or ``new``. Reads only; loads no model."""
-    from tokensel.experiments.records import run_key
+def find_run(prepared: "Prepared | DictConfig") -> tuple[str, Path]:
+    """``(status, folder)`` of this run under its output folder, by run key (config and data):
+    ``finished``, ``damaged`` (finished, files cut or invalid), ``partial`` (interrupted) or
+    ``new``. Reads only; loads no model (a config alone: its dataset is read for the key)."""
     from tokensel.experiments.rundir import locate_run
 
-    return locate_run(_run_parent(cfg), cfg.logging.run_name or default_run_name(cfg), run_key(cfg))
+    if isinstance(prepared, DictConfig):
+        prepared = prepare(prepared)
+    cfg = prepared.cfg
+    return locate_run(_run_parent(cfg), cfg.logging.run_name or default_run_name(cfg), prepared.key)
 
 
 def load_finished(cfg: DictConfig, path: Path) -> EvalResult:
-    """The :class:`EvalResult` of a finished run folder (metrics, records, config) without running."""
+    """The :class:`EvalResult` of a finished run folder (metrics, records, config) without
+    running; :class:`~tokensel.experiments.durable.RunDirError` naming the file (and line) when
+    its ``metrics.json`` or ``results.jsonl`` is damaged."""
     from tokensel.experiments.rundir import RunDir
 
     doc = RunDir(path).metrics()
     metrics = {k: v for k, v in doc.items() if k not in ("config", "environment")}
-    records = [json.loads(x) for x in (path / "results.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
+    records = RunDir(path).results()
     return EvalResult(metrics=metrics, records=records, run_dir=path, config=cfg, extra={"skipped": True, "doc": doc})
 
 
-def _choose_dir(cfg: DictConfig, mode: str) -> tuple[Path, bool]:
-    """Main rank: the run folder and whether it is started afresh (else: resumed)."""
-    status, path = find_run(cfg)
+def _choose_dir(prepared: Prepared, mode: str) -> tuple[Path, bool, bool]:
+    """Main rank, holding the run key's lock (but in mode ``new``): the run folder (created),
+    whether it is started afresh (else: resumed) and whether it is finished already (mode
+    ``reuse``: another process finished it meanwhile)."""
+    from tokensel.experiments.locking import make_new_dir
+
+    cfg = prepared.cfg
+    parent, name = _run_parent(cfg), cfg.logging.run_name or default_run_name(cfg)
     if mode == "new":
-        return (_unique_dir(_run_parent(cfg), cfg.logging.run_name or default_run_name(cfg)), True)
+        return make_new_dir(parent, name), True, False
+    status, path = find_run(prepared)
+    if status == "new":
+        _say_other_data(prepared, parent, name)
+        return make_new_dir(parent, name), True, False
     if mode == "force":
-        return path, True
-    return path, status != "partial"
+        return path, True, False
+    return path, status not in ("partial", "damaged"), status == "finished"
+
+
+def _say_other_data(prepared: Prepared, parent: Path, name: str) -> None:
+    """Name the runs of this configuration computed from other data (the dataset changed)."""
+    from tokensel.experiments.records import config_key
+    from tokensel.experiments.rundir import runs_of_other_data
+
+    other = runs_of_other_data(parent, name, config_key(prepared.cfg), prepared.key)
+    if other:
+        print(f"tokensel: the data changed since this configuration ran in {', '.join(map(str, other))} "
+              f"(other image, question or answer content): all {len(prepared.samples)} samples are computed "
+              "again in a new run folder", file=sys.stderr)
+
+
+def _lock_run(prepared: Prepared, mode: str):
+    """Main rank: the run key's lock (waiting, and saying so, while another process holds it);
+    None in mode ``new`` (a new folder of its own)."""
+    from tokensel.experiments.locking import RunLock
+
+    if mode == "new":
+        return None
+
+    def waiting(holder: str) -> None:
+        print(f"tokensel: waiting for {holder}, which is running this configuration under "
+              f"{_run_parent(prepared.cfg)} (run key {prepared.key})", file=sys.stderr)
+
+    return RunLock(_run_parent(prepared.cfg), prepared.key).acquire(wait=True, on_wait=waiting)
+
+
+def _kept_records(rd: Any, prepared: Prepared) -> list[dict]:
+    """The records of an interrupted attempt that still belong to this run: samples of the run
+    whose input fingerprint is unchanged; the others are named on stderr and recomputed."""
+    import sys
+
+    position = {s.id: i for i, s in enumerate(prepared.samples)}
+    fps = {s.id: sample_fingerprint(s) for s in prepared.samples}
+    done, changed = [], []
+    for rec in rd.recorded().values():
+        if rec["id"] not in position:
+            continue
+        if rec.get(FINGERPRINT_KEY) != fps[rec["id"]]:
+            changed.append(rec["id"])
+            continue
+        done.append({**rec, "_pos": position[rec["id"]]})
+    if changed:
+        print(f"tokensel: {len(changed)} recorded sample(s) of {rd.path} were computed from other inputs "
+              f"(e.g. {changed[0]!r}: its image, question or answer changed); recomputing them", file=sys.stderr)
+    return done
 
 
 def selector_received(wrapper: Any, cfg: DictConfig, params: dict) -> Optional[dict]:
@@ -266,6 +330,7 @@ def _record(pos: int, sample: Sample, out: dict, kept: Optional[list]) -> dict:
     rec = {
         "_pos": pos,
         "id": sample.id,
+        FINGERPRINT_KEY: sample_fingerprint(sample),
         "image": sample.image,
         "category": sample.category,
         "question": sample.question,
@@ -336,7 +401,7 @@ def run_eval(
     starts it; ``force`` reruns it from scratch in its folder. Under torchrun the samples are
     sharded and every rank returns the gathered result."""
     from tokensel.experiments.modeling import _SelectionTimer, load_model, wrap_model
-    from tokensel.experiments.records import effective_config, environment, run_key
+    from tokensel.experiments.records import config_key, effective_config, environment
     from tokensel.experiments.rundir import RunDir
 
     if mode not in RUN_MODES:
@@ -345,6 +410,7 @@ def run_eval(
     own_dist = dist is None
     if dist is None:
         dist = init_distributed(cfg.eval.dist_backend)
+    lock = None
     try:
         _seed_everything(int(cfg.eval.seed))
         if loaded is None:
@@ -356,15 +422,24 @@ def run_eval(
         first_call = _warm_up(loaded, wrapper, prepared, timer)
         _seed_everything(int(cfg.eval.seed))  # the warm-up leaves no trace in the results
         env = environment(seed=int(cfg.eval.seed))
-        info = {"key": run_key(cfg), "name": cfg.logging.run_name or default_run_name(cfg), "environment": env}
-        choice = _choose_dir(cfg, mode) if dist.is_main else None
-        path, fresh = dist.broadcast(None if choice is None else (str(choice[0]), choice[1]))
+        info = {"key": prepared.key, "config_key": config_key(cfg), "data_fingerprint": prepared.data_fp,
+                "samples": len(prepared.samples), "name": cfg.logging.run_name or default_run_name(cfg),
+                "environment": env}
+        choice = None
+        if dist.is_main:
+            lock = _lock_run(prepared, mode)
+            choice = _choose_dir(prepared, mode)
+        path, fresh, finished = dist.broadcast(None if choice is None else (str(choice[0]), *choice[1:]))
+        if finished:
+            if dist.is_main:
+                print(f"tokensel: {path} was finished by another process meanwhile; its result is reused",
+                      file=sys.stderr)
+            return load_finished(cfg, Path(path))
         rd = RunDir(Path(path), rank=dist.rank, world=dist.world_size)
         if dist.is_main:
             rd.start(info, _yaml(effective), fresh=fresh)
         dist.barrier()
-        position = {s.id: i for i, s in enumerate(prepared.samples)}
-        done = [] if fresh else [{**r, "_pos": position[r["id"]]} for r in rd.recorded().values() if r["id"] in position]
+        done = [] if fresh else _kept_records(rd, prepared)
         recorded = {r["id"] for r in done}
         todo = [(i, s) for i, s in enumerate(prepared.samples) if s.id not in recorded]
         t_start = time.perf_counter()
@@ -383,6 +458,8 @@ def run_eval(
         dist.barrier()
         return result
     finally:
+        if lock is not None:
+            lock.release()
         if own_dist:
             dist.close()
 

@@ -47,7 +47,7 @@ from typing import Any, Dict, List, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from tokensel.experiments.config import ConfigError, _omegaconf_error, parse_overrides
+from tokensel.experiments.config import ConfigError, _omegaconf_error, read_yaml, resolve_config_path
 
 __all__ = [
     "SweepSpec",
@@ -122,17 +122,18 @@ def _selector_overrides(spec: DictConfig, values: dict, base_name: Optional[str]
 
 def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> tuple[DictConfig, Path]:
     """The sweep spec and the resolved path of its base config."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep config file not found: {str(path)!r}")
+    path = resolve_config_path(path, "sweep")
+    loaded = read_yaml(path, "sweep config file")
     try:
-        spec = OmegaConf.merge(OmegaConf.structured(SweepSpec), OmegaConf.load(path))
-        if overrides:
-            spec = OmegaConf.merge(spec, parse_overrides(list(overrides)))
+        spec = OmegaConf.merge(OmegaConf.structured(SweepSpec), loaded)
     except OmegaConfBaseException as exc:
         raise _omegaconf_error(exc, str(path)) from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    if overrides:  # grid.<axis>=[...] replaces that axis; mappings replace, never merge
+        from tokensel.experiments.sweep_overrides import apply_sweep_overrides
+
+        spec = apply_sweep_overrides(spec, list(overrides), str(path))
     if OmegaConf.is_missing(spec, "base"):
         raise ConfigError(f"{path}: base: the experiment config to sweep over is required")
     base = Path(spec.base)
@@ -186,13 +187,12 @@ def expand_points(spec: DictConfig, base: Path) -> list[tuple[SweepPoint, Any]]:
     """Every distinct point of the grid x seeds as (point, Prepared), in grid order; points
     with the same effective configuration (run key) appear once. All are validated (and
     their datasets loaded) before anything runs."""
-    from tokensel.experiments.records import run_key
     from tokensel.experiments.runner import prepare
 
     out: list = []
     seen: set = set()
     fixed = list(spec.overrides) + [f"logging.group={spec.name}"]
-    base_name = OmegaConf.load(base).get("selector", {}).get("name") if spec.selector_params else None
+    base_name = read_yaml(base).get("selector", {}).get("name") if spec.selector_params else None
     for values in _point_values(spec):
         # lenient params: grid values a selector does not take are dropped for it
         point_list = fixed + [f"{k}={_yaml_value(v)}" for k, v in values.items()] + ["selector.strict_params=false"]
@@ -201,7 +201,7 @@ def expand_points(spec: DictConfig, base: Path) -> list[tuple[SweepPoint, Any]]:
             prepared = prepare(str(base), point_list)
         except ConfigError as exc:
             raise ConfigError(f"sweep point {values}: {exc}") from None
-        key = run_key(prepared.cfg)
+        key = prepared.key
         if key in seen:
             continue
         seen.add(key)
@@ -268,21 +268,21 @@ def _row(spec: DictConfig, doc: dict, run_dir: Path) -> dict:
 
 
 def _finished_runs(folder: Path) -> list[tuple[dict, dict, Path]]:
-    """(run.json, metrics.json, folder) of every finished run directly under ``folder``."""
-    import json
-
-    from tokensel.experiments.rundir import read_run_info
+    """(run.json, metrics.json, folder) of every finished run directly under ``folder``; a
+    finished run whose files are damaged is left out and named on stderr."""
+    from tokensel.experiments.rundir import RunDir, finished_problems, read_run_info
 
     out = []
     for run_dir in sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []:
         info = read_run_info(run_dir)
-        metrics = run_dir / "metrics.json"
-        if info is None or not metrics.is_file():
+        if info is None or not (run_dir / "metrics.json").exists():
             continue
-        try:
-            out.append((info, json.loads(metrics.read_text()), run_dir))
-        except ValueError:
+        problems = finished_problems(run_dir)
+        if problems:
+            print(f"tokensel sweep: warning: left out of the summary, damaged: {'; '.join(problems)} "
+                  "(a rerun of the sweep redoes it)", file=sys.stderr)
             continue
+        out.append((info, RunDir(run_dir).metrics(), run_dir))
     return out
 
 
@@ -357,17 +357,18 @@ def _run_points(points: list, force: bool, dist, cache_inputs: bool = False) -> 
     status: dict[str, str] = {}
     todo, finished = [], []
     for point, prepared in points:
-        found, path = find_run(prepared.cfg)
+        found, path = find_run(prepared)
         if found == "finished" and not force:
             status[point.key] = "skipped (finished)"
             finished.append(path)
         else:
             todo.append((point, prepared))
-            status[point.key] = "resumed" if found == "partial" and not force else "ran"
+            status[point.key] = "ran" if force else {"partial": "resumed", "damaged": "redone (damaged)"}.get(found, "ran")
     if finished and dist.is_main:
         _warn_other_code(finished)
     models: dict[str, Any] = {}
-    for _, prepared in tqdm(todo, desc="sweep", disable=not dist.is_main or not todo, dynamic_ncols=True):
+
+    def run(point: SweepPoint, prepared: Any, mode: str) -> None:
         key = OmegaConf.to_yaml(prepared.cfg.model)
         if key not in models:
             models.clear()
@@ -377,8 +378,38 @@ def _run_points(points: list, force: bool, dist, cache_inputs: bool = False) -> 
 
                 models[key].processor = CachedProcessor(models[key].processor)
             _check_budgets([p for p in todo if OmegaConf.to_yaml(p[1].cfg.model) == key], models[key])
-        run_eval(prepared, loaded=models[key], dist=dist, print_results=False, mode="force" if force else "reuse")
+        result = run_eval(prepared, loaded=models[key], dist=dist, print_results=False, mode=mode)
+        if result.extra.get("skipped"):
+            status[point.key] = "finished by another process"
+
+    deferred = []
+    for point, prepared in tqdm(todo, desc="sweep", disable=not dist.is_main or not todo, dynamic_ncols=True):
+        lock = _try_lock(prepared) if dist.is_main else None
+        if not dist.broadcast(None if not dist.is_main else lock is not None):
+            deferred.append((point, prepared))
+            continue
+        try:
+            run(point, prepared, "force" if force else "reuse")
+        finally:
+            if lock is not None:
+                lock.release()
+    for point, prepared in deferred:  # run by another process meanwhile: wait, then reuse or resume it
+        run(point, prepared, "reuse")
     return status
+
+
+def _try_lock(prepared: Any) -> Any:
+    """The point's run lock, or None (named on stderr) when another process holds it: that
+    process is running the point, which this sweep comes back to after its others."""
+    from tokensel.experiments.locking import LockHeld, RunLock
+    from tokensel.experiments.runner import _run_parent
+
+    try:
+        return RunLock(_run_parent(prepared.cfg), prepared.key).acquire(wait=False)
+    except LockHeld as held:
+        print(f"tokensel sweep: {held.holder} is running the point {prepared.key} in this output folder; "
+              "coming back to it after the other points", file=sys.stderr)
+        return None
 
 
 def series_keys(spec: DictConfig) -> list[str]:
@@ -488,6 +519,15 @@ def run_sweep(
     return summarize_sweep(spec, points, print_results=print_results)
 
 
+def _relative_or_absolute(path: Path, cwd: Path) -> str:
+    """``path`` relative to ``cwd`` when it is inside it, else absolute."""
+    try:
+        arg = os.path.relpath(path.resolve(), cwd.resolve())
+    except ValueError:  # another drive
+        return str(path.resolve())
+    return str(path.resolve()) if arg.startswith("..") else arg
+
+
 def export_wandb_sweep(spec: DictConfig, base: Path, out: str | os.PathLike, sweep_file: str | os.PathLike,
                        cwd: Path | None = None) -> dict:
     """Write a W&B sweep definition (YAML) that runs the same deduplicated points as the local
@@ -497,12 +537,10 @@ def export_wandb_sweep(spec: DictConfig, base: Path, out: str | os.PathLike, swe
 
     points = expand_points(spec, base)
     cwd = Path.cwd() if cwd is None else cwd
-    try:
-        sweep_arg = os.path.relpath(Path(sweep_file).resolve(), cwd.resolve())
-    except ValueError:  # another drive
-        sweep_arg = str(Path(sweep_file).resolve())
-    if sweep_arg.startswith(".."):
-        sweep_arg = str(Path(sweep_file).resolve())
+    if not Path(sweep_file).is_file():  # a shipped config's name: agents find it the same way
+        sweep_arg = str(sweep_file)
+    else:
+        sweep_arg = _relative_or_absolute(Path(sweep_file), cwd)
     definition = {
         "name": spec.name,
         "description": "points: " + "; ".join(f"{j}: {p.label}" for j, (p, _) in enumerate(points)),
@@ -528,7 +566,7 @@ def _main(argv: list[str]) -> int:
         prog="tokensel sweep",
         description="Run a grid of evaluations locally, or export it as a W&B sweep definition.",
     )
-    ap.add_argument("sweep_config", help="sweep YAML (see experiments/configs/sweeps/)")
+    ap.add_argument("sweep_config", help="a sweep YAML file, or the name of a shipped one (tokensel configs lists them)")
     ap.add_argument("overrides", nargs="*", help="key=value overrides of the sweep spec (e.g. seeds=[0,1], point=3)")
     ap.add_argument("--export-wandb", metavar="FILE", help="write a W&B sweep YAML instead of running")
     ap.add_argument("--dry-run", action="store_true", help="validate and list the points (with their status), run nothing")
@@ -550,7 +588,7 @@ def _main(argv: list[str]) -> int:
             summarize_sweep(spec, points)
             return 0
         for j, (point, prepared) in enumerate(points):
-            print(f"{j:>3}  {find_run(prepared.cfg)[0]:<9} {point.label}")
+            print(f"{j:>3}  {find_run(prepared)[0]:<9} {point.label}")
         return 0
     run_sweep(spec, base, force=args.force, shard=shard)
     return 0

@@ -5,6 +5,12 @@ an API key is available (``WANDB_API_KEY``, or a netrc entry for the W&B host) r
 else ``WANDB_MODE=offline`` is set and runs are written to ``<run dir>/wandb/offline-run-*``,
 which ``wandb sync <dir>`` uploads later.
 
+Online runs never block or fail a finished evaluation: the W&B host (or the proxy that
+reaches it) is probed first with a short TCP connection (:func:`wandb_reachable`), ``wandb.init``
+gets an ``init_timeout`` (``WANDB_INIT_TIMEOUT`` seconds, default :data:`INIT_TIMEOUT_S`), and
+when the service is unreachable or ``init`` fails the run is logged offline instead, with a
+one-line warning naming the offline run folder to ``wandb sync`` later.
+
 An offline run folder holds W&B's transaction log ``run-<id>.wandb`` (W&B's own format, read
 by ``wandb sync`` alone) and the media logged (``files/media/table/*.table.json``,
 ``files/media/images/*.png``); :func:`find_offline_runs` lists the folders. The numbers a run
@@ -18,29 +24,74 @@ from __future__ import annotations
 import math
 import netrc
 import os
+import socket
+import sys
 from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import urlparse
+from urllib.request import getproxies
 
 __all__ = [
     "resolve_wandb_mode",
     "has_wandb_credentials",
     "WandbRun",
     "find_offline_runs",
+    "wandb_reachable",
+    "INIT_TIMEOUT_S",
 ]
+
+#: Default seconds ``wandb.init`` may take online before the run falls back to offline.
+INIT_TIMEOUT_S = 30.0
+#: Seconds the reachability probe waits for a TCP connection to the W&B host.
+PROBE_TIMEOUT_S = 3.0
+
+
+def _base_url() -> str:
+    return os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
 
 
 def has_wandb_credentials() -> bool:
     """True when an API key is configured locally (no network call)."""
     if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
         return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    host = urlparse(_base_url()).hostname or "api.wandb.ai"
     path = os.environ.get("NETRC") or os.path.join(os.path.expanduser("~"), ".netrc")
     try:
         auth = netrc.netrc(path).authenticators(host)
     except (OSError, netrc.NetrcParseError):
         return False
     return bool(auth and auth[2])
+
+
+def wandb_reachable(timeout: float = PROBE_TIMEOUT_S) -> Optional[str]:
+    """None when a TCP connection to the W&B host of ``WANDB_BASE_URL`` (or to the HTTP(S)
+    proxy configured for it) opens within ``timeout`` seconds, else why not (one line)."""
+    url = urlparse(_base_url())
+    scheme = url.scheme or "https"
+    proxy = getproxies().get(scheme)
+    target = urlparse(proxy) if proxy and not _bypasses_proxy(url.hostname or "") else url
+    host = target.hostname or "api.wandb.ai"
+    port = target.port or (443 if (target.scheme or scheme) == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        via = " (the proxy)" if target is not url else ""
+        return f"cannot connect to {host}:{port}{via}: {exc}"
+    return None
+
+
+def _bypasses_proxy(host: str) -> bool:
+    from urllib.request import proxy_bypass
+
+    return bool(host) and bool(proxy_bypass(host))
+
+
+def _init_timeout() -> float:
+    try:
+        value = float(os.environ.get("WANDB_INIT_TIMEOUT", INIT_TIMEOUT_S))
+    except ValueError:
+        return INIT_TIMEOUT_S
+    return value if value > 0 else INIT_TIMEOUT_S
 
 
 def resolve_wandb_mode(mode: str = "auto") -> str:
@@ -88,24 +139,26 @@ class WandbRun:
         import wandb
 
         directory.mkdir(parents=True, exist_ok=True)
-        self.run = wandb.init(
-            project=project,
-            entity=entity,
-            name=name,
-            group=group,
-            tags=list(tags or []),
-            job_type=job_type,
-            config=config,
-            dir=str(directory),
-            mode=self.mode,
-            reinit="create_new",
-            settings=self._settings(wandb),
-        )
+        args = dict(project=project, entity=entity, name=name, group=group, tags=list(tags or []),
+                    job_type=job_type, config=config, dir=str(directory), reinit="create_new")
+        problem = wandb_reachable() if self.mode == "online" else None
+        if problem is None:
+            try:
+                self.run = wandb.init(**args, mode=self.mode, settings=self._settings(wandb))
+                return
+            except Exception as exc:  # noqa: BLE001 - W&B fails in many ways; offline always works
+                if self.mode != "online":
+                    raise
+                problem = f"wandb.init failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        self.mode = "offline"
+        self.run = wandb.init(**args, mode="offline", settings=self._settings(wandb))
+        print(f"tokensel: warning: W&B is unreachable ({problem}); logged offline to {self.run_dir} "
+              f"(upload it later: wandb sync {self.run_dir})", file=sys.stderr)
 
     def _settings(self, wandb):
         if self.mode == "offline":  # local files only: skip system metrics and console capture
             return wandb.Settings(silent=True, console="off", x_disable_stats=True, x_disable_meta=True)
-        return wandb.Settings(silent=True)
+        return wandb.Settings(silent=True, init_timeout=_init_timeout())
 
     @property
     def active(self) -> bool:

@@ -16,6 +16,8 @@ from typing import Any, Union
 
 from torch import Tensor
 
+from tokensel.models.probe import ObservedCall
+
 __all__ = ["PruneRecord", "PruneTimings", "with_record"]
 
 #: one image's kept indices: ``[k]``, ``[crops, k]`` or, for crops keeping different counts, a list
@@ -69,6 +71,10 @@ class PruneRecord:
         kept_tokens: per sample, the selected tokens entering the language model over its images
             (a leading CLS token counted: VisionZip's k output tokens count k); None = the count of
             :attr:`selection`.
+        observed: what the decoder layers really saw (:class:`~tokensel.models.probe.ObservedCall`,
+            one row per sample), checked against :attr:`planned` before the record is returned.
+        planned: ``[sample][layer]`` image tokens the selector's plan promised each decoder layer.
+        text_tokens: per sample, its text tokens (real prompt tokens that are not image tokens).
     """
 
     selection: list[list[ImageSelection]]
@@ -79,6 +85,9 @@ class PruneRecord:
     stage_recycled: list[list[int]] | None = None
     image_tokens: list[int] | None = None
     kept_tokens: list[int] | None = None
+    observed: ObservedCall | None = None
+    planned: list[list[int]] | None = None
+    text_tokens: list[int] | None = None
 
     @property
     def kept(self) -> list[int]:

@@ -75,6 +75,7 @@ prompt's length.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import torch
@@ -85,6 +86,7 @@ from tokensel.models._base import VisionAdapter
 from tokensel.models._llm import LLMPruneState, install_llm_hooks
 from tokensel.models._vision import assemble, encode_images, kept_images, plan_selection
 from tokensel.models.output import PruneRecord, PruneTimings, with_record
+from tokensel.models.probe import DecoderProbe, ObservedCall, check_plan, llm_plan, text_tokens, vision_plan
 from tokensel.models.registry import adapter_for
 from tokensel.selectors.base import Selector, budget_from_ratio, check_budget
 from tokensel.selectors.llm import LLMSelector
@@ -220,23 +222,29 @@ class PrunedVLM:
         am = inputs.get("attention_mask")
         if am is None:
             am = torch.ones_like(ids)
-        with torch.no_grad():
-            encoded = encode_images(ad, inputs, am, self._needs(), packed=self.selector.anyres == "packed",
-                                    questions=override, tokenizer=self.tokenizer)
-            plan = plan_selection(encoded, self.selector, self.budget)
-            kept = kept_images(ad, encoded, plan)
-            lm = assemble(ad, inputs, am, encoded, kept)
-        self._record = PruneRecord(
-            selection=[[kept[i].record for i in imgs] for imgs in encoded.owner], input_lengths=lm.lengths,
-            kept_tokens=[sum(kept[i].count for i in imgs) for imgs in encoded.owner],
-            timings=PruneTimings(plan.seconds, time.perf_counter() - t_start), questions=encoded.questions,
-        )
-        rest = {k: v for k, v in inputs.items()
-                if k not in ("input_ids", "attention_mask", *ad.vision_keys, *_LLM_KEYS_NEVER_FORWARDED)}
-        if not generate:
-            return with_record(self.model(**lm.model_kwargs(), **rest), self._record)
-        out = self.model.generate(input_ids=lm.input_ids, **lm.model_kwargs(), **rest)
-        return with_record(_restore_prompt(out, ids, lm.input_ids.shape[1]), self._record)
+        with DecoderProbe.of_model(self.model) as probe:
+            with torch.no_grad():
+                encoded = encode_images(ad, inputs, am, self._needs(), packed=self.selector.anyres == "packed",
+                                        questions=override, tokenizer=self.tokenizer)
+                plan = plan_selection(encoded, self.selector, self.budget)
+                kept = kept_images(ad, encoded, plan)
+                lm = assemble(ad, inputs, am, encoded, kept)
+            record = PruneRecord(
+                selection=[[kept[i].record for i in imgs] for imgs in encoded.owner], input_lengths=lm.lengths,
+                kept_tokens=[sum(kept[i].count for i in imgs) for imgs in encoded.owner],
+                timings=PruneTimings(plan.seconds, time.perf_counter() - t_start), questions=encoded.questions,
+                planned=vision_plan(encoded, plan, len(ad.decoder_layers)),
+                text_tokens=text_tokens(ids, am, ad.image_token_id),
+            )
+            rest = {k: v for k, v in inputs.items()
+                    if k not in ("input_ids", "attention_mask", *ad.vision_keys, *_LLM_KEYS_NEVER_FORWARDED)}
+            if not generate:
+                out = self.model(**lm.model_kwargs(), **rest)
+            else:
+                out = _restore_prompt(self.model.generate(input_ids=lm.input_ids, **lm.model_kwargs(), **rest), ids,
+                                      lm.input_ids.shape[1])
+        self._record = _checked(self.selector.name, record, probe.observed())
+        return with_record(out, self._record)
 
     # ------------------------------------------------------------------ llm stage (fastv, sparsevlm)
     def _llm_counts(self, n_per: Tensor, runs: Tensor) -> list[list[int]]:
@@ -283,25 +291,38 @@ class PrunedVLM:
                               final_norm=getattr(ad.language_model, "norm", None))
         handles = install_llm_hooks(ad.decoder_layers, state)
         try:
-            if generate:
-                out = self.model.generate(**inputs)
-            else:
-                out = self.model(**inputs)
+            with DecoderProbe.of_model(self.model) as probe:
+                out = self.model.generate(**inputs) if generate else self.model(**inputs)
         finally:
             for h in handles:
                 h.remove()
         if not state.pruned:
             raise RuntimeError(f"{sel.name}: the language model's prefill was not seen; nothing was pruned")
         r = state.reps  # rows of one prompt are identical when generate expanded the batch
-        self._record = PruneRecord(
+        record = PruneRecord(
             selection=[[t.detach().cpu()] for t in state.kept[-1][::r]],
             input_lengths=[int(v.sum()) for v in state.keep_valid[::r]],
             timings=PruneTimings(state.seconds, time.perf_counter() - t_start),
             stage_selection=[[t.detach().cpu() for t in stage[::r]] for stage in state.kept],
             stage_recycled=[stage[::r] for stage in state.recycled],
             image_tokens=[int(v.sum()) for v in state.layout.image[::r]],
+            planned=llm_plan([int(v) for v in n_per.tolist()], [list(c) for c in state.counts],
+                             [stage[::r] for stage in state.recycled], state.stages, len(ad.decoder_layers)),
+            text_tokens=text_tokens(ids, am, ad.image_token_id),
         )
+        self._record = _checked(sel.name, record, probe.observed(), lengths=False)
         return with_record(out, self._record)
+
+
+def _checked(name: str, record: PruneRecord, observed: ObservedCall, lengths: bool = True) -> PruneRecord:
+    """``record`` with what the decoder layers saw, after checking it against the plan
+    (:func:`tokensel.models.probe.check_plan`: ``PlanMismatchError`` naming selector and sample)."""
+    samples = len(record.input_lengths)
+    if samples and observed.rows > samples and observed.rows % samples == 0:
+        observed = observed.take(observed.rows // samples)
+    check_plan(name, observed, record.text_tokens or [], record.planned or [],
+               record.input_lengths if lengths else None)
+    return dataclasses.replace(record, observed=observed)
 
 
 def _check_llm_selector(sel: Selector, adapter: VisionAdapter) -> None:

@@ -106,15 +106,19 @@ class DARTSelector(LLMSelector):
         self.pivot_text_tokens = check_int("pivot_text_tokens", pivot_text_tokens, 0)
         self.reference_depth = None if reference_depth is None else \
             check_int("reference_depth (decoder depth that layer K refers to)", reference_depth, 2)
+        if self.reference_depth is not None and self.layer >= self.reference_depth:
+            raise ValueError(f"dart layer (K) must be < reference_depth ({self.reference_depth}) when it is a layer "
+                             f"of a {self.reference_depth}-layer decoder, got {self.layer}")
         self.layers = (self.layer - 1,)
 
     def placed(self, num_layers: int) -> DARTSelector:
         """With ``reference_depth``: DART with ``K`` at the same relative depth in ``num_layers``
-        layers (:func:`~tokensel.selectors.placement.relative_layer`); else itself."""
+        layers (:func:`~tokensel.selectors.placement.relative_layer`, clamped to
+        ``[1, num_layers - 1]``); else itself."""
         if self.reference_depth is None:
             return self
-        out = DARTSelector(relative_layer(self.layer, num_layers, self.reference_depth), self.pivot_image_tokens,
-                           self.pivot_text_tokens)
+        K = relative_layer(self.layer, num_layers, self.reference_depth, low=1, high=num_layers - 1)
+        out = DARTSelector(K, self.pivot_image_tokens, self.pivot_text_tokens)
         out.name = self.name
         return out
 

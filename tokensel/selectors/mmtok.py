@@ -38,9 +38,12 @@ GREEDY_SOLVERS = ("incremental", "naive", "lazy", "stochastic")
 PAPER = "MMTok: Multimodal Coverage Maximization for Efficient Inference of VLMs (ICLR 2026)"
 
 
-@register_selector("mmtok", paper=PAPER)
-@register_selector("mmtok-text", paper=PAPER, variant="text")
-@register_selector("mmtok-vision", paper=PAPER, variant="vision")
+@register_selector("mmtok", paper=PAPER, description="MMTok: greedy coverage of the question's tokens and of all "
+                   "vision tokens (multimodal facility location).")
+@register_selector("mmtok-text", paper=PAPER, variant="text", description="MMTok's text-vision coverage only; "
+                   "once the question is covered, the rest of the budget is zero-gain ties in index order.")
+@register_selector("mmtok-vision", paper=PAPER, variant="vision", description="MMTok's vision-vision coverage "
+                   "only (facility location of the image's tokens; no question needed).")
 class MMTok(ObjectiveSelector):
     """Greedy coverage of the question's tokens and of all vision tokens (facility location).
 

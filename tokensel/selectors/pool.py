@@ -91,7 +91,7 @@ def _runs(ok: Tensor, k: int) -> Tensor:
     return torch.where(ok, run, torch.zeros_like(run))
 
 
-@register_selector("pool")
+@register_selector("pool", description="Average pooling: k grid cells, each kept token the mean of its cell.")
 class PoolSelector(Selector):
     """Merge tokens by average pooling: the grid is cut into k cells, each kept token is the
     mean of a cell's pickable tokens, placed at the cell's patch nearest its centroid.
@@ -105,7 +105,7 @@ class PoolSelector(Selector):
         return cell_pooling(batch, k)
 
 
-@register_selector("uniform")
+@register_selector("uniform", description="k tokens spread evenly over the patch grid (one per cell of k near-equal cells).")
 class UniformSelector(Selector):
     """k tokens spread evenly over the patch grid: the grid is cut into k near-equal cells
     (bands of rows, each cut into columns) and each cell's pickable patch nearest its centroid

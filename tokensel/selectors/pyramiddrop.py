@@ -97,6 +97,9 @@ class PyramidDropSelector(LLMSelector):
         self.positions = positions
         self.reference_depth = None if reference_depth is None else \
             check_int("reference_depth (decoder depth that layer_list refers to)", reference_depth, 2)
+        if self.reference_depth is not None and self.layer_list[-1] >= self.reference_depth:
+            raise ValueError(f"pyramiddrop layer_list must be layers < reference_depth ({self.reference_depth}) "
+                             f"when they are layers of a {self.reference_depth}-layer decoder, got {self.layer_list}")
         self.layers = tuple(layer - 1 for layer in self.layer_list)
 
     def placed(self, num_layers: int) -> PyramidDropSelector:
@@ -107,7 +110,8 @@ class PyramidDropSelector(LLMSelector):
             return self
         layers: list[int] = []
         ratios: list[float] = []
-        for layer, ratio in zip(relative_layers(self.layer_list, num_layers, self.reference_depth), self.ratios):
+        placed = relative_layers(self.layer_list, num_layers, self.reference_depth, low=1, high=num_layers - 1)
+        for layer, ratio in zip(placed, self.ratios):
             if not layers or layer > layers[-1]:
                 layers.append(layer)
                 ratios.append(ratio)

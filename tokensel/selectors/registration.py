@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Callable, TypeVar
 
+from tokensel.docstrings import plain, summary
 from tokensel.selectors.base import Selector
 from tokensel.selectors.table import _REGISTRY, SelectorInfo
 
@@ -19,12 +20,14 @@ __all__ = ["register_selector", "unregister_selector", "registered"]
 S = TypeVar("S", bound=type[Selector])
 
 
-def register_selector(name: str, *, paper: str = "", **defaults) -> Callable[[S], S]:
+def register_selector(name: str, *, paper: str = "", description: str = "", **defaults) -> Callable[[S], S]:
     """Class decorator that registers a :class:`Selector` subclass under ``name``.
 
     ``defaults`` are keyword arguments passed to the constructor unless the caller overrides
     them, so one class can be registered under several names (``mmtok-text`` is ``mmtok``
-    with the vision-vision term switched off).
+    with the vision-vision term switched off). ``description``: the one line ``tokensel
+    selectors`` prints for this name (default: the first sentence of the class docstring, in
+    plain text); give one for each name of a class registered under several.
     """
 
     def decorator(cls: S) -> S:
@@ -32,12 +35,11 @@ def register_selector(name: str, *, paper: str = "", **defaults) -> Callable[[S]
             raise TypeError(f"register_selector expects a Selector subclass, got {cls!r}")
         if name in _REGISTRY:
             raise ValueError(f"a selector named {name!r} is already registered ({_REGISTRY[name].cls.__name__})")
-        doc = inspect.getdoc(cls) or ""
         _REGISTRY[name] = SelectorInfo(
             name=name,
             cls=cls,
             stage=cls.stage,
-            description=doc.splitlines()[0] if doc else "",
+            description=plain(description) if description else summary(inspect.getdoc(cls)),
             paper=paper,
             defaults=dict(defaults),
         )

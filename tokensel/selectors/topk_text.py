@@ -11,7 +11,8 @@ from tokensel.validation import check_number
 __all__ = ["TopKText"]
 
 
-@register_selector("topk-text")
+@register_selector("topk-text", description="The k tokens most relevant to the question, each scored alone "
+                   "(MMTok's text-vision block, no redundancy term).")
 class TopKText(Selector):
     """The k tokens most relevant to the question, each scored on its own:
     ``score_j = sum_r P'[r, j]`` with ``P' = softmax(z x^T / tau_tv) / m`` (MMTok's text block),

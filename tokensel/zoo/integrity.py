@@ -8,11 +8,14 @@ folder: a changed, missing or extra file is refused.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
+
+import torch
 
 from tokensel.models.checkpoint import CheckpointError
 
-__all__ = ["MANIFEST", "sha256", "write_manifest", "verify"]
+__all__ = ["MANIFEST", "sha256", "tensor_digest", "write_manifest", "verify"]
 
 MANIFEST = "SHA256SUMS"
 _CHUNK = 1 << 20
@@ -24,6 +27,20 @@ def sha256(file: Path) -> str:
     with open(file, "rb") as handle:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
+    return digest.hexdigest()
+
+
+def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """Hex sha256 over ``tensors`` in name order: each name, dtype, shape and raw bytes.
+
+    Two state dicts have the same digest exactly when they hold the same names and
+    byte-identical tensors (e.g. a vision tower kept frozen while the rest of a model trains).
+    """
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        value = tensors[name].detach().contiguous().cpu()
+        digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}|".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
