@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tokensel.selectors.placement import REFERENCE_DEPTH, relative_layer, relative_layers
@@ -53,3 +53,26 @@ def test_bad_arguments_name_themselves(args, error, word):
 def test_bad_layer_lists(layers):
     with pytest.raises((TypeError, ValueError), match="layers"):
         relative_layers(layers, 8)
+
+
+def test_the_originals_layers_on_the_embedded_depths():
+    assert [relative_layer(2, n) for n in (2, 4, 8, 32)] == [0, 0, 1, 2]  # 0.125, 0.25: below the first layer
+    assert relative_layers((8, 16, 24), 2) == (1, 1, 2)  # unclamped: the selector's check refuses it
+    assert [relative_layer(2, n, low=1, high=n - 1) for n in (2, 4, 8, 32)] == [1, 1, 1, 2]
+    assert relative_layers((8, 16, 24), 2, low=1, high=1) == (1, 1, 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, REFERENCE_DEPTH), st.integers(0, REFERENCE_DEPTH), st.integers(2, 80))
+def test_clamped_placement_is_monotone_bounded_and_nearest_inside_the_bounds(a, b, n):
+    lo, hi = sorted((a, b))
+    pl, ph = (relative_layer(v, n, low=1, high=n - 1) for v in (lo, hi))
+    assert 1 <= pl <= ph <= n - 1
+    assert pl == min(n - 1, max(1, relative_layer(lo, n)))  # the clamp only moves what falls outside
+
+
+def test_a_model_too_shallow_for_the_bounds_is_named():
+    with pytest.raises(ValueError, match=r"no decoder layer in \[1, 0\]"):
+        relative_layer(2, 1, low=1, high=0)
+    with pytest.raises(TypeError, match="low"):
+        relative_layer(2, 8, low=1.0)

@@ -31,7 +31,9 @@ LLM-stage selectors (``fastv``, ``sparsevlm``, ``dart``, ``pyramiddrop``; subcla
 :class:`tokensel.selectors.llm.LLMSelector`) run the model unchanged and prune inside the
 language model through decoder-layer hooks (see :mod:`tokensel.models._llm`); their record's
 ``stage_selection`` holds the kept image-token indices after each stage and ``stage_recycled``
-the number of recycled tokens each stage added.
+the number of recycled tokens each stage added. A selector given a ``reference_depth`` (DART,
+PyramidDrop) is placed on the model first (``LLMSelector.placed``: its layers at the same
+relative depth, :mod:`tokensel.selectors.placement`); ``pruned.selector`` is the placed one.
 
 Budgets: ``k`` is per image (LLaVA-1.5, Qwen2.5-VL), per crop (LLaVA-NeXT), or per sample over
 all its image tokens (in-LLM selectors, ``k`` times the sample's number of images, handed to
@@ -43,7 +45,8 @@ tokens of each image/crop/packed sequence of ``n`` tokens: ``max(1, int(ratio * 
 selectors, ``round(ratio * n)`` for DivPrune (``int`` on Qwen2.5-VL, as MMTok's Qwen port of it)
 and the in-LLM selectors (of all the sample's image tokens N; ``int`` for DART and PyramidDrop, as
 their originals truncate). When the budget is at least the
-number of tokens, every token is kept and the model's output is unchanged. ``k`` may also be a
+number of tokens, every token is kept and the model's output is unchanged (PyramidDrop: the
+budget is its first stage's count; its later stages still drop, as the original's). ``k`` may also be a
 :class:`tokensel.AdaptiveBudget` (vision-stage selectors with a stopping rule, e.g. ``mmtok``):
 each image (LLaVA-NeXT: each crop) keeps its own number of tokens, between ``k_min`` and
 ``k_max`` (capped at its token count); the batch's sequences are padded to the longest and
@@ -145,6 +148,8 @@ class PrunedVLM:
                                  "AdaptiveBudget needs a vision-stage selector with a stopping rule (mmtok)")
             self.selector.check_adaptive(self.k)
         if self.selector.stage == "llm":
+            if isinstance(self.selector, LLMSelector):  # its layers in this model's depth
+                self.selector = self.selector.placed(len(self.adapter.decoder_layers))
             _check_llm_selector(self.selector, self.adapter)
             if self.k is not None:
                 self.selector.schedule(self.k, self.k)  # ValueError now if the budget has no schedule

@@ -17,6 +17,9 @@ layer ``K`` on; layers ``0 .. K-1`` see every token.
   LLaVA-NeXT the original's budget is ``retain_token_num_for_llava_next`` (320) over the sample's
   image tokens, which is ``k`` here. With ``ratio`` (the original's ``1 - reduction_ratio``) the
   budget is ``int(ratio * N)``, as the original's floor division truncates.
+- Placement: ``reference_depth=32`` reads ``layer`` as a layer of a 32-layer decoder and places
+  it at the same relative depth on the model it runs on (:mod:`tokensel.selectors.placement`:
+  K = 2 of 32 is K = 1 on 2 or 8 layers); by default ``layer`` is the model's own index.
 - Positions: the kept tokens keep their prompt positions (Qwen2.5-VL: their M-RoPE positions, as
   the original's Qwen2.5-VL port gathers them).
 
@@ -36,6 +39,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from tokensel.selectors.llm import DecoderLayerInputs, LLMSelector, StageSample, rotary_keys, top_order
+from tokensel.selectors.placement import relative_layer
 from tokensel.selectors.registration import register_selector
 from tokensel.validation import check_int
 
@@ -95,11 +99,28 @@ class DARTSelector(LLMSelector):
     positions = "original"
     ratio_rounding = "floor"
 
-    def __init__(self, layer: int = 2, pivot_image_tokens: int = 4, pivot_text_tokens: int = 4):
+    def __init__(self, layer: int = 2, pivot_image_tokens: int = 4, pivot_text_tokens: int = 4,
+                 reference_depth: int | None = None):
         self.layer = check_int("layer (dart layer K: prune from layer K, keys of layer K - 1)", layer, 1)
         self.pivot_image_tokens = check_int("pivot_image_tokens", pivot_image_tokens, 1)
         self.pivot_text_tokens = check_int("pivot_text_tokens", pivot_text_tokens, 0)
+        self.reference_depth = None if reference_depth is None else \
+            check_int("reference_depth (decoder depth that layer K refers to)", reference_depth, 2)
+        if self.reference_depth is not None and self.layer >= self.reference_depth:
+            raise ValueError(f"dart layer (K) must be < reference_depth ({self.reference_depth}) when it is a layer "
+                             f"of a {self.reference_depth}-layer decoder, got {self.layer}")
         self.layers = (self.layer - 1,)
+
+    def placed(self, num_layers: int) -> DARTSelector:
+        """With ``reference_depth``: DART with ``K`` at the same relative depth in ``num_layers``
+        layers (:func:`~tokensel.selectors.placement.relative_layer`, clamped to
+        ``[1, num_layers - 1]``); else itself."""
+        if self.reference_depth is None:
+            return self
+        K = relative_layer(self.layer, num_layers, self.reference_depth, low=1, high=num_layers - 1)
+        out = DARTSelector(K, self.pivot_image_tokens, self.pivot_text_tokens)
+        out.name = self.name
+        return out
 
     def schedule(self, budget: int, num_image: int) -> tuple[int, ...]:
         """``pivots + (pivots + text pivots) * (budget // (pivots + text pivots))``, at most
@@ -131,5 +152,6 @@ class DARTSelector(LLMSelector):
                              f"(K prunes from layer K and reads layer K - 1: 1 <= K <= {num_layers - 1})")
 
     def extra_repr(self) -> str:
+        ref = "" if self.reference_depth is None else f", reference_depth={self.reference_depth}"
         return f"layer={self.layer}, pivot_image_tokens={self.pivot_image_tokens}, " \
-               f"pivot_text_tokens={self.pivot_text_tokens}"
+               f"pivot_text_tokens={self.pivot_text_tokens}{ref}"

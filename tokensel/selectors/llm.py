@@ -241,6 +241,13 @@ class LLMSelector(Selector):
                 f"l <= {num_layers - 2}); choose layers for this model"
             )
 
+    def placed(self, num_layers: int) -> LLMSelector:
+        """This selector on a model of ``num_layers`` decoder layers (``tokensel.prune`` calls it
+        before :meth:`check_model`). Default: itself. Selectors holding their layers in another
+        depth (``reference_depth``, :mod:`tokensel.selectors.placement`) return a copy placed by
+        the relative-depth rule."""
+        return self
+
     @abstractmethod
     def schedule(self, budget: int, num_image: int) -> tuple[int, ...]:
         """Image tokens kept by score at each stage (before recycling), for ``budget`` and

@@ -16,6 +16,10 @@ rotary embedding at the current positions), and the top ones are kept from layer
   ``ratio=0.5`` (``int(0.5 * N)``: ``ratio_rounding = "floor"``, the original's truncation) is the
   published schedule 288 / 144 / 72 of N = 576, and ``k = 64`` keeps 64 / 32 / 16
   (:meth:`PyramidDropSelector.schedule`). The counts are per sample, over all its image tokens.
+- Placement: ``reference_depth=32`` reads ``layer_list`` as layers of a 32-layer decoder and
+  places each stage at the same relative depth on the model it runs on
+  (:mod:`tokensel.selectors.placement`: 8 / 16 / 24 of 32 are 2 / 4 / 6 of 8); stages landing on
+  one layer merge into the first (on 2 layers: one stage from layer 1 keeping the budget).
 - Positions: renumbered 0, 1, ... after each drop (``positions="contiguous"``, as the original);
   decoding positions are shifted by what each stage dropped, as the original does.
 
@@ -34,8 +38,9 @@ from fractions import Fraction
 from torch import Tensor
 
 from tokensel.selectors.llm import DecoderLayerInputs, LLMSelector, attention_rows, check_layers, last_valid
+from tokensel.selectors.placement import relative_layers
 from tokensel.selectors.registration import register_selector
-from tokensel.validation import check_number
+from tokensel.validation import check_int, check_number
 
 __all__ = ["DEFAULT_LAYER_LIST", "DEFAULT_RATIOS", "PyramidDropSelector"]
 
@@ -80,7 +85,8 @@ class PyramidDropSelector(LLMSelector):
     score_from = "next"
     ratio_rounding = "floor"
 
-    def __init__(self, layer_list=DEFAULT_LAYER_LIST, ratios=DEFAULT_RATIOS, positions: str = "contiguous"):
+    def __init__(self, layer_list=DEFAULT_LAYER_LIST, ratios=DEFAULT_RATIOS, positions: str = "contiguous",
+                 reference_depth: int | None = None):
         self.layer_list = check_layers(_sequence(layer_list), "pyramiddrop layer_list")
         if self.layer_list[0] < 1:
             raise ValueError(f"pyramiddrop layer_list must be layers >= 1 (a stage ranks with layer l after "
@@ -90,7 +96,29 @@ class PyramidDropSelector(LLMSelector):
             raise ValueError(f"pyramiddrop positions must be 'contiguous' (the original) or 'original' "
                              f"(M-RoPE models), got {positions!r}")
         self.positions = positions
+        self.reference_depth = None if reference_depth is None else \
+            check_int("reference_depth (decoder depth that layer_list refers to)", reference_depth, 2)
+        if self.reference_depth is not None and self.layer_list[-1] >= self.reference_depth:
+            raise ValueError(f"pyramiddrop layer_list must be layers < reference_depth ({self.reference_depth}) "
+                             f"when they are layers of a {self.reference_depth}-layer decoder, got {self.layer_list}")
         self.layers = tuple(layer - 1 for layer in self.layer_list)
+
+    def placed(self, num_layers: int) -> PyramidDropSelector:
+        """With ``reference_depth``: the stages at the same relative depth in ``num_layers``
+        layers (:func:`~tokensel.selectors.placement.relative_layers`); stages landing on one
+        layer merge into the first of them (its ratio: the budget's count); else itself."""
+        if self.reference_depth is None:
+            return self
+        layers: list[int] = []
+        ratios: list[float] = []
+        placed = relative_layers(self.layer_list, num_layers, self.reference_depth, low=1, high=num_layers - 1)
+        for layer, ratio in zip(placed, self.ratios):
+            if not layers or layer > layers[-1]:
+                layers.append(layer)
+                ratios.append(ratio)
+        out = PyramidDropSelector(tuple(layers), tuple(ratios), self.positions)
+        out.name = self.name
+        return out
 
     def schedule(self, budget: int, num_image: int) -> tuple[int, ...]:
         """``int(budget * r_s / r_0)`` per stage (at least 1, at most ``num_image``)."""
@@ -103,4 +131,5 @@ class PyramidDropSelector(LLMSelector):
         return attention_rows(inputs, last_valid(inputs.key_valid)[:, None])[:, 0]
 
     def extra_repr(self) -> str:
-        return f"layer_list={self.layer_list}, ratios={self.ratios}, positions={self.positions!r}"
+        ref = "" if self.reference_depth is None else f", reference_depth={self.reference_depth}"
+        return f"layer_list={self.layer_list}, ratios={self.ratios}, positions={self.positions!r}{ref}"
