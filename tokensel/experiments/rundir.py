@@ -146,6 +146,8 @@ class RunDir:
             self._salvage()
         for stale in (METRICS, RESULTS):
             (self.path / stale).unlink(missing_ok=True)
+        for tmp in self.path.glob(".*.tmp"):  # an atomic write a crash interrupted
+            tmp.unlink(missing_ok=True)
         atomic_write(self.path / RUN_INFO, json.dumps({**info, "status": "running"}, indent=2, default=str))
         atomic_write(self.path / "config.yaml", config_yaml)
 
