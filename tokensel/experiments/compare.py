@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tokensel.docstrings import summary
 from tokensel.experiments.config import ConfigError
+from tokensel.experiments.durable import read_records
 from tokensel.experiments.metrics import N_BOOTSTRAP, QuestionMismatch, paired_comparison
 from tokensel.experiments.tables import format_ci, format_table
 
@@ -29,13 +30,10 @@ def load_run_records(path: str | Path) -> list[dict]:
     if not f.is_file():
         hint = " (the run has not finished: only results.partial*.jsonl)" if p.is_dir() and any(p.glob("results.partial*")) else ""
         raise ConfigError(f"{str(path)!r}: no results.jsonl found{hint}")
-    records = []
-    for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                raise ConfigError(f"{f}:{n}: not valid JSON") from None
+    read = read_records(f)
+    if read.problems:
+        raise ConfigError(f"{read.problems[0]} (the run's results are damaged: rerun it)")
+    records = read.records
     if not records:
         raise ConfigError(f"{f}: holds no records")
     return records

@@ -39,11 +39,22 @@ RESULTS = "results.jsonl"
 SALVAGED = "results.partial.salvaged.jsonl"
 
 
+#: Damaged run.json files named already by this process (each is named once).
+_NAMED: set[str] = set()
+
+
 def read_run_info(path: Path) -> Optional[dict]:
-    """``run.json`` of the folder ``path``, or None when it is missing or unreadable."""
+    """``run.json`` of the folder ``path``, or None when it is missing or unreadable. A
+    run.json that exists but is damaged (cut, empty, invalid) is named on stderr, once: the
+    folder cannot be matched to its run key, so it is never reused (nor emptied) and a run
+    that needs it is computed in a new folder."""
     try:
         return read_json(Path(path) / RUN_INFO)
-    except RunDirError:
+    except RunDirError as exc:
+        if (Path(path) / RUN_INFO).exists() and str(exc) not in _NAMED:
+            _NAMED.add(str(exc))
+            _say(f"warning: {exc}: the run folder {path} cannot be matched to its configuration and "
+                 "is left as it is (not reused); remove it or repair its run.json")
         return None
 
 
@@ -146,6 +157,8 @@ class RunDir:
             self._salvage()
         for stale in (METRICS, RESULTS):
             (self.path / stale).unlink(missing_ok=True)
+        for tmp in self.path.glob(".*.tmp"):  # an atomic write a crash interrupted
+            tmp.unlink(missing_ok=True)
         atomic_write(self.path / RUN_INFO, json.dumps({**info, "status": "running"}, indent=2, default=str))
         atomic_write(self.path / "config.yaml", config_yaml)
 
