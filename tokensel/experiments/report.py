@@ -20,7 +20,8 @@ from typing import Any, Optional, Sequence
 
 from tokensel.experiments.metrics import changed_predictions, relative_to_full
 
-__all__ = ["build_report", "format_report", "ledger_rows", "ledger_report_table", "write_csv", "write_plots", "kept_tokens_picture", "placement_note"]
+__all__ = ["build_report", "format_report", "ledger_rows", "ledger_report_table", "write_csv", "write_plots",
+           "kept_tokens_picture", "placement_note"]
 
 #: Metrics in percent in the report (values, standard errors and intervals), from fractions.
 _PERCENT = ("accuracy", "pope_f1")
