@@ -135,3 +135,44 @@ def test_eval_writes_the_ledger_and_it_round_trips(dataset, tmp_path, capsys, se
     assert [row[col] for row in table["data"]] == [r["equivalent_tokens"] for r in result.records]
     col = table["columns"].index("flops_total")
     assert [row[col] for row in table["data"]] == [r["flops_total"] for r in result.records]
+
+
+def test_compare_shows_both_runs_ledgers(dataset, tmp_path, capsys):
+    from tokensel.experiments.compare import cost_rows
+    from tokensel.experiments.compare import main as compare_main
+
+    common = [f"dataset.path={dataset}", f"logging.output_dir={tmp_path / 'runs'}", "logging.wandb_mode=disabled",
+              "eval.max_new_tokens=2"]
+    full = run_eval(prepare(TINY, common), print_results=False)
+    pruned = run_eval(prepare(TINY, common + ["selector.name=mmtok", "budget.k=4"]), print_results=False)
+    rows = {r["entry"]: r for r in cost_rows(full.run_dir, pruned.run_dir)}
+    assert rows["equivalent_tokens"]["a"] == 16 and rows["equivalent_tokens"]["b"] == 4
+    assert rows["equivalent_tokens"]["ratio"] == 0.25 and rows["equivalent_tokens"]["diff_stderr"] == 0
+    assert rows["flops_prefill"]["b"] == pytest.approx(pruned.metrics["flops_prefill"])
+    assert rows["flops_vision"]["diff"] == 0 and rows["flops_prefill"]["diff"] < 0
+    assert "selection_ms" not in rows  # the unpruned run has no selection
+    capsys.readouterr()
+    assert compare_main([str(full.run_dir), str(pruned.run_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert "cost ledger" in printed and "equivalent_tokens" in printed and "0.2500" in printed
+
+
+def test_lmms_eval_model_keeps_the_ledger_and_writes_it(tmp_path):
+    from types import SimpleNamespace
+
+    from tokensel.experiments.lmms_eval_model import TokenselLlava
+
+    out = tmp_path / "ledger" / "cost.json"
+    model = TokenselLlava(pretrained="tiny-random-llava", selector="fastv", k="4", layer=1, max_new_tokens=2,
+                          batch_size=2, ledger_out=str(out))
+    model.task_dict = {"t": {"s": [{"image": _image(i)} for i in range(3)]}}
+    reqs = [SimpleNamespace(args=("<image>\nis there a red circle?", {"max_new_tokens": 2}, lambda d: [d["image"]],
+                                  i, "t", "s")) for i in range(3)]
+    model.generate_until(reqs)
+    assert [e["layer_image_tokens"] for e in model.ledger] == [[16, 4]] * 3
+    doc = json.loads(out.read_text())
+    now = json.loads(json.dumps(model.cost_ledger()))
+    assert {k: v for k, v in doc.items() if k != "peak_memory_mb"} == {k: v for k, v in now.items() if k != "peak_memory_mb"}
+    assert doc["requests"] == 3 and doc["mean_equivalent_tokens"] == 10 and doc["selector"] == "fastv"
+    assert doc["flops_total"] == pytest.approx(sum(e["flops_total"] for e in model.ledger) / 3)
+    assert doc["peak_memory_mb"] > 0 and doc["attention_recomputed"] is True

@@ -42,7 +42,7 @@ import torch
 __all__ = [
     "EQUIVALENT_TOKENS_FORMULA", "SAMPLE_KEYS", "FLOP_KEYS", "TIME_KEYS", "RUN_TOKEN_KEYS",
     "equivalent_tokens", "call_ledger", "run_ledger", "peak_memory", "reset_peak_memory",
-    "ledger_table",
+    "ledger_table", "COMPARED_KEYS", "cost_comparison",
 ]
 
 #: How ``equivalent_tokens`` is computed (also written into every run's ``metrics.json``).
@@ -223,3 +223,31 @@ def ledger_table(metrics: dict, title: Optional[str] = "cost ledger (mean per sa
     rows.append({"entry": "attention implementation", "value": str(metrics.get("attn_impl", "?"))})
     rows.append({"entry": "attention recomputed outside layers", "value": str(metrics.get("attention_recomputed"))})
     return format_table(rows, ["entry", "value"], title=title)
+
+
+#: The per-sample entries :func:`cost_comparison` compares (with the selector's ``selection_ms``).
+COMPARED_KEYS = ("lm_image_tokens", "equivalent_tokens", "text_tokens", "generated_tokens", "flops_vision",
+                 "flops_projector", "flops_prefill", "flops_decode", "flops_total", "vision_ms", "selection_ms",
+                 "lm_prefill_ms", "decode_ms")
+
+
+def cost_comparison(pairs: Sequence[tuple[dict, dict]]) -> list[dict]:
+    """Run B against run A on the same questions (``pairs`` of records, as
+    :func:`tokensel.experiments.metrics.match_records` pairs them): per ledger entry both runs
+    recorded, ``a`` and ``b`` (means), ``diff`` (B - A) with its paired standard error and
+    ``ratio`` (B / A; None when A's mean is 0)."""
+    import math
+
+    rows = []
+    for key in COMPARED_KEYS:
+        both = [(float(x[key]), float(y[key])) for x, y in pairs if x.get(key) is not None and y.get(key) is not None]
+        if not both:
+            continue
+        n = len(both)
+        a, b = _mean([p[0] for p in both]), _mean([p[1] for p in both])
+        d = [y - x for x, y in both]
+        md = _mean(d)
+        se = math.sqrt(sum((v - md) ** 2 for v in d) / (n - 1) / n) if n > 1 else float("nan")
+        rows.append({"entry": key, "n": n, "a": a, "b": b, "diff": b - a, "diff_stderr": se,
+                     "ratio": b / a if a else None})
+    return rows
