@@ -99,7 +99,8 @@ def test_csv_has_error_bar_columns_and_one_line_per_cell(demo_out, tmp_path):
 
 
 def test_table_plots_and_summary_are_written(demo_out, capsys):
-    for png in ("accuracy_vs_k.png", "accuracy_vs_mean_kept.png", "kept_tokens.png"):
+    for png in ("accuracy_vs_k.png", "accuracy_vs_mean_kept.png", "accuracy_vs_flops.png",
+                "accuracy_vs_prefill_ms.png", "kept_tokens.png"):
         assert (demo_out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     sweep = demo_out / "runs" / "demo"
     assert (sweep / "summary.json").is_file() and (sweep / "accuracy_vs_mean_kept.png").is_file()
@@ -196,3 +197,28 @@ def test_full_row_is_the_shapes_scoring_rule_of_the_zoo(demo_out):
     preds = predict(model, processor, [g.image for g in gen], [g.question for g in gen], [g.category for g in gen])
     assert [r["prediction"] for r in recs] == preds
     assert res["full"]["accuracy"] == pytest.approx(100.0 * sum(p == g.answer for p, g in zip(preds, gen)) / N)
+
+
+def test_demo_report_carries_the_cost_ledger(demo_out, capsys):
+    """Every cell holds its run's ledger (equivalent tokens = k for the vision-stage selectors of
+    the shapes model's 576 tokens, fewer FLOPs than the full model); the console ledger table
+    lists the cells at k = 16 (the budget of this test's grid) and the CSV its columns."""
+    from tokensel.experiments.report import format_report, ledger_rows
+
+    res = json.loads((demo_out / "results.json").read_text())
+    assert res["full"]["mean_equivalent_tokens"] == 576 and res["full"]["layer_image_tokens"] == [576, 576]
+    for name in SELECTORS:
+        for k in BUDGETS:
+            cell = res["selectors"][name][str(k)]
+            run = json.loads((Path(cell["run_dir"]) / "metrics.json").read_text())
+            assert cell["mean_equivalent_tokens"] == k == run["mean_equivalent_tokens"]
+            assert cell["flops_total"] == run["flops_total"] < res["full"]["flops_total"]
+            assert cell["flops_vision"] == res["full"]["flops_vision"]  # the tower sees every patch
+    rows = ledger_rows(res)
+    assert [(r["method"], r["k"]) for r in rows] == [("full", None)] + [(n, 16) for n in SELECTORS]
+    assert rows[1]["MFLOPs total"] == pytest.approx(res["selectors"]["mmtok"]["16"]["flops_total"] / 1e6)
+    text = format_report(res)
+    assert "cost ledger" in text and "equiv. tokens" in text
+    with (demo_out / "results.csv").open() as f:
+        lines = list(csv.DictReader(f))
+    assert float(lines[0]["mean_equivalent_tokens"]) == 576 and float(lines[0]["flops_total"]) > 0

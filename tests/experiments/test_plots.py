@@ -43,6 +43,22 @@ def test_mean_kept_axis_holds_the_fixed_curve_and_the_adaptive_point_with_error_
     assert [ln.get_ydata()[0] for ln in ax.get_lines() if ln.get_linestyle() == "--"] == pytest.approx([90.0])
 
 
+@pytest.mark.parametrize("x, key", [("flops", "flops_total"), ("prefill_ms", "lm_prefill_ms")])
+def test_cost_axes_place_every_run_at_its_ledger_value(x, key):
+    """Against the ledger's FLOPs / prefill time: the fixed-k curve and the adaptive point at
+    their runs' values, the unpruned run at its own cost (a star with its error bar) and line."""
+    costs = [1e9, 2e8, 3e8, 2.5e8] if x == "flops" else [9.0, 2.0, 3.0, 2.5]
+    rows = [dict(r, **{key: c}) for r, c in zip(ROWS, costs)]
+    fig = metric_figure(rows, ["accuracy"], x=x, series_keys=[], scale=100.0)
+    (ax,) = fig.axes
+    got = {label: (xs, ys, half) for label, xs, ys, half in _plotted(ax)}
+    assert got["mmtok"][0] == costs[1:3] and got["mmtok"][1] == pytest.approx([60.0, 80.0])
+    assert got["unpruned (its cost)"][0] == [costs[0]] and got["unpruned (its cost)"][2] == pytest.approx([1.0])
+    (adaptive,) = [label for label in got if "adaptive" in label]
+    assert got[adaptive][0] == [costs[3]]
+    assert ax.get_xscale() == ("log" if x == "flops" else "linear") and key not in ax.get_legend_handles_labels()[1]
+
+
 def adaptive_line_style(ax, label):
     (container,) = [c for c in ax.containers if c.get_label() == label]
     return container.lines[0].get_linestyle()

@@ -57,6 +57,11 @@ def test_sweep_runs_and_logs_what_it_prints(dataset, tmp_path, capsys):
     assert len(table["data"]) == 4 and summary["images"]["accuracy_vs_k"] == 1 and (out / "accuracy_vs_k.png").is_file()
     assert summary["run_id"] in wandb_sync_dry_run(out / "summary")
     assert summary["images"]["accuracy_vs_mean_kept"] == 1 and (out / "accuracy_vs_mean_kept.png").is_file()
+    for x in ("flops", "prefill_ms"):  # the cost ledger's axes, in W&B and beside the summary
+        assert summary["images"][f"accuracy_vs_{x}"] == 1 and (out / f"accuracy_vs_{x}.png").is_file()
+    flops = table["columns"].index("flops_total")
+    assert [row[flops] for row in table["data"]] == [
+        json.loads((Path(r["run_dir"]) / "metrics.json").read_text())["flops_total"] for r in rows]
     acc = table["columns"].index("accuracy")
     assert [row[acc] for row in table["data"]] == pytest.approx([r["accuracy"] for r in rows])
 

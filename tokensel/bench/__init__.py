@@ -1,10 +1,12 @@
-"""``tokensel bench [solvers | prefill] [args]``: timing benchmarks.
+"""``tokensel bench [solvers | selection | prefill] [args]``: timing benchmarks.
 
 * ``tokensel bench [--peers | --device ...]``: MMTok selection against a dense reference greedy
   and, with ``--peers``, facility location against apricot and submodlib
   (:mod:`tokensel.bench.selection`);
 * ``tokensel bench solvers``: stochastic against lazy greedy on random facility-location
   instances (:mod:`tokensel.bench.solvers`);
+* ``tokensel bench selection``: every registered selector as an operator at the MMTok paper's
+  Table 13 shapes, with the paper's A6000 figures beside MMTok's (:mod:`tokensel.bench.operators`);
 * ``tokensel bench prefill``: end-to-end prefill time of a random mid-size LLaVA-architecture
   model at a few budgets (:mod:`tokensel.bench.prefill`).
 """
@@ -16,7 +18,8 @@ import importlib
 __all__ = ["BENCHMARKS", "main"]
 
 #: ``tokensel bench NAME``: the module whose ``main(argv)`` runs it.
-BENCHMARKS = {"solvers": "tokensel.bench.solvers", "prefill": "tokensel.bench.prefill"}
+BENCHMARKS = {"solvers": "tokensel.bench.solvers", "prefill": "tokensel.bench.prefill",
+              "selection": "tokensel.bench.operators"}
 
 
 def main(argv: list[str] | None = None) -> int:

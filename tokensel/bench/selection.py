@@ -45,11 +45,10 @@ from tokensel.workspace import Workspace
 GRID = [(1, 576, 16), (1, 576, 32), (1, 576, 64), (1, 1728, 48), (1, 1728, 96), (1, 2880, 80), (1, 2880, 160), (5, 576, 32)]
 # the MMTok paper's Table 13 sizes (LLaVA-NeXT: 576 tokens per crop, 1, 3 or 5 crops' worth)
 TABLE13 = [(1, 576, 16), (1, 576, 32), (1, 1728, 48), (1, 1728, 96), (1, 2880, 80), (1, 2880, 160)]
-# the paper's A6000 selection times (ms) for the sizes whose figure is documented in the project
-# (docs: METHODS.md); the other rows of its Table 13 (0.77 to 6.42 ms) were not at hand (not in
-# the MMTok repository's README/install notes, nor in the stored copies of the paper's pages
-# searched), so they print as "n/a" rather than as a guessed number
-PAPER_A6000_MS = {(576, 32): 1.27, (2880, 160): 6.4}
+# the paper's A6000 selection times (ms) of its Table 13 (appendix B.5: LLaVA-NeXT-7B, one A6000,
+# mean of 100 runs), keyed by (input tokens, kept tokens)
+PAPER_A6000_MS = {(576, 16): 0.774, (576, 32): 1.267, (1728, 48): 2.247, (1728, 96): 3.862, (2880, 80): 3.733,
+                  (2880, 160): 6.417}
 D, d, M = 4096, 1024, 12
 ALPHA, TAU_TV, TAU_VV = 0.5, 0.02, 0.2
 
@@ -198,7 +197,7 @@ def _fmt_ms(s):
 def print_table(rows, threads, backend="auto", device="cpu"):
     print(f"\ndevice {device}, threads = {threads} (torch.get_num_threads() = {torch.get_num_threads()}), "
           f"greedy backend {backend!r}; times in ms, median [min-max]; paper: the MMTok paper's A6000 figure "
-          "(n/a: not documented here)")
+          "(Table 13; n/a: a size not in it)")
     head = (f"{'size':>14} {'tokensel':>20} {'reference':>22} {'matmul':>8} {'speedup':>8} {'ts/mm':>6} "
             f"{'greedy ts':>9} {'greedy ref':>10} {'g-speedup':>9} {'b/loop':>6} {'same':>5} {'valid':>5} {'paper':>6}")
     print(head)

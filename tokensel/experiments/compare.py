@@ -4,7 +4,9 @@ Each run is a run folder (its ``results.jsonl``) or a ``results.jsonl`` file. Th
 the same sample ids with the same questions; otherwise the command fails and says which differ.
 For accuracy and each category: the difference, its paired standard error, a paired bootstrap
 interval (both runs resampled on the same questions, seeded) and the exact McNemar p-value;
-for POPE F1: the difference and its paired bootstrap interval.
+for POPE F1: the difference and its paired bootstrap interval. Then the cost ledger of both runs
+(:func:`tokensel.experiments.ledger.cost_comparison`): tokens, FLOPs by stage and times, each
+mean of A and B, B - A with its paired standard error, and B / A.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from tokensel.experiments.durable import read_records
 from tokensel.experiments.metrics import N_BOOTSTRAP, QuestionMismatch, paired_comparison
 from tokensel.experiments.tables import format_ci, format_table
 
-__all__ = ["load_run_records", "compare_runs", "main"]
+__all__ = ["load_run_records", "compare_runs", "cost_rows", "cost_table", "main"]
 
 
 def load_run_records(path: str | Path) -> list[dict]:
@@ -45,6 +47,22 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, seed: int = 0, n_boot:
         return paired_comparison(load_run_records(run_a), load_run_records(run_b), seed=seed, n_boot=n_boot)
     except QuestionMismatch as exc:
         raise ConfigError(str(exc)) from None
+
+
+def cost_rows(run_a: str | Path, run_b: str | Path) -> list[dict]:
+    """The cost-ledger comparison of two run folders (empty when either recorded no ledger)."""
+    from tokensel.experiments.ledger import cost_comparison
+    from tokensel.experiments.metrics import match_records
+
+    try:
+        return cost_comparison(match_records(load_run_records(run_a), load_run_records(run_b)))
+    except QuestionMismatch as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def cost_table(rows: list[dict]) -> str:
+    return format_table(rows, ["entry", "n", "a", "b", "diff", "diff_stderr", "ratio"],
+                        title="\ncost ledger (mean per question; diff = B - A, paired stderr; ratio = B / A)")
 
 
 def comparison_table(rows: list[dict], title: str | None = None) -> str:
@@ -76,6 +94,9 @@ def _main(argv: list[str]) -> int:
         raise ConfigError(f"--n-boot must be >= 1, got {args.n_boot}")
     rows = compare_runs(args.run_a, args.run_b, seed=args.seed, n_boot=args.n_boot)
     print(comparison_table(rows, title=f"B = {args.run_b}\nA = {args.run_a}\n"))
+    costs = cost_rows(args.run_a, args.run_b)
+    if costs:
+        print(cost_table(costs))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0

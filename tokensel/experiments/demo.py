@@ -28,8 +28,11 @@ once for all points (:mod:`tokensel.experiments.input_cache`; it changes no numb
 
 Outputs in ``--out``: ``runs/demo/<run>/`` (one run folder per point; a rerun skips the finished
 ones and resumes an interrupted one), the sweep summary beside them, and the report:
-``results.csv`` / ``results.json``, ``accuracy_vs_k.png``, ``accuracy_vs_mean_kept.png`` and
-``kept_tokens.png`` (the tokens each selector keeps on the same few test images).
+``results.csv`` / ``results.json``, ``accuracy_vs_k.png``, ``accuracy_vs_mean_kept.png``,
+``accuracy_vs_flops.png`` and ``accuracy_vs_prefill_ms.png`` (against the cost ledger's analytic
+FLOPs and warm LM prefill time) and ``kept_tokens.png`` (the tokens each selector keeps on the
+same few test images). Every run folder holds the cost ledger of each question
+(:mod:`tokensel.experiments.ledger`); the console shows it at k = 16 and 64.
 """
 
 from __future__ import annotations

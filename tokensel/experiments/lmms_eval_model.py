@@ -23,7 +23,11 @@ how to write a local task over a tokensel JSONL file, and how two-process runs a
   ``coverage`` and/or ``tol`` (also spelled ``adaptive_coverage``, ``adaptive_tol``), e.g.
   ``selector=mmtok,adaptive_k_max=64,coverage=0.999``; ``k`` is then left out (or ``none``);
 - ``device`` (``auto``), ``dtype`` (``float16`` on GPU by default), ``prompt`` (with
-  ``{question}``), ``max_new_tokens`` (default when the task gives none).
+  ``{question}``), ``max_new_tokens`` (default when the task gives none);
+- ``ledger_out``: a JSON file rewritten (atomically) after every batch of requests with the
+  run's cost ledger so far (:meth:`TokenselLlava.cost_ledger`: tokens per decoder layer,
+  equivalent tokens, analytic FLOPs by stage, warm times, peak memory; see
+  :mod:`tokensel.experiments.ledger`); each request's entries are in ``model.ledger``.
 
 ``generate_until`` (POPE, MME, GQA, ...; ``batch_size`` > 1 runs left-padded batches of
 requests that share their generation settings), ``loglikelihood`` (multiple-choice tasks) and
@@ -54,6 +58,7 @@ The contract, as lmms-eval 0.7 uses it:
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Optional
 
@@ -98,6 +103,7 @@ class TokenselLlava(_LmmsBase):
         max_new_tokens: int = 16,
         batch_size: int = 1,
         lmms_eval_fix: str = "auto",
+        ledger_out: Optional[str] = None,
         **selector_params: Any,
     ) -> None:
         if HAVE_LMMS_EVAL:
@@ -123,6 +129,9 @@ class TokenselLlava(_LmmsBase):
         self.max_new_tokens = _positive_int("max_new_tokens", max_new_tokens)
         self.task_dict: dict = getattr(self, "task_dict", {}) or {}
         self.kept_tokens: list[Optional[int]] = []
+        #: the cost ledger of every answered request (:mod:`tokensel.experiments.ledger`), in order
+        self.ledger: list[dict] = []
+        self.ledger_out = None if _none(ledger_out) is None else Path(str(ledger_out))
 
     # lmms-eval reads these
     @property
@@ -194,8 +203,38 @@ class TokenselLlava(_LmmsBase):
         until = kwargs.get("until")
         max_new = int(kwargs.get("max_new_tokens") or self.max_new_tokens)
         res = infer_sample(self.loaded, self.wrapper, image, self._question(context), max_new)
-        self.kept_tokens.append(res["kept_tokens"])
+        self._note([res])
         return _cut(res["prediction"], until)
+
+    def _note(self, results: list[dict]) -> None:
+        """Keep each answered request's kept tokens and cost ledger; with ``ledger_out``, rewrite
+        that file (atomically) with the run's ledger so far."""
+        from tokensel.experiments.ledger import SAMPLE_KEYS
+
+        keys = ("image_tokens", "kept_tokens", "selection_ms", "prefill_ms", *SAMPLE_KEYS)
+        for res in results:
+            self.kept_tokens.append(res.get("kept_tokens"))
+            self.ledger.append({key: res[key] for key in keys if key in res})
+        if self.ledger_out is not None:
+            import json
+
+            from tokensel.experiments.durable import atomic_write
+
+            self.ledger_out.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.ledger_out, json.dumps(self.cost_ledger(), indent=2) + "\n")
+
+    def cost_ledger(self) -> dict:
+        """The run's cost ledger so far (:func:`tokensel.experiments.ledger.run_ledger` of the
+        answered requests, their mean image / kept tokens and selection time, and the peak memory)."""
+        from tokensel.experiments.ledger import peak_memory, run_ledger
+
+        out: dict = {"requests": len(self.ledger), "selector": self.cfg.selector.name, "model": self.cfg.model.name}
+        for key, name in (("image_tokens", "mean_image_tokens"), ("kept_tokens", "mean_kept_tokens"),
+                          ("selection_ms", "selection_ms")):
+            vals = [float(r[key]) for r in self.ledger if r.get(key) is not None]
+            if vals:
+                out[name] = sum(vals) / len(vals)
+        return {**out, **run_ledger(self.ledger), **peak_memory()}
 
     def _cache(self, kind: str, key: tuple, value: Any) -> None:
         hook = getattr(self, "cache_hook", None)
@@ -237,7 +276,7 @@ class TokenselLlava(_LmmsBase):
         kwargs = dict(reqs[0].args[1] or {})
         max_new = int(kwargs.get("max_new_tokens") or self.max_new_tokens)
         results = infer_batch(self.loaded, self.wrapper, images, questions, max_new_tokens=max_new)
-        self.kept_tokens.extend(r["kept_tokens"] for r in results)
+        self._note(results)
         return [_cut(r["prediction"], kwargs.get("until")) for r in results]
 
     def loglikelihood(self, requests) -> list:
@@ -256,7 +295,7 @@ class TokenselLlava(_LmmsBase):
             continuation = target if isinstance(target, str) else target(doc)
             image = self._image(doc_to_visual(doc), task, split, doc_id)
             res = continuation_logprob(self.loaded, self.wrapper, image, self._question(context), continuation)
-            self.kept_tokens.append(res["kept_tokens"])
+            self._note([res])
             pair = (-res["logprob"] / res["num_tokens"], res["is_greedy"])
             out.append(_wrapped(pair) if self._wrap_pairs else pair)
         return out

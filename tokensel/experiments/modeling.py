@@ -266,19 +266,40 @@ def build_tiny_llava(model_cfg: Any = None, image_size: int = 56, patch_size: in
 
 
 class _Unpruned:
-    """The raw model behind the same interface as a ``tokensel.prune`` wrapper (no record)."""
+    """The raw model behind the same interface as a ``tokensel.prune`` wrapper (no record). Each
+    call runs under a :class:`~tokensel.models.probe.DecoderProbe` (when the model has decoder
+    layers to find): ``observed`` and ``text_tokens`` of the last call feed the cost ledger."""
 
     record = None
     selector = None
 
-    def __init__(self, model: Any):
+    def __init__(self, model: Any, image_token_id: Optional[int] = None):
         self.model = model
+        self.image_token_id = image_token_id
+        self.observed: Any = None
+        self.text_tokens: Optional[list[int]] = None
+
+    def _probed(self, call: Callable[[], Any], inputs: dict) -> Any:
+        from tokensel.models.probe import DecoderProbe, text_tokens
+
+        self.observed = self.text_tokens = None
+        ids = inputs.get("input_ids")
+        try:
+            probe = DecoderProbe.of_model(self.model)
+        except TypeError:  # no decoder layers to find: the call runs unobserved (no ledger)
+            return call()
+        with probe:
+            out = call()
+        if self.image_token_id is not None and isinstance(ids, torch.Tensor):
+            self.text_tokens = text_tokens(ids, inputs.get("attention_mask"), self.image_token_id)
+            self.observed = probe.observed()
+        return out
 
     def __call__(self, **inputs):
-        return self.model(**inputs)
+        return self._probed(lambda: self.model(**inputs), inputs)
 
     def generate(self, **kwargs):
-        return self.model.generate(**kwargs)
+        return self._probed(lambda: self.model.generate(**kwargs), kwargs)
 
 
 def wrap_model(loaded: LoadedModel, selector: str, k: Any, params: dict, ratio: Optional[float] = None) -> Any:
@@ -286,7 +307,7 @@ def wrap_model(loaded: LoadedModel, selector: str, k: Any, params: dict, ratio: 
     an int or a :class:`tokensel.AdaptiveBudget`); the raw model behind the same interface when
     ``selector == 'none'`` or neither ``k`` nor ``ratio`` is given."""
     if selector == "none" or (k is None and ratio is None):
-        return _Unpruned(loaded.model)
+        return _Unpruned(loaded.model, loaded.image_token_id)
     import tokensel
     from tokensel.budget import AdaptiveBudget
 
@@ -437,12 +458,13 @@ def continuation_logprob(loaded: LoadedModel, wrapper: Any, image: Any, question
     logits = wrapper(**inputs).logits[0, -cont.shape[1] - 1 : -1].float()  # [L, vocab]
     logprobs = torch.log_softmax(logits, dim=-1)
     target = cont[0]
-    return {
+    res = {
         "logprob": float(logprobs.gather(1, target[:, None]).sum()),
         "num_tokens": int(target.numel()),
         "is_greedy": bool((logits.argmax(-1) == target).all()),
         "kept_tokens": _kept_tokens(wrapper),
     }
+    return _with_ledger([res], wrapper, loaded)[0]
 
 
 @torch.inference_mode()
@@ -475,7 +497,7 @@ def score_choices(
         spellings = list(dict.fromkeys([cand, cand.capitalize()]))
         scores.append(max(float(logits[i]) for i in _first_token_ids(tokenizer, spellings)))
     choice = candidates[max(range(len(candidates)), key=lambda i: scores[i])]
-    return _sample_result(wrapper, timer, choice, image_tokens, prefill_ms, None)
+    return _with_ledger([_sample_result(wrapper, timer, choice, image_tokens, prefill_ms, None)], wrapper, loaded)[0]
 
 
 def _sample_result(wrapper: Any, timer: Optional[_SelectionTimer], prediction: str, image_tokens: Optional[int],
@@ -505,7 +527,10 @@ def infer_sample(
     max_new_tokens: int,
     timer: Optional[_SelectionTimer] = None,
 ) -> dict:
-    """Answer one question by greedy decoding; returns prediction, token counts and timings (ms)."""
+    """Answer one question by greedy decoding; returns prediction, token counts, timings (ms)
+    and the cost-ledger entries of the call (:mod:`tokensel.experiments.ledger`)."""
+    from tokensel.experiments.ledger import call_ledger
+
     inputs = _encode(loaded, image, question)
     n_prompt = inputs["input_ids"].shape[1]
     image_tokens = None
@@ -525,14 +550,17 @@ def infer_sample(
         new_tokens = streamer.tokens
         # call start -> first new token: vision encoding, selection and the prefill forward
         prefill_ms = 1000.0 * (streamer.times[1] - t0)
+        ledger = call_ledger(wrapper, loaded.model.config, [_generated_count(new_tokens, eos_id)])
     else:  # the wrapper did not pass the streamer on: decode from the returned ids, time a forward
         seq = out.sequences if hasattr(out, "sequences") else out
         new_tokens = seq[0, n_prompt:].tolist() if seq.shape[1] > n_prompt else seq[0].tolist()
+        ledger = call_ledger(wrapper, loaded.model.config, [_generated_count(new_tokens, eos_id)])
         t2 = time.perf_counter()
         wrapper(**inputs)
         prefill_ms = 1000.0 * (time.perf_counter() - t2)
     prediction = tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
-    return _sample_result(wrapper, timer, prediction, image_tokens, prefill_ms, 1000.0 * (t1 - t0))
+    res = _sample_result(wrapper, timer, prediction, image_tokens, prefill_ms, 1000.0 * (t1 - t0))
+    return {**res, **(ledger[0] if ledger else {})}
 
 
 def _per_sample_kept(wrapper: Any, image_counts: list[Optional[int]]) -> list[Optional[int]]:
@@ -559,6 +587,27 @@ def _with_llm_tokens(results: list[dict], wrapper: Any) -> list[dict]:
     if counts is not None:
         for res, n in zip(results, counts):
             res["llm_image_tokens"] = n
+    return results
+
+
+def _generated_count(tokens: list[int], eos_id: Optional[int]) -> int:
+    """New tokens up to and including the first end-of-sequence token (the padding after it,
+    which a batch keeps generating for its finished rows, is not counted)."""
+    if eos_id is not None and eos_id in tokens:
+        return tokens.index(eos_id) + 1
+    return len(tokens)
+
+
+def _with_ledger(results: list[dict], wrapper: Any, loaded: LoadedModel,
+                 generated: Optional[list[int]] = None) -> list[dict]:
+    """``results`` with each sample's cost-ledger entries (:func:`tokensel.experiments.ledger.call_ledger`)
+    of the wrapper's last call, when it was observed."""
+    from tokensel.experiments.ledger import call_ledger
+
+    entries = call_ledger(wrapper, loaded.model.config, generated)
+    if entries is not None and len(entries) == len(results):
+        for res, entry in zip(results, entries):
+            res.update(entry)
     return results
 
 
@@ -618,6 +667,11 @@ def infer_batch(
     elapsed_ms = 1000.0 * (time.perf_counter() - t0) / bsz
     selection_s = timer.take() if timer is not None else None
     kept = _per_sample_kept(wrapper, counts)
+    generated = None
+    if scoring != "choice":
+        seq = out.sequences if hasattr(out, "sequences") else out
+        eos = getattr(tokenizer, "eos_token_id", None)
+        generated = [_generated_count(seq[b, n_prompt:].tolist(), eos) for b in range(bsz)]
     results = []
     for b in range(bsz):
         if scoring == "choice":
@@ -640,4 +694,4 @@ def infer_batch(
                 "selection_ms": None if selection_s is None else 1000.0 * selection_s / bsz,
             }
         )
-    return _with_llm_tokens(results, wrapper)
+    return _with_ledger(_with_llm_tokens(results, wrapper), wrapper, loaded, generated)

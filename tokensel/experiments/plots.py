@@ -1,8 +1,9 @@
 """Figures of evaluation results, shared by ``tokensel sweep`` summaries and ``tokensel demo``.
 
-* :func:`metric_figure`: a metric against the budget k, or against the mean number of kept
+* :func:`metric_figure`: a metric against the budget k, against the mean number of kept
   vision tokens (``x="mean_kept"``: fixed-k curves and adaptive-budget points on one axis),
-  with +/- one standard error bars;
+  against the analytic FLOPs (``x="flops"``) or the prefill time (``x="prefill_ms"``) of the
+  cost ledger, with +/- one standard error bars;
 * :func:`draw_kept` / :func:`kept_tokens_figure`: the patches a selector kept, framed on the
   image (several examples, the same ones for every selector).
 
@@ -16,12 +17,19 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-__all__ = ["is_unpruned_row", "metric_figure", "draw_kept", "kept_tokens_figure", "X_AXES"]
+__all__ = ["is_unpruned_row", "metric_figure", "draw_kept", "kept_tokens_figure", "X_AXES", "X_KEYS"]
 
-#: ``x`` of :func:`metric_figure`: the budget k, or the measured mean of kept tokens per sample.
-X_AXES = {"k": "k (vision tokens kept)", "mean_kept": "mean kept vision tokens per sample"}
+#: ``x`` of :func:`metric_figure`: the budget k, the measured mean of kept tokens per sample, the
+#: analytic FLOPs per sample (the cost ledger's ``flops_total``) or the warm prefill time of the
+#: decoder layers per sample (``lm_prefill_ms``).
+X_AXES = {"k": "k (vision tokens kept)", "mean_kept": "mean kept vision tokens per sample",
+          "flops": "FLOPs per sample (analytic: vision + projector + LM prefill + decode)",
+          "prefill_ms": "LM prefill ms per sample (decoder layers, warm)"}
+#: The summary-row column of each ``x`` but ``k``.
+X_KEYS = {"k": "k", "mean_kept": "mean_kept_tokens", "flops": "flops_total", "prefill_ms": "lm_prefill_ms"}
 
-_NOT_A_SERIES_KEY = {"selector", "k", "budget", "run_dir", "seed"}
+_NOT_A_SERIES_KEY = {"selector", "k", "budget", "run_dir", "seed", *X_KEYS.values(), "mean_equivalent_tokens",
+                     "peak_memory_mb"}
 
 
 def is_unpruned_row(row: dict) -> bool:
@@ -40,8 +48,8 @@ def _series(rows: list[dict], metric: str, skip: set, x: str, keys: Optional[Seq
         if is_unpruned_row(r) or r.get(metric) is None:
             continue
         fixed = r.get("k") is not None
-        xv = r.get("k") if x == "k" else r.get("mean_kept_tokens")
-        if xv is None:  # an adaptive point has no k; a run without kept-token counts no mean
+        xv = r.get(X_KEYS[x])
+        if xv is None:  # an adaptive point has no k; a run without kept-token counts / a ledger no x
             continue
         shown = [k for k in r if k not in skip and not k.endswith("_stderr")] if keys is None else keys
         extra = ",".join(f"{k}={r[k]}" for k in shown if not k.startswith("budget.") and r.get(k) is not None)
@@ -79,8 +87,14 @@ def _draw_metric(ax, rows: list[dict], metric: str, skip: set, x: str, scale: fl
             se = r.get(f"{metric}_stderr")
             if se:
                 ax.axhspan(scale * (r[metric] - se), scale * (r[metric] + se), color="grey", alpha=0.15)
+            if x in ("flops", "prefill_ms") and r.get(X_KEYS[x]) is not None:  # the unpruned model's own cost
+                ax.errorbar([r[X_KEYS[x]]], [scale * r[metric]], yerr=[scale * (se or 0.0)], color="black",
+                            marker="*", markersize=10, capsize=3, linestyle="none", label="unpruned (its cost)")
             break
-    ax.set_xscale("log", base=2)
+    if x == "prefill_ms":
+        ax.set_xscale("linear")
+    else:
+        ax.set_xscale("log", base=10 if x == "flops" else 2)
     ax.set_xlabel(X_AXES[x])
     ax.set_ylabel(f"{metric}{' (%)' if scale == 100 else ''} (+/- 1 s.e.)")
     ax.grid(alpha=0.3)

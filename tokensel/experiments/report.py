@@ -20,12 +20,20 @@ from typing import Any, Optional, Sequence
 
 from tokensel.experiments.metrics import changed_predictions, relative_to_full
 
-__all__ = ["build_report", "format_report", "write_csv", "write_plots", "kept_tokens_picture", "placement_note"]
+__all__ = ["build_report", "format_report", "ledger_rows", "ledger_report_table", "write_csv", "write_plots",
+           "kept_tokens_picture", "placement_note"]
 
 #: Metrics in percent in the report (values, standard errors and intervals), from fractions.
 _PERCENT = ("accuracy", "pope_f1")
 _COPIED = ("mean_kept_tokens", "kept_tokens_median", "kept_tokens_p10", "kept_tokens_p90", "mean_llm_image_tokens",
-           "prefill_ms", "selection_ms", "first_call_prefill_ms", "first_call_selection_ms", "num_samples")
+           "prefill_ms", "selection_ms", "first_call_prefill_ms", "first_call_selection_ms", "num_samples",
+           # the cost ledger (tokensel.experiments.ledger)
+           "mean_lm_image_tokens", "mean_equivalent_tokens", "layer_image_tokens", "mean_text_tokens",
+           "flops_vision", "flops_projector", "flops_prefill", "flops_decode", "flops_total", "vision_ms",
+           "lm_prefill_ms", "decode_ms", "first_call_lm_prefill_ms", "peak_memory_mb", "peak_memory_kind",
+           "attn_impl", "attention_recomputed")
+#: Budgets of the console's cost-ledger table (those of the sweep; all when none of them ran).
+LEDGER_BUDGETS = (16, 64)
 
 
 def _percent_entries(doc: dict, key: str, name: str) -> dict:
@@ -204,8 +212,48 @@ def format_report(res: dict) -> str:
             toks = [res["selectors"][name].get(str(k), {}).get("mean_llm_image_tokens") for k in budgets]
             lines.append(f"  {note}; image tokens in the last layer per k: "
                          + ", ".join("-" if t is None else f"{t:g}" for t in toks))
+    ledger = ledger_report_table(res)
+    if ledger:
+        lines.append(ledger)
     lines.append("95% bootstrap intervals of every cell: results.csv / results.json")
     return "\n".join(lines)
+
+
+def _mega(value: Any) -> Any:
+    return None if value is None else float(value) / 1e6
+
+
+def ledger_rows(res: dict, budgets: Sequence[int] = LEDGER_BUDGETS) -> list[dict]:
+    """The cost ledger of the report's cells (mean per question): the unpruned model, then each
+    selector at ``budgets`` (those of the sweep; all of its budgets when none is): equivalent
+    tokens, MFLOPs by stage, LM prefill ms (decoder layers, warm) and peak memory."""
+    shown = [k for k in budgets if k in res["budgets"]] or list(res["budgets"])
+    cells = [("full", None, res["full"])]
+    cells += [(name, k, row[str(k)]) for k in shown for name, row in res["selectors"].items() if str(k) in row]
+    out = []
+    for name, k, cell in cells:
+        if cell.get("mean_equivalent_tokens") is None:
+            continue
+        out.append({"method": name, "k": k, "equiv. tokens": cell["mean_equivalent_tokens"],
+                    "MFLOPs vision": _mega(cell.get("flops_vision")),
+                    "MFLOPs projector": _mega(cell.get("flops_projector")),
+                    "MFLOPs prefill": _mega(cell.get("flops_prefill")), "MFLOPs decode": _mega(cell.get("flops_decode")),
+                    "MFLOPs total": _mega(cell.get("flops_total")), "prefill ms": cell.get("lm_prefill_ms"),
+                    "selection ms": cell.get("selection_ms"), "peak MiB": cell.get("peak_memory_mb")})
+    return out
+
+
+def ledger_report_table(res: dict, budgets: Sequence[int] = LEDGER_BUDGETS) -> Optional[str]:
+    """:func:`ledger_rows` as a console table (None when the runs recorded no ledger)."""
+    from tokensel.experiments.tables import format_table
+
+    rows = ledger_rows(res, budgets)
+    if not rows:
+        return None
+    kind = res["full"].get("peak_memory_kind", "")
+    return format_table(rows, list(rows[0]), title=(
+        "cost ledger, mean per question (equivalent tokens: image tokens averaged over the decoder layers; FLOPs "
+        f"analytic; prefill ms: the decoder layers at prefill, warm; peak MiB: {kind})"))
 
 
 def _ci(cell: dict, key: str) -> str:
@@ -215,7 +263,8 @@ def _ci(cell: dict, key: str) -> str:
 
 _CSV_METRICS = ("accuracy", "pope_f1", "acc_existence", "acc_color", "acc_count")
 _CSV_PLAIN = ("mean_kept_tokens", "kept_tokens_p10", "kept_tokens_p90", "mean_llm_image_tokens", "prefill_ms",
-              "first_call_prefill_ms", "changed_vs_full", "n")
+              "first_call_prefill_ms", "changed_vs_full", "n", "mean_equivalent_tokens", "flops_vision",
+              "flops_projector", "flops_prefill", "flops_decode", "flops_total", "lm_prefill_ms", "peak_memory_mb")
 
 
 def _csv_header() -> list[str]:
@@ -261,13 +310,16 @@ def write_csv(res: dict, path: Path) -> Path:
 
 
 def write_plots(rows: Sequence[dict], res: dict, out: Path) -> dict[str, Path]:
-    """``accuracy_vs_k.png`` and ``accuracy_vs_mean_kept.png`` (accuracy and POPE F1 panels,
-    +/- one standard error; :func:`tokensel.experiments.plots.metric_figure`)."""
+    """``accuracy_vs_k.png``, ``accuracy_vs_mean_kept.png``, ``accuracy_vs_flops.png`` and
+    ``accuracy_vs_prefill_ms.png`` (accuracy and POPE F1 panels, +/- one standard error, against
+    the budget, the kept tokens, the ledger's FLOPs and its LM prefill time;
+    :func:`tokensel.experiments.plots.metric_figure`)."""
     from tokensel.experiments.plots import metric_figure
 
     paths = {}
     title = f"{res['model']}, {res['num_samples']} test questions"
-    for x, name in (("k", "accuracy_vs_k.png"), ("mean_kept", "accuracy_vs_mean_kept.png")):
+    for x, name in (("k", "accuracy_vs_k.png"), ("mean_kept", "accuracy_vs_mean_kept.png"),
+                    ("flops", "accuracy_vs_flops.png"), ("prefill_ms", "accuracy_vs_prefill_ms.png")):
         fig = metric_figure(list(rows), ["accuracy", "pope_f1"], x=x, series_keys=[], scale=100.0, title=title)
         fig.savefig(out / name, dpi=110, bbox_inches="tight")
         paths[name] = out / name

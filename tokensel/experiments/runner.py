@@ -33,6 +33,7 @@ from tokensel.experiments.datasets import (
 )
 from tokensel.experiments.dist import DistContext, init_distributed
 from tokensel.experiments.fingerprint import FINGERPRINT_KEY, data_fingerprint, sample_fingerprint
+from tokensel.experiments.ledger import TIME_KEYS, ledger_table, peak_memory, reset_peak_memory, run_ledger
 from tokensel.experiments.metrics import is_correct
 from tokensel.experiments.tables import results_tables
 from tokensel.experiments.tracking import WandbRun
@@ -66,7 +67,8 @@ def headline_metrics(dataset: Dataset) -> tuple[str, ...]:
 #: The headline metrics of the built-in datasets.
 HEADLINE_METRICS = (*_HEADLINE_QUALITY, "mme_score", *_HEADLINE_COST)
 
-TABLE_COLUMNS = ["id", "category", "question", "answer", "prediction", "correct", "kept_tokens", "prefill_ms", "selection_ms"]
+TABLE_COLUMNS = ["id", "category", "question", "answer", "prediction", "correct", "kept_tokens", "prefill_ms", "selection_ms",
+                 "equivalent_tokens", "flops_total", "lm_prefill_ms"]
 
 
 @dataclass
@@ -308,7 +310,7 @@ def _warm_up(loaded, wrapper, prepared: Prepared, timer) -> dict:
                 "or selector.name=none / budget.k=null for the unpruned model"
             )
     out: dict = {}
-    for key in ("prefill_ms", "selection_ms", "generate_ms"):
+    for key in ("prefill_ms", "selection_ms", "generate_ms", *TIME_KEYS):
         vals = [o[key] for o in outs if o.get(key) is not None]
         if vals:
             out[f"first_call_{key}"] = sum(vals) / len(vals)
@@ -419,6 +421,7 @@ def run_eval(
                              ratio=budget_args(cfg)[1])
         effective = effective_config(cfg, selector_received(wrapper, cfg, prepared.selector_params))
         timer = _SelectionTimer(wrapper)
+        reset_peak_memory()
         first_call = _warm_up(loaded, wrapper, prepared, timer)
         _seed_everything(int(cfg.eval.seed))  # the warm-up leaves no trace in the results
         env = environment(seed=int(cfg.eval.seed))
@@ -447,6 +450,8 @@ def run_eval(
         wall = time.perf_counter() - t_start
         records = sorted(dist.gather(local) + done, key=lambda r: r["_pos"])
         metrics = get_dataset(cfg.dataset.format).compute_metrics(records)
+        metrics.update(run_ledger(records))
+        metrics.update(peak_memory())
         metrics.update(first_call)
         result = EvalResult(metrics=metrics, records=records, run_dir=rd.path, config=cfg)
         result.extra.update(effective=effective, environment=env, resumed_samples=len(done))
@@ -500,12 +505,15 @@ def wandb_config(result: EvalResult) -> dict:
 
 
 def wandb_metrics(metrics: dict) -> dict:
-    """The metrics, and each ``<metric>_ci`` also as the scalars ``_ci_low`` / ``_ci_high``
-    (W&B charts plot scalars)."""
+    """The metrics, and each ``<metric>_ci`` also as the scalars ``_ci_low`` / ``_ci_high``,
+    the ledger's per-layer image tokens as ``layer_image_tokens/<layer>`` (W&B charts plot
+    scalars)."""
     out = dict(metrics)
     for key, value in metrics.items():
         if key.endswith("_ci") and isinstance(value, (list, tuple)) and len(value) == 2:
             out[f"{key}_low"], out[f"{key}_high"] = value
+    for layer, value in enumerate(metrics.get("layer_image_tokens") or []):
+        out[f"layer_image_tokens/{layer}"] = value
     return out
 
 
@@ -551,4 +559,7 @@ def _write_outputs(cfg: DictConfig, result: EvalResult, *, print_results: bool, 
         title = f"\n{name}  (selector={sel}, {'k=' + str(k) if k is not None else budget_label(cfg)})"
         dataset = get_dataset(cfg.dataset.format)
         print(results_tables(result.metrics, headline_metrics(dataset), title=title, tables=dataset.tables))
+        ledger = ledger_table(result.metrics)
+        if ledger:
+            print("\n" + ledger)
         print(f"\nrun directory: {run_dir}" + (f"\nW&B ({run.mode}): {result.wandb_dir}" if result.wandb_dir else ""))

@@ -66,6 +66,9 @@ __all__ = [
 
 #: Metrics of the summary table by default; each is shown with its ``_stderr`` when recorded.
 DEFAULT_SUMMARY_METRICS = ["accuracy", "pope_f1", "mean_kept_tokens", "prefill_ms", "selection_ms"]
+#: The cost ledger's entries every summary row carries when the run recorded them
+#: (:mod:`tokensel.experiments.ledger`).
+LEDGER_SUMMARY_METRICS = ["mean_equivalent_tokens", "flops_total", "lm_prefill_ms", "peak_memory_mb"]
 
 
 @dataclass
@@ -263,6 +266,9 @@ def _row(spec: DictConfig, doc: dict, run_dir: Path) -> dict:
         row[m] = doc.get(m)
         if f"{m}_stderr" in doc:
             row[f"{m}_stderr"] = doc[f"{m}_stderr"]
+    for m in LEDGER_SUMMARY_METRICS:  # the cost ledger's headline (the x axes of the cost plots)
+        if doc.get(m) is not None:
+            row.setdefault(m, doc[m])
     row["run_dir"] = str(run_dir)
     return row
 
@@ -465,12 +471,14 @@ def summarize_sweep(spec: DictConfig, points: list, print_results: bool = True) 
     try:
         if run.active:
             run.log_table("summary", cols, [[r.get(c) for c in cols] for r in rows])
-        from tokensel.experiments.plots import metric_figure
+        from tokensel.experiments.plots import X_KEYS, metric_figure
 
         for metric in ("accuracy", "pope_f1"):
             if not any(r.get(metric) is not None for r in rows):
                 continue
-            for x in ("k", "mean_kept"):
+            for x in ("k", "mean_kept", "flops", "prefill_ms"):
+                if x in ("flops", "prefill_ms") and not any(r.get(X_KEYS[x]) is not None for r in rows):
+                    continue
                 fig = metric_figure(rows, [metric], x=x, metric_keys=spec.summary_metrics,
                                     series_keys=series_keys(spec))
                 fig.savefig(out_dir / f"{metric}_vs_{x}.png", dpi=120, bbox_inches="tight")
