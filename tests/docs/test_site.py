@@ -135,4 +135,5 @@ def test_ci_requires_the_browser_check_and_checks_the_wheel():
     lines = [line.strip() for line in ci.splitlines() if not line.lstrip().startswith("#")]
     assert f"export {REQUIRE_BROWSER}=1" in lines, f".ci/run must set {REQUIRE_BROWSER}=1 (CI requires the browser)"
     assert "bash experiments/check_wheel.sh" in lines, ".ci/run must run the wheel check"
-    assert lines.index(f"export {REQUIRE_BROWSER}=1") < lines.index("python -m pytest -q -p no:cacheprovider")
+    pytest_line = next(i for i, line in enumerate(lines) if line.startswith("python -m pytest -q -p no:cacheprovider"))
+    assert lines.index(f"export {REQUIRE_BROWSER}=1") < pytest_line

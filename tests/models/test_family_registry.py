@@ -19,6 +19,7 @@ from tokensel.models import (
 )
 from tokensel.models.llava import LlavaAdapter, LlavaNextAdapter
 from tokensel.models.qwen2_5_vl import Qwen2_5_VLAdapter
+from tokensel.registry import DuplicateNameError, UnknownNameError
 from tokensel.testing import rand_image
 
 
@@ -66,7 +67,8 @@ def test_unknown_model_error_lists_the_registered_families():
 
 
 def test_bad_registrations_are_refused():
-    with pytest.raises(ValueError, match="clashes with the registered family 'llava'"):
+    with pytest.raises(DuplicateNameError, match="model family named 'llava' is already registered by "
+                       "tokensel.models.llava.LlavaAdapter"):
         register_adapter("llava", model_class="SomethingElse")(ToyAdapter)
     with pytest.raises(ValueError, match="clashes"):
         register_adapter("other_name", model_class="LlavaForConditionalGeneration")(ToyAdapter)
@@ -74,7 +76,7 @@ def test_bad_registrations_are_refused():
         register_adapter("x_family", model_class="X")(object)
     with pytest.raises(TypeError, match="family must be a non-empty str"):
         register_adapter("", model_class="X")
-    with pytest.raises(ValueError, match="no model family 'never' is registered"):
+    with pytest.raises(UnknownNameError, match="no model family named 'never' is registered; registered: llava"):
         unregister_adapter("never")
     assert "x_family" not in list_families() and "other_name" not in list_families()
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from tokensel.batch import Selection
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 __all__ = ["ImageFeatures", "VisionAdapter", "find_encoder_layers"]
 
@@ -85,7 +89,7 @@ class VisionAdapter(ABC):
     #: Why the family cannot provide the other fields, for the error message.
     missing_reason: str = ""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: PreTrainedModel) -> None:
         self.model = model
 
     # -- structure ---------------------------------------------------------------------------
@@ -104,7 +108,7 @@ class VisionAdapter(ABC):
 
     @property
     def language_model(self) -> nn.Module:
-        return self.model.model.language_model
+        return self.model.get_submodule("model.language_model")
 
     @property
     def embed_tokens(self) -> nn.Module:
@@ -112,7 +116,11 @@ class VisionAdapter(ABC):
 
     @property
     def decoder_layers(self) -> nn.ModuleList:
-        return self.language_model.layers
+        layers = self.language_model.get_submodule("layers")
+        if not isinstance(layers, nn.ModuleList):
+            raise TypeError(f"{type(self.model).__name__}: the language model's layers are a "
+                            f"{type(layers).__name__}, not an nn.ModuleList")
+        return layers
 
     def pad_token_id(self) -> int:
         for cfg in (self.config, getattr(self.config, "text_config", None)):

@@ -33,11 +33,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from tokensel.selectors.llm import DecoderLayerInputs, LLMSelector, StageSample
+
+T = TypeVar("T")
 
 __all__ = ["Layout", "LLMPruneState", "PromptTables", "Region", "install_llm_hooks", "layer_inputs"]
 
@@ -45,12 +48,12 @@ __all__ = ["Layout", "LLMPruneState", "PromptTables", "Region", "install_llm_hoo
 def layer_inputs(attn: nn.Module, hidden: Tensor, cos: Tensor, sin: Tensor, **masks) -> DecoderLayerInputs:
     """:class:`DecoderLayerInputs` of a Llama/Qwen2-style attention module (q/k projections,
     optional q/k norms); ``masks`` are the remaining fields (key_valid, image, text, ...)."""
-    cfg = attn.config
+    cfg: Any = attn.config  # a transformers config: its attributes are the model's
     head_dim = getattr(attn, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     heads = cfg.num_attention_heads
     kv = getattr(cfg, "num_key_value_heads", None) or heads
     return DecoderLayerInputs(
-        hidden=hidden, q_proj=attn.q_proj, k_proj=attn.k_proj, num_heads=heads, num_kv_heads=kv,
+        hidden=hidden, q_proj=attn.get_submodule("q_proj"), k_proj=attn.get_submodule("k_proj"), num_heads=heads, num_kv_heads=kv,
         head_dim=head_dim, cos=cos, sin=sin, scaling=getattr(attn, "scaling", None),
         q_norm=getattr(attn, "q_norm", None), k_norm=getattr(attn, "k_norm", None), **masks,
     )
@@ -145,6 +148,24 @@ class LLMPruneState:
     recycled: list = field(default_factory=list)  # per stage: per sample recycled token count
     seconds: float = 0.0  # spent in the selector's score / keep / recycle calls
 
+    # The prefill's hooks set layout, prompt and pending before the later hooks read them (and
+    # the caller gives rotary / final_norm when the selector needs them: install_llm_hooks
+    # checks); reading one while unset is a RuntimeError naming it.
+    def current_layout(self) -> Layout:
+        return _set("layout", self.layout)
+
+    def prompt_tables(self) -> PromptTables:
+        return _set("prompt", self.prompt)
+
+    def pending_scores(self) -> Tensor:
+        return _set("pending", self.pending)
+
+    def rotary_module(self) -> nn.Module:
+        return _set("rotary", self.rotary)
+
+    def final_norm_module(self) -> nn.Module:
+        return _set("final_norm", self.final_norm)
+
     @property
     def stages(self) -> list[int]:
         """The decoder layers from which each stage's pruning applies (scoring layer + 1)."""
@@ -175,7 +196,7 @@ class LLMPruneState:
         if reps > 1 and reps * self.image_mask.shape[0] == rows:
             self.image_mask = self.image_mask.repeat_interleave(reps, dim=0)
             self.attention_mask = self.attention_mask.repeat_interleave(reps, dim=0)
-            self.layout = self.layout.repeat(reps)
+            self.layout = self.current_layout().repeat(reps)
             self.reps = reps
 
 
@@ -204,6 +225,12 @@ def _format_mask(allowed: Tensor, like) -> Tensor:
     return allowed
 
 
+def _set(name: str, value: T | None) -> T:
+    if value is None:
+        raise RuntimeError(f"in-LLM pruning: LLMPruneState.{name} is not set at this point of the forward")
+    return value
+
+
 def _hidden_of(args, kwargs):
     return kwargs.get("hidden_states", args[0] if args else None)
 
@@ -217,7 +244,7 @@ def _with_hidden(args, kwargs, hidden):
 
 def _prompt_positions(state: LLMPruneState, length: int) -> Tensor:
     """long [B, L]: the 1-D position of each prompt slot (the model's position ids, else arange)."""
-    pid = state.prompt.position_ids
+    pid = state.prompt_tables().position_ids
     bsz = state.image_mask.shape[0]
     if isinstance(pid, Tensor) and pid.dim() == 2:
         return pid.expand(bsz, -1)
@@ -226,10 +253,10 @@ def _prompt_positions(state: LLMPruneState, length: int) -> Tensor:
 
 def _stage_sample(state: LLMPruneState, states: Tensor, b: int) -> StageSample:
     """Sample ``b``'s :class:`StageSample` (``states``: the layer output, final-normed if asked)."""
-    lay = state.layout
+    lay = state.current_layout()
     first = state.attention_mask[b].long().argmax()  # the prompt's first real slot (left padding)
     position = torch.where(lay.index[b] >= 0, lay.index[b] - first, torch.full_like(lay.index[b], -1))
-    return StageSample(scores=state.pending[b], image=lay.image[b], valid=lay.valid[b], position=position,
+    return StageSample(scores=state.pending_scores()[b], image=lay.image[b], valid=lay.valid[b], position=position,
                        hidden=states[b])
 
 
@@ -237,9 +264,9 @@ def _sample_stage(state: LLMPruneState, stage_no: int, hidden: Tensor, states: T
                   b: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Sample ``b`` at a stage: (slots kept in the new layout order with -1 for recycled,
     recycled tokens [c, D], their anchors' prompt slots, kept prompt image indices)."""
-    sel, lay = state.selector, state.layout
+    sel, lay = state.selector, state.current_layout()
     img_pos = lay.image[b].nonzero().squeeze(1)
-    scores = state.pending[b][img_pos].float()
+    scores = state.pending_scores()[b][img_pos].float()
     sample = _stage_sample(state, states, b)
     keep_rel = sel.choose(sample, state.counts[stage_no][b // state.reps]).to(img_pos.device)
     chosen = img_pos[keep_rel]
@@ -288,10 +315,10 @@ def _new_layout(lay: Layout, hidden: Tensor, plan: list) -> tuple[Layout, Tensor
 def _apply_stage(state: LLMPruneState, stage_no: int, hidden: Tensor, kwargs: dict) -> Tensor:
     """Prune ``hidden`` (the previous layer's output) to the stage's layout; add its region."""
     t0 = time.perf_counter()
-    states = state.final_norm(hidden) if "final_norm" in state.selector.needs else hidden
+    states = state.final_norm_module()(hidden) if "final_norm" in state.selector.needs else hidden
     plan = [_sample_stage(state, stage_no, hidden, states, b) for b in range(hidden.shape[0])]
     state.seconds += time.perf_counter() - t0
-    state.layout, new_hidden = _new_layout(state.layout, hidden, plan)
+    state.layout, new_hidden = _new_layout(state.current_layout(), hidden, plan)
     state.kept.append([p[3] for p in plan])
     state.recycled.append([int(p[1].shape[0]) for p in plan])
     region = _region_tables(state, new_hidden)
@@ -307,18 +334,19 @@ def _apply_stage(state: LLMPruneState, stage_no: int, hidden: Tensor, kwargs: di
 
 def _region_tables(state: LLMPruneState, hidden: Tensor) -> Region:
     """The rotary tables and positions of the current layout (``positions`` of the selector)."""
-    lay = state.layout
+    lay = state.current_layout()
     src = lay.index.clamp(min=0)
     shift = state.attention_mask.bool().sum(dim=1) - lay.valid.sum(dim=1)
     if state.selector.positions == "original":
-        cos, sin = state.prompt.position_embeddings
+        prompt = state.prompt_tables()
+        cos, sin = prompt.position_embeddings
         pe = (_gather_seq(cos, src, cos.dim() - 2), _gather_seq(sin, src, sin.dim() - 2))
-        pid = state.prompt.position_ids
+        pid = prompt.position_ids
         return Region(lay.valid.clone(), shift, pe, None if pid is None else _gather_seq(pid, src, pid.dim() - 1))
     full = _prompt_positions(state, state.image_mask.shape[1])
     first = torch.gather(full, 1, state.attention_mask.long().argmax(dim=1, keepdim=True))  # [B, 1]
     pid = torch.where(lay.valid, first + lay.valid.long().cumsum(dim=1) - 1, torch.zeros_like(src))
-    return Region(lay.valid.clone(), shift, state.rotary(hidden, pid), pid)
+    return Region(lay.valid.clone(), shift, state.rotary_module()(hidden, pid), pid)
 
 
 def _first_layer_hook(state: LLMPruneState, prompt_len: int):
@@ -345,13 +373,14 @@ def _first_layer_hook(state: LLMPruneState, prompt_len: int):
 def _score(state: LLMPruneState, attn: nn.Module, hidden: Tensor, position_embeddings: tuple, layer: int) -> None:
     """Ask the selector for the scores of the current layout from ``attn``'s inputs ``hidden``."""
     cos, sin = position_embeddings
-    lay = state.layout
+    lay = state.current_layout()
     text_full = _text_after_image(state.attention_mask.bool(), state.image_mask)
     # text-ness belongs to the prompt slot: the same text tokens as in the full prompt
     text = torch.gather(text_full, 1, lay.index.clamp(min=0)) & lay.valid & ~lay.image
     emb = {}
-    if state.prompt.embeddings is not None:
-        emb = {"embeddings": state.prompt.embeddings, "embeddings_image": state.image_mask,
+    embeddings = state.prompt_tables().embeddings
+    if embeddings is not None:
+        emb = {"embeddings": embeddings, "embeddings_image": state.image_mask,
                "embeddings_text": text_full}
     t0 = time.perf_counter()
     with torch.no_grad():
@@ -377,8 +406,8 @@ def _score_next(state: LLMPruneState, layer: nn.Module, layer_idx: int, hidden: 
     region = state.regions.get(state.done)
     pe = kwargs["position_embeddings"] if region is None else region.position_embeddings
     with torch.no_grad():
-        normed = layer.input_layernorm(hidden.detach())
-    _score(state, layer.self_attn, normed, pe, layer_idx)
+        normed = layer.get_submodule("input_layernorm")(hidden.detach())
+    _score(state, layer.get_submodule("self_attn"), normed, pe, layer_idx)
 
 
 def _decode_mask(region: Region, q: int, like) -> Tensor:
@@ -404,7 +433,7 @@ def _decode_positions(state: LLMPruneState, region: Region, hidden: Tensor, kwar
         raise RuntimeError("positions='contiguous' needs the decoding step's position_ids")
     shifted = pid.expand(hidden.shape[0], -1) - region.shift[:, None]
     kwargs["position_ids"] = shifted
-    kwargs["position_embeddings"] = state.rotary(hidden, shifted)
+    kwargs["position_embeddings"] = state.rotary_module()(hidden, shifted)
 
 
 def _use_region_tables(region: Region, kwargs: dict) -> None:
@@ -473,7 +502,7 @@ def install_llm_hooks(layers: nn.ModuleList, state: LLMPruneState) -> list:
     handles = [layers[0].register_forward_pre_hook(_first_layer_hook(state, prompt_len), with_kwargs=True)]
     for s_no, layer in enumerate(stages):
         if state.selector.score_from == "layer":
-            attn = layers[layer - 1].self_attn
+            attn = layers[layer - 1].get_submodule("self_attn")
             handles.append(attn.register_forward_pre_hook(_score_hook(state, s_no), with_kwargs=True))
     for idx in range(stages[0], len(layers)):
         hook = _prune_hook(state, stages.index(idx), idx) if idx in stages else _region_hook(state, idx)

@@ -122,7 +122,7 @@ def embed_questions(
     m = max(counts) if counts else 0
     if m == 0:
         return None, None, counts
-    weight = embed_tokens.weight
+    weight = embed_tokens.get_parameter("weight")
     padded = torch.zeros(len(ids), m, dtype=torch.long, device=weight.device)
     mask = torch.zeros(len(ids), m, dtype=torch.bool, device=weight.device)
     for i, row in enumerate(ids):

@@ -174,8 +174,7 @@ def _group_crops(encoded: EncodedImages, budget: Budget, needs_text: bool, name:
     sample_of = encoded.sample_of
     for i, img in enumerate(encoded.images):
         n, kk = img.num_tokens, budget(img.num_tokens)
-        adaptive = isinstance(kk, AdaptiveBudget)
-        if not adaptive and kk >= n:
+        if not isinstance(kk, AdaptiveBudget) and kk >= n:
             continue
         has_text = encoded.has_text(sample_of[i])
         if needs_text and not has_text:
@@ -189,7 +188,7 @@ def _group_crops(encoded: EncodedImages, budget: Budget, needs_text: bool, name:
                 raise ValueError(f"image {i}: image_sizes mark every patch as padding")
             # a crop with at most kk non-padding patches keeps them all (Selection.lengths); it is
             # selected apart from the others, whose output may begin with a CLS token
-            groups[(n, kk, has_text, not adaptive and pickable <= kk)].append((i, c))
+            groups[(n, kk, has_text, not isinstance(kk, AdaptiveBudget) and pickable <= kk)].append((i, c))
     return groups
 
 
@@ -204,7 +203,7 @@ def _exclude(images: list[ImageFeatures], members: list[tuple[int, int]], vision
     if all(images[i].exclude is None for i, _ in members):
         return None
     none = torch.zeros(vision.shape[1], dtype=torch.bool, device=vision.device)
-    rows = [none if images[i].exclude is None else images[i].exclude[c] for i, c in members]
+    rows = [none if (ex := images[i].exclude) is None else ex[c] for i, c in members]
     return torch.stack(rows).to(vision.device)
 
 
@@ -212,18 +211,21 @@ def token_batch(encoded: EncodedImages, members: list[tuple[int, int]], with_tex
     """The :class:`TokenBatch` of the crops ``members`` (``(image, crop)`` pairs of one size),
     with their samples' questions when ``with_text``."""
     images = encoded.images
-    vision = _stack(images, members, "vision")
+    vision = torch.stack([images[i].vision[c] for i, c in members]).float()
     batch = TokenBatch(
         vision=vision, vision_raw=_stack(images, members, "vision_raw"), cls=_stack(images, members, "cls"),
         cls_attention=_stack(images, members, "cls_attention"), keys=_stack(images, members, "keys"),
         exclude=_exclude(images, members, vision), grid=images[members[0][0]].grid,
     )
     if with_text:
+        text, text_mask = encoded.text, encoded.text_mask
+        if text is None or text_mask is None:
+            raise ValueError("token_batch(with_text=True) needs the encoded questions (EncodedImages.text is None)")
         sample_of = encoded.sample_of
-        rows = torch.tensor([sample_of[i] for i, _ in members], device=encoded.text.device)
-        tmask = encoded.text_mask[rows]
+        rows = torch.tensor([sample_of[i] for i, _ in members], device=text.device)
+        tmask = text_mask[rows]
         m = int(tmask.sum(dim=1).max())
-        batch.text = encoded.text[rows, :m].to(vision.device)
+        batch.text = text[rows, :m].to(vision.device)
         batch.text_mask = tmask[:, :m].to(vision.device)
     return batch
 

@@ -59,7 +59,8 @@ def looks_like_hub_id(name: str) -> bool:
 def _cached_snapshot(repo_id: str, revision: str | None, cache_dir: str | os.PathLike | None) -> Path | None:
     from huggingface_hub import try_to_load_from_cache
 
-    hit = try_to_load_from_cache(repo_id, "config.json", cache_dir=cache_dir, revision=revision)
+    cache = None if cache_dir is None else Path(cache_dir)
+    hit = try_to_load_from_cache(repo_id, "config.json", cache_dir=cache, revision=revision)
     return Path(hit).parent if isinstance(hit, str) else None
 
 

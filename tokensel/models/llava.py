@@ -17,6 +17,7 @@ projector like the patch tokens, as in the original.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -24,6 +25,9 @@ from torch import Tensor
 from tokensel.batch import Selection
 from tokensel.models._base import ImageFeatures, VisionAdapter, find_encoder_layers
 from tokensel.models.registry import register_adapter
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 __all__ = ["LlavaAdapter", "LlavaNextAdapter", "anyres_layout", "padding_exclude"]
 
@@ -83,7 +87,7 @@ class _ClipReader:
         captured: dict[str, Tensor] = {}
         handles = []
         if want_attn:
-            attn = layers[self._attention_layer(len(layers))].self_attn
+            attn = layers[self._attention_layer(len(layers))].get_submodule("self_attn")
 
             def grab(name):
                 def hook(_mod, _inp, out):
@@ -91,8 +95,8 @@ class _ClipReader:
 
                 return hook
 
-            handles.append(attn.q_proj.register_forward_hook(grab("q")))
-            handles.append(attn.k_proj.register_forward_hook(grab("k")))
+            handles.append(attn.get_submodule("q_proj").register_forward_hook(grab("q")))
+            handles.append(attn.get_submodule("k_proj").register_forward_hook(grab("k")))
         try:
             out = tower(pixel_values, output_hidden_states=True, return_dict=True)
         finally:
@@ -139,19 +143,16 @@ class LlavaAdapter(VisionAdapter):
     not report the original sizes).
     """
 
-    vision_keys = ("pixel_values", "image_sizes")
-    wrapper_only_keys = ("image_sizes",)  # the LLaVA-1.5 model does not take it
+    vision_keys: tuple[str, ...] = ("pixel_values", "image_sizes")
+    wrapper_only_keys: tuple[str, ...] = ("image_sizes",)  # the LLaVA-1.5 model does not take it
 
-    def __init__(self, model):
+    def __init__(self, model: PreTrainedModel) -> None:
         super().__init__(model)
         self.reader = _ClipReader(model)
-
-    @property
-    def provides(self) -> frozenset[str]:
         fields = {"vision_raw", "grid", "exclude", "cls_attention", "keys"}
         if self.config.vision_feature_select_strategy == "default":
             fields.add("cls")
-        return frozenset(fields)
+        self.provides = frozenset(fields)
 
     missing_reason = (
         "with vision_feature_select_strategy='full' the CLS token is already one of the vision "
@@ -165,6 +166,9 @@ class LlavaAdapter(VisionAdapter):
         if selection.weights is None and not selection.leading_cls:
             return image.vision[crop][selection.indices]
         cls = None if image.cls is None else image.cls[crop]
+        if image.vision_raw is None:
+            raise ValueError("LLaVA: merging selections and CLS-led ones need the image's encoder features "
+                             "(ImageFeatures.vision_raw is None)")
         raw = selection.gather(image.vision_raw[crop], cls=cls)
         return self.model.model.multi_modal_projector(raw)
 

@@ -195,12 +195,20 @@ def _local_weights(source: _Source, why_off: str, quantized: bool) -> list[Path]
 
 def _from_pretrained(family: FamilyInfo, source: _Source, files: list[Path], kwargs: dict[str, Any]) -> tuple[Any, dict]:
     from safetensors import SafetensorError
+    from transformers import PreTrainedModel
 
     cls = family.resolve_model_class()
     cls_name = cls.__name__
+    if not issubclass(cls, PreTrainedModel):
+        raise TypeError(f"model family {family.family!r}: {cls_name} is not a transformers PreTrainedModel "
+                        "(load_vlm loads with its from_pretrained)")
     try:
-        return cls.from_pretrained(source.ref, local_files_only=source.local, output_loading_info=True,
-                                   ignore_mismatched_sizes=True, **kwargs)
+        # (model, loading info): transformers' annotation omits the output_loading_info=True form
+        loaded: tuple[Any, dict] = cls.from_pretrained(  # type: ignore[assignment]
+            source.ref, local_files_only=source.local, output_loading_info=True, ignore_mismatched_sizes=True,
+            **kwargs,
+        )
+        return loaded
     except (OSError, RuntimeError, ValueError, KeyError, SafetensorError) as exc:
         where = ", ".join(os.fspath(f) for f in files) or source.ref
         raise CheckpointError(f"load_vlm: {cls_name} could not be loaded from {where}: "

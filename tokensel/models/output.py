@@ -126,7 +126,7 @@ def with_record(output: Any, record: PruneRecord) -> Any:
     (an instance of a subclass of its class, fields unchanged); other outputs (a tensor) as is."""
     from transformers.utils import ModelOutput
 
-    if not isinstance(output, ModelOutput):
+    if not isinstance(output, ModelOutput) or not dataclasses.is_dataclass(output):
         return output
     fields = {f.name: getattr(output, f.name) for f in dataclasses.fields(output)}
     return _record_class(type(output))(**fields, pruning=record)

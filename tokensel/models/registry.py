@@ -19,12 +19,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 from torch import nn
 
 from tokensel.models._base import VisionAdapter
 from tokensel.registry import DuplicateNameError, Registry, owner_of
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 __all__ = [
     "FAMILIES", "FamilyInfo", "register_adapter", "unregister_adapter", "registered_adapter", "family_info",
@@ -147,6 +150,6 @@ def family_of(model: nn.Module) -> FamilyInfo:
     )
 
 
-def adapter_for(model: nn.Module) -> VisionAdapter:
+def adapter_for(model: PreTrainedModel) -> VisionAdapter:
     """The adapter of a model instance of a registered family; ``TypeError`` otherwise."""
     return family_of(model).adapter(model)

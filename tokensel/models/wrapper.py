@@ -77,9 +77,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from tokensel.budget import AdaptiveBudget
 from tokensel.models._base import VisionAdapter
@@ -91,6 +92,9 @@ from tokensel.models.registry import adapter_for
 from tokensel.selectors.base import Selector, budget_from_ratio, check_budget
 from tokensel.selectors.llm import LLMSelector
 from tokensel.selectors.registry import create_selector
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 __all__ = ["PrunedVLM", "prune"]
 
@@ -120,7 +124,7 @@ class PrunedVLM:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: PreTrainedModel,
         selector: str | Selector = "mmtok",
         *,
         k: int | AdaptiveBudget | None = None,
@@ -150,9 +154,9 @@ class PrunedVLM:
         if self.selector.stage == "llm":
             if isinstance(self.selector, LLMSelector):  # its layers in this model's depth
                 self.selector = self.selector.placed(len(self.adapter.decoder_layers))
-            _check_llm_selector(self.selector, self.adapter)
-            if self.k is not None:
-                self.selector.schedule(self.k, self.k)  # ValueError now if the budget has no schedule
+            llm = _check_llm_selector(self.selector, self.adapter)
+            if isinstance(self.k, int):
+                llm.schedule(self.k, self.k)  # ValueError now if the budget has no schedule
         inner = getattr(tokenizer, "tokenizer", None)  # a processor: use its tokenizer
         if inner is not None and hasattr(inner, "convert_ids_to_tokens"):
             tokenizer = inner
@@ -187,7 +191,25 @@ class PrunedVLM:
             return self.k.capped(n)
         if self.k is not None:
             return min(self.k, n)
+        return self._by_ratio(n)
+
+    def _by_ratio(self, n: int) -> int:
+        if self.ratio is None:  # unreachable: _check_budget sets exactly one of k and ratio
+            raise RuntimeError("PrunedVLM has neither k nor ratio")
         return budget_from_ratio(self.ratio, n, self.selector.ratio_rounding)
+
+    def _llm_selector(self) -> LLMSelector:
+        if not isinstance(self.selector, LLMSelector):  # unreachable: __init__ checks in-LLM selectors
+            raise TypeError(f"selector {self.selector.name!r} is not an LLMSelector")
+        return self.selector
+
+    def _generate(self, **kwargs: object) -> object:
+        from transformers import GenerationMixin
+
+        if not isinstance(self.model, GenerationMixin):
+            raise TypeError(f"{type(self.model).__name__} cannot generate (no GenerationMixin): load the "
+                            "*ForConditionalGeneration class, e.g. with tokensel.load_vlm")
+        return self.model.generate(**kwargs)
 
     # ------------------------------------------------------------------ main entry
     def _run(self, inputs: dict, generate: bool):
@@ -241,7 +263,7 @@ class PrunedVLM:
             if not generate:
                 out = self.model(**lm.model_kwargs(), **rest)
             else:
-                out = _restore_prompt(self.model.generate(input_ids=lm.input_ids, **lm.model_kwargs(), **rest), ids,
+                out = _restore_prompt(self._generate(input_ids=lm.input_ids, **lm.model_kwargs(), **rest), ids,
                                       lm.input_ids.shape[1])
         self._record = _checked(self.selector.name, record, probe.observed())
         return with_record(out, self._record)
@@ -251,14 +273,14 @@ class PrunedVLM:
         """``[stage][sample]``: image tokens kept by score, from the selector's schedule for the
         sample's budget (``k`` per image, or ``ratio`` of N with the selector's ``ratio_rounding``:
         ``round(ratio * N)`` by default)."""
-        plan: list[list[int]] = [[] for _ in self.selector.layers]
+        sel = self._llm_selector()
+        plan: list[list[int]] = [[] for _ in sel.layers]
         for n, r in zip(n_per.tolist(), runs.tolist()):
-            total = min(n, self.k * r) if self.k is not None else \
-                budget_from_ratio(self.ratio, n, self.selector.ratio_rounding)
-            counts = tuple(self.selector.schedule(total, n))
+            total = min(n, self.k * r) if isinstance(self.k, int) else self._by_ratio(n)
+            counts = tuple(sel.schedule(total, n))
             if len(counts) != len(plan) or any(isinstance(c, bool) or int(c) != c or c < 1 for c in counts):
-                raise ValueError(f"{self.selector.name}: schedule({total}, {n}) returned {counts}; expected "
-                                 f"{len(plan)} positive integers (one per layer {self.selector.layers})")
+                raise ValueError(f"{sel.name}: schedule({total}, {n}) returned {counts}; expected "
+                                 f"{len(plan)} positive integers (one per layer {sel.layers})")
             for s_no, c in enumerate(counts):
                 plan[s_no].append(int(c))
         return plan
@@ -285,27 +307,28 @@ class PrunedVLM:
         if bool((n_per == 0).any()):
             raise ValueError("every sample needs at least one image for in-LLM pruning")
         runs = (image_mask[:, 1:] & ~image_mask[:, :-1]).sum(dim=1) + image_mask[:, 0].long()
-        sel = self.selector
+        sel = self._llm_selector()
         state = LLMPruneState(selector=sel, counts=self._llm_counts(n_per, runs), image_mask=image_mask,
                               attention_mask=am, rotary=getattr(ad.language_model, "rotary_emb", None),
                               final_norm=getattr(ad.language_model, "norm", None))
         handles = install_llm_hooks(ad.decoder_layers, state)
         try:
             with DecoderProbe.of_model(self.model) as probe:
-                out = self.model.generate(**inputs) if generate else self.model(**inputs)
+                out = self._generate(**inputs) if generate else self.model(**inputs)
         finally:
             for h in handles:
                 h.remove()
-        if not state.pruned:
+        keep_valid = state.keep_valid
+        if not state.pruned or keep_valid is None:
             raise RuntimeError(f"{sel.name}: the language model's prefill was not seen; nothing was pruned")
         r = state.reps  # rows of one prompt are identical when generate expanded the batch
         record = PruneRecord(
             selection=[[t.detach().cpu()] for t in state.kept[-1][::r]],
-            input_lengths=[int(v.sum()) for v in state.keep_valid[::r]],
+            input_lengths=[int(v.sum()) for v in keep_valid[::r]],
             timings=PruneTimings(state.seconds, time.perf_counter() - t_start),
             stage_selection=[[t.detach().cpu() for t in stage[::r]] for stage in state.kept],
             stage_recycled=[stage[::r] for stage in state.recycled],
-            image_tokens=[int(v.sum()) for v in state.layout.image[::r]],
+            image_tokens=[int(v.sum()) for v in state.current_layout().image[::r]],
             planned=llm_plan([int(v) for v in n_per.tolist()], [list(c) for c in state.counts],
                              [stage[::r] for stage in state.recycled], state.stages, len(ad.decoder_layers)),
             text_tokens=text_tokens(ids, am, ad.image_token_id),
@@ -325,7 +348,7 @@ def _checked(name: str, record: PruneRecord, observed: ObservedCall, lengths: bo
     return dataclasses.replace(record, observed=observed)
 
 
-def _check_llm_selector(sel: Selector, adapter: VisionAdapter) -> None:
+def _check_llm_selector(sel: Selector, adapter: VisionAdapter) -> LLMSelector:
     """An in-LLM selector must follow the LLMSelector contract and fit the model."""
     if not isinstance(sel, LLMSelector):
         raise TypeError(f"in-LLM selector {sel.name!r} must subclass tokensel.selectors.llm.LLMSelector")
@@ -335,6 +358,7 @@ def _check_llm_selector(sel: Selector, adapter: VisionAdapter) -> None:
             f"{sel.name}: positions='contiguous' renumbers 1-D positions (SparseVLM v1.0, LLaVA); "
             f"{type(adapter.model).__name__} uses 3-D M-RoPE positions: pass positions='original'"
         )
+    return sel
 
 
 def _family_defaults(adapter: VisionAdapter, name: str) -> dict:
@@ -347,7 +371,7 @@ def _family_defaults(adapter: VisionAdapter, name: str) -> dict:
     if not defaults:
         return {}
     info = selector_info(name)
-    accepted = inspect.signature(info.cls.__init__).parameters
+    accepted = inspect.signature(info.cls).parameters
     return {k: v for k, v in defaults.items() if k in accepted and k not in info.defaults}
 
 
@@ -365,7 +389,7 @@ def _restore_prompt(out, original_ids: Tensor, pruned_len: int):
     return out
 
 
-def prune(model: nn.Module, selector: str | Selector = "mmtok", *, k: int | AdaptiveBudget | None = None,
+def prune(model: PreTrainedModel, selector: str | Selector = "mmtok", *, k: int | AdaptiveBudget | None = None,
           ratio: float | None = None, tokenizer=None, **selector_params) -> PrunedVLM:
     """Wrap ``model`` so that its prefill keeps only ``k`` (or ``ratio``) vision tokens chosen by
     ``selector`` (a registered name plus ``selector_params``, or a Selector instance).

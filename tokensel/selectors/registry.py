@@ -39,7 +39,7 @@ from tokensel.selectors.base import Selector
 from tokensel.selectors.table import SELECTORS, SelectorInfo, registered_name
 
 __all__ = [
-    "GROUP", "PluginError", "SELECTORS", "SELECTOR_PLUGINS", "SelectorInfo", "create_selector", "list_selectors",
+    "GROUP", "PluginError", "SELECTORS", "accepted_params", "SELECTOR_PLUGINS", "SelectorInfo", "create_selector", "list_selectors",
     "register_selector", "registered", "registered_name", "selector_info", "unregister_selector",
 ]
 
@@ -54,7 +54,15 @@ def _info(name: str, cls: type[Selector], paper: str, description: str | None,
         raise TypeError(f"register_selector expects a Selector subclass, got {cls!r}")
     return SelectorInfo(name=name, cls=cls, stage=cls.stage,
                         description=plain(description) if description else summary(inspect.getdoc(cls)),
-                        paper=paper, defaults=dict(defaults))
+                        paper=paper, defaults=dict(defaults), accepts=accepted_params(cls))
+
+
+def accepted_params(cls: type) -> frozenset[str] | None:
+    """The names of the constructor parameters of ``cls`` (None when it takes ``**kwargs``)."""
+    params = inspect.signature(cls).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return frozenset(p.name for p in params if p.kind is not p.VAR_POSITIONAL)
 
 
 def register_selector(name: str, *, paper: str = "", description: str | None = None,
@@ -110,15 +118,16 @@ def selector_info(name: str) -> SelectorInfo:
     return SELECTOR_PLUGINS.lookup(name)
 
 
-def create_selector(name: str, **params: Any) -> Selector:
-    """Instantiate the selector registered as ``name`` with ``params`` over its defaults."""
-    info = selector_info(name)
+def create_selector(name: str | SelectorInfo, **params: Any) -> Selector:
+    """Instantiate the selector registered as ``name`` (or described by the
+    :class:`SelectorInfo` a caller looked up already) with ``params`` over its defaults."""
+    info = name if isinstance(name, SelectorInfo) else selector_info(name)
+    name = info.name
     kwargs = {**info.defaults, **params}
-    sig = inspect.signature(info.cls)  # the constructor's parameters, without self
-    if not any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-        allowed = list(sig.parameters)
-        unknown = sorted(set(kwargs) - set(allowed))
+    if info.accepts is not None:
+        unknown = sorted(set(kwargs) - info.accepts)
         if unknown:
+            allowed = [p for p in inspect.signature(info.cls).parameters if p in info.accepts]
             raise TypeError(
                 f"selector {name!r} got unknown parameter(s) {unknown}; accepted: {', '.join(allowed) or 'none'}"
             )

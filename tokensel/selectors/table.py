@@ -25,6 +25,9 @@ class SelectorInfo:
     description: str
     paper: str = ""
     defaults: dict[str, Any] = field(default_factory=dict)
+    #: The constructor's keyword parameters (None: it takes ``**kwargs``, so any), read once
+    #: from its signature: the one answer to "which parameters does this selector accept".
+    accepts: frozenset[str] | None = frozenset()
 
 
 #: Every registered selector (built-ins, plug-ins loaded so far, ``register_selector`` calls).
