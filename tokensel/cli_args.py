@@ -108,7 +108,8 @@ def device_name(kinds: Sequence[str] = ("cpu", "cuda")) -> Callable[[str], str]:
     def parse(text: str) -> str:
         m = re.match(r"^([a-z]+)(?::(\d+))?$", text.strip())
         kind: Optional[str] = m.group(1) if m else None
-        if kind not in kinds or (kind == "cpu" and m.group(2) is not None):
+        index: Optional[str] = m.group(2) if m else None
+        if kind not in kinds or (kind == "cpu" and index is not None):
             shown = ", ".join(f"{k}" + (" or cuda:N" if k == "cuda" else "") for k in kinds)
             raise argparse.ArgumentTypeError(f"must be a device: {shown}; got {text!r}")
         return text.strip()
