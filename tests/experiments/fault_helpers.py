@@ -11,7 +11,12 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+import torch
 from exp_helpers import REPO, TINY
+
+import tokensel
+from tokensel.batch import Selection
+from tokensel.selectors.base import Selector
 
 #: Record fields that depend on the inputs alone (not on timing): what a resumed run must
 #: reproduce exactly.
@@ -67,3 +72,25 @@ def stable(records: list[dict]) -> list[dict]:
 
 def results(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+
+
+CALLS = {"n": 0}
+
+
+@tokensel.register_selector("test-counting-fault")
+class CountingFault(Selector):
+    """The first k tokens; counts its calls (one per sample at batch size 1, plus the warm-up)."""
+
+    def select(self, batch, k):
+        CALLS["n"] += 1
+        return Selection(indices=torch.arange(k).expand(batch.vision.shape[0], k).clone())
+
+
+def _records(folder: Path) -> list[dict]:
+    return [json.loads(x) for x in (folder / "results.jsonl").read_text().splitlines()]
+
+
+def _recomputed(before: list[dict], after: list[dict]) -> list[str]:
+    """Ids whose record was computed again (a new measured prefill time)."""
+    old = {r["id"]: r["prefill_ms"] for r in before}
+    return [r["id"] for r in after if old.get(r["id"]) != r["prefill_ms"]]

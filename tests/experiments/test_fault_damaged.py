@@ -4,32 +4,16 @@ records kept, or refused, the damage named by file and line; never a crash of a 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from exp_helpers import TINY
+from fault_helpers import CALLS, _recomputed, _records
 
-import tokensel
-from tokensel.batch import Selection
 from tokensel.experiments.compare import main as compare_main
 from tokensel.experiments.evaluate import main as evaluate_main
 from tokensel.experiments.sweep import main as sweep_main
-from tokensel.selectors.base import Selector
-
-CALLS = {"n": 0}
-
-
-@tokensel.register_selector("test-counting-fault")
-class CountingFault(Selector):
-    """The first k tokens; counts its calls (one per sample at batch size 1, plus the warm-up)."""
-
-    def select(self, batch, k):
-        CALLS["n"] += 1
-        return Selection(indices=torch.arange(k).expand(batch.vision.shape[0], k).clone())
-
 
 COMMON = ["eval.progress=false", "logging.num_overlays=0", "logging.wandb_mode=disabled", "dataset.limit=6"]
 
@@ -41,16 +25,6 @@ def write_sweep(tmp_path: Path, dataset: Path) -> Path:
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
-
-
-def _records(folder: Path) -> list[dict]:
-    return [json.loads(x) for x in (folder / "results.jsonl").read_text().splitlines()]
-
-
-def _recomputed(before: list[dict], after: list[dict]) -> list[str]:
-    """Ids whose record was computed again (a new measured prefill time)."""
-    old = {r["id"]: r["prefill_ms"] for r in before}
-    return [r["id"] for r in after if old.get(r["id"]) != r["prefill_ms"]]
 
 
 def _run_folders(tmp_path: Path) -> list[Path]:

@@ -17,7 +17,23 @@ import os
 import statistics
 import time
 
+from tokensel.cli_args import int_at_least, int_list
 from tokensel.docstrings import summary
+
+#: Vision tokens of the benchmark's image (336 px, patch 14): the largest budget.
+VISION_TOKENS = 576
+#: The tokenizer's special and prompt words need this many ids.
+MIN_VOCAB = 64
+
+
+def selector_name(text: str) -> str:
+    """``--selector``: a registered selector's name (usage error naming the option otherwise)."""
+    import tokensel
+
+    names = tokensel.list_selectors()
+    if text not in names:
+        raise argparse.ArgumentTypeError(f"unknown selector {text!r}; registered: {', '.join(names)}")
+    return text
 
 
 def build(args):
@@ -64,12 +80,15 @@ def build(args):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="tokensel bench prefill", description=summary(__doc__))
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--selector", default="mmtok")
-    parser.add_argument("--budgets", default="576,64,16")
-    parser.add_argument("--vocab", type=int, default=32000)
+    parser.add_argument("--threads", type=int_at_least(1), default=1)
+    parser.add_argument("--reps", type=int_at_least(1), default=5)
+    parser.add_argument("--selector", type=selector_name, default="mmtok", help="a registered selector")
+    parser.add_argument("--budgets", type=int_list(1), default=[576, 64, 16], help="comma-separated k values")
+    parser.add_argument("--vocab", type=int_at_least(MIN_VOCAB), default=32000)
     args = parser.parse_args(argv)
+    if max(args.budgets) > VISION_TOKENS:
+        parser.error(f"argument --budgets: each k must be <= {VISION_TOKENS} (the image's vision tokens), "
+                     f"got {max(args.budgets)}")
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     import torch
 
@@ -83,7 +102,7 @@ def main(argv=None) -> int:
     print(f"model: random LLaVA architecture, {n_params / 1e6:.0f}M parameters, {n_img} vision tokens, "
           f"prompt {inputs['input_ids'].shape[1]} tokens; selector {args.selector}; median of {args.reps} reps")
 
-    budgets = [int(x) for x in args.budgets.split(",")]
+    budgets = args.budgets
     settings = [("unpruned model", n_img, None)]
     settings += [(f"{args.selector} k={k}", k, tokensel.prune(model, args.selector, k=k, tokenizer=tokenizer))
                  for k in budgets]

@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 
 import tokensel
+from tokensel.cli_args import device_name, float_above, int_at_least, int_list, size_grid
 from tokensel.docstrings import summary
 from tokensel.experiments.timing import time_call
 from tokensel.objectives.multimodal import multimodal_coverage_matrix
@@ -244,16 +245,11 @@ def plot(results, path):
 
 
 def parse_sizes(text: str) -> list[tuple[int, int, int]]:
-    """``"576/64,5x576/32"`` -> ``[(1, 576, 64), (5, 576, 32)]``."""
-    grid = []
-    for item in text.split(","):
-        try:
-            size, k = item.split("/")
-            B, n = size.split("x") if "x" in size else ("1", size)
-            grid.append((int(B), int(n), int(k)))
-        except ValueError:
-            raise ValueError(f"--sizes: expected items like 576/64 or 5x576/32, got {item!r}") from None
-    return grid
+    """``"576/64,5x576/32"`` -> ``[(1, 576, 64), (5, 576, 32)]`` (``B >= 1``, ``1 <= k <= n``)."""
+    try:
+        return size_grid(text)
+    except argparse.ArgumentTypeError as exc:
+        raise ValueError(f"--sizes: {exc}") from None
 
 
 def parse_peer_sizes(text: str) -> list[int]:
@@ -279,32 +275,31 @@ def check_device(device: str, backend: str) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tokensel bench", description=summary(__doc__))
-    parser.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
-    parser.add_argument("--reps", type=int, default=5, help="repetitions per size (default 5)")
+    parser.add_argument("--threads", type=int_list(1), default=[1, 2],
+                        help="comma-separated thread counts (default 1,2)")
+    parser.add_argument("--reps", type=int_at_least(1), default=5, help="repetitions per size (default 5)")
     parser.add_argument("--sizes", default=None,
                         help="e.g. 576/64,5x576/32 (default: the full grid; with --device: the paper's Table 13); "
                              "with --peers: token counts, e.g. 1000,3000,5000,10000,20000 (default 1000,3000)")
     parser.add_argument("--out", default="outputs/bench_selection", help="output folder for JSON and plot")
     parser.add_argument("--backend", default="auto", choices=BACKENDS,
                         help="tokensel's greedy backend (default auto: compiled on CPU, eager torch elsewhere)")
-    parser.add_argument("--device", default=None,
+    parser.add_argument("--device", type=device_name(), default=None,
                         help="cpu or cuda: time on this device the paper's Table 13 sizes, beside its A6000 figures")
     parser.add_argument("--peers", action="store_true",
                         help="facility location against apricot and submodlib (naive, lazy, stochastic)")
-    parser.add_argument("--k", type=int, default=None, help="with --peers: budget (default ceil(n / 25))")
-    parser.add_argument("--peer-cap", type=float, default=60.0,
+    parser.add_argument("--k", type=int_at_least(1), default=None, help="with --peers: budget (default ceil(n / 25))")
+    parser.add_argument("--peer-cap", type=float_above(0), default=60.0,
                         help="with --peers: seconds a peer library's call may run before it is stopped and "
                              "reported as over the cap (default 60)")
     args = parser.parse_args(argv)
-    threads = [int(t) for t in args.threads.split(",")]
+    threads = args.threads
     out = Path(args.out)
     try:
         if args.peers:
             from tokensel.bench.peers import DEFAULT_SIZES, run_peers
 
             sizes = parse_peer_sizes(args.sizes) if args.sizes else list(DEFAULT_SIZES)
-            if not args.peer_cap > 0:
-                raise ValueError(f"--peer-cap must be > 0 seconds, got {args.peer_cap}")
             rows = run_peers(sizes, args.k, threads, cap=args.peer_cap)
             out.mkdir(parents=True, exist_ok=True)
             (out / "bench_peers.json").write_text(json.dumps(rows, indent=1))

@@ -15,6 +15,7 @@ import time
 import torch
 
 import tokensel
+from tokensel.cli_args import int_at_least, n_k_pairs
 from tokensel.docstrings import summary
 from tokensel.objectives import FacilityLocation
 
@@ -30,13 +31,12 @@ def best_of(fn, reps: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tokensel bench solvers", description=summary(__doc__))
-    parser.add_argument("--sizes", nargs="+", default=["3000:100", "5000:200"], help="n:k pairs")
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--sizes", nargs="+", type=n_k_pairs, default=[(3000, 100), (5000, 200)], help="n:k pairs")
+    parser.add_argument("--reps", type=int_at_least(1), default=3)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     print(f"{'n':>6} {'k':>5} {'lazy s':>9} {'stoch s':>9} {'stoch/lazy':>11} {'value ratio':>12}")
-    for spec in args.sizes:
-        n, k = (int(v) for v in spec.split(":"))
+    for n, k in args.sizes:
         x = torch.nn.functional.normalize(torch.randn(n, 64, generator=torch.Generator().manual_seed(0)), dim=1)
         obj = FacilityLocation((x @ x.T).clamp_min(0))
         lazy = best_of(lambda obj=obj, k=k: tokensel.maximize(obj, k, solver="lazy"), args.reps)

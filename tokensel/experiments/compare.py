@@ -16,6 +16,7 @@ import json
 import sys
 from pathlib import Path
 
+from tokensel.cli_args import int_at_least
 from tokensel.docstrings import summary
 from tokensel.experiments.config import ConfigError
 from tokensel.experiments.durable import read_records
@@ -86,12 +87,10 @@ def _main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="tokensel compare", description=summary(__doc__))
     ap.add_argument("run_a", help="run folder (or its results.jsonl): the baseline")
     ap.add_argument("run_b", help="run folder (or its results.jsonl): compared against A")
-    ap.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    ap.add_argument("--n-boot", type=int, default=N_BOOTSTRAP, help=f"bootstrap resamples (default {N_BOOTSTRAP})")
+    ap.add_argument("--seed", type=int_at_least(0), default=0, help="bootstrap seed (default 0)")
+    ap.add_argument("--n-boot", type=int_at_least(1), default=N_BOOTSTRAP, help=f"bootstrap resamples (default {N_BOOTSTRAP})")
     ap.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     args = ap.parse_args(argv)
-    if args.n_boot < 1:
-        raise ConfigError(f"--n-boot must be >= 1, got {args.n_boot}")
     rows = compare_runs(args.run_a, args.run_b, seed=args.seed, n_boot=args.n_boot)
     print(comparison_table(rows, title=f"B = {args.run_b}\nA = {args.run_a}\n"))
     costs = cost_rows(args.run_a, args.run_b)

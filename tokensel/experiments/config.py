@@ -545,16 +545,18 @@ def check_output_dir(path: Any) -> None:
         _fail("logging.output_dir", f"{str(target)!r} is not writable ({exc.strerror or exc})")
 
 
-def validate_config(cfg: DictConfig, config_dir: Path | None = None) -> None:
+def validate_config(cfg: DictConfig, config_dir: Path | None = None, *, writes_output: bool = True) -> None:
     """Check everything that can be checked without loading a model. Raises ConfigError.
 
     Order: required keys, the output folder (first: a run must never fail at its end because
-    of it), the selector (built, and dry-run on a tiny synthetic input), budget, dataset, model,
-    eval and logging settings."""
+    of it; skipped with ``writes_output=False``, for a caller that writes no run folder), the
+    selector (built, and dry-run on a tiny synthetic input), budget, dataset, model, eval and
+    logging settings."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         _fail(missing[0], "is required (given as ??? / not set); set it in the config or as key=value")
-    check_output_dir(cfg.logging.output_dir)
+    if writes_output:
+        check_output_dir(cfg.logging.output_dir)
     _validate_selector(cfg)
     _validate_budget(cfg)
     _validate_dataset(cfg.dataset)

@@ -43,6 +43,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from tokensel.cli_args import int_at_least, int_list
 from tokensel.docstrings import summary
 
 __all__ = ["main", "run_demo", "demo_sweep", "DEMO_SWEEP", "DEFAULT_BUDGETS"]
@@ -130,15 +131,15 @@ def run_demo(out: str | Path = "tokensel-demo", *, force: bool = False, print_st
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="tokensel demo", description=summary(__doc__))
-    ap.add_argument("--num-samples", type=int, default=None, help="test questions (default 300)")
+    ap.add_argument("--num-samples", type=int_at_least(1), default=None, help="test questions (default 300)")
     ap.add_argument("--out", default="tokensel-demo", help="output folder (default ./tokensel-demo)")
-    ap.add_argument("--seed", type=int, default=None, help="eval.seed (seed of randomised selectors; default 0)")
-    ap.add_argument("--budgets", default=None, help="comma-separated k values (default 4,8,16,32,64,128)")
+    ap.add_argument("--seed", type=int_at_least(0), default=None, help="eval.seed (seed of randomised selectors; default 0)")
+    ap.add_argument("--budgets", type=int_list(1), default=None, help="comma-separated k values (default 4,8,16,32,64,128)")
     ap.add_argument("--selectors", default=None, help="comma-separated selector names (default: all registered)")
-    ap.add_argument("--batch-size", type=int, default=None, help="questions per model call (default 32)")
-    ap.add_argument("--picture-k", type=int, default=16, help="budget shown in kept_tokens.png (nearest in the table)")
-    ap.add_argument("--examples", type=int, default=None, help="examples in kept_tokens.png (default 4)")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    ap.add_argument("--batch-size", type=int_at_least(1), default=None, help="questions per model call (default 32)")
+    ap.add_argument("--picture-k", type=int_at_least(1), default=16, help="budget shown in kept_tokens.png (nearest in the table)")
+    ap.add_argument("--examples", type=int_at_least(0), default=None, help="examples in kept_tokens.png (default 4)")
+    ap.add_argument("--threads", type=int_at_least(0), default=0, help="torch threads (default: torch's choice)")
     ap.add_argument("--wandb", default=None, choices=["disabled", "offline", "online", "auto"],
                     help="W&B logging of every run and the summary (default: disabled)")
     ap.add_argument("--force", action="store_true", help="rerun finished points from scratch")
@@ -155,7 +156,7 @@ def _main(argv: list[str]) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    budgets = None if args.budgets is None else [int(b) for b in args.budgets.split(",") if b.strip()]
+    budgets = args.budgets
     selectors = None if args.selectors is None else [s.strip() for s in args.selectors.split(",") if s.strip()]
     res, rows = run_demo(args.out, force=args.force, print_status=not args.quiet, num_samples=args.num_samples, budgets=budgets,
                          selectors=selectors, seed=args.seed, batch_size=args.batch_size, wandb_mode=args.wandb,

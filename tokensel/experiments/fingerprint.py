@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-__all__ = ["file_digest", "sample_fingerprint", "data_fingerprint", "FINGERPRINT_KEY"]
+__all__ = ["file_digest", "sample_fingerprint", "data_fingerprint", "candidates_fingerprint", "FINGERPRINT_KEY"]
 
 #: The record field holding the sample's input fingerprint.
 FINGERPRINT_KEY = "input_fp"
@@ -61,3 +61,9 @@ def sample_fingerprint(sample: Any) -> str:
 def data_fingerprint(samples: Iterable[Any], candidates: dict | None = None) -> str:
     """16 hex digits over the samples' fingerprints in order and the ``choice`` answer sets."""
     return _short({"samples": [sample_fingerprint(s) for s in samples], "candidates": candidates or {}})
+
+
+def candidates_fingerprint(candidates: dict | None) -> str:
+    """16 hex digits over the ``choice`` answer sets (drawn from the whole dataset: when they
+    change, every sample's choice may change, whatever its own fingerprint)."""
+    return _short(candidates or {})

@@ -433,7 +433,7 @@ def _validated_config(pretrained: str, selector: str, budget: list[str], params:
     cfg.dataset.format = "mme"  # skip the dataset-file check (lmms-eval brings the data)
     cfg.dataset.path = os.getcwd()
     try:
-        validate_config(cfg)
+        validate_config(cfg, writes_output=False)  # lmms-eval writes the outputs, tokensel none
     except ConfigError as exc:
         if str(exc).startswith("budget.adaptive"):  # name the model_args it came from
             raise ConfigError(f"adaptive_k_max/adaptive_k_min/coverage/tol ({exc})") from None

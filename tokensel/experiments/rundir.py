@@ -37,6 +37,9 @@ METRICS = "metrics.json"
 RESULTS = "results.jsonl"
 #: Intact records of a damaged finished run, kept while it is redone.
 SALVAGED = "results.partial.salvaged.jsonl"
+#: Records of a run of the same configuration on an earlier version of the data whose
+#: sample inputs are unchanged, reused by the new run (see :meth:`RunDir.seed`).
+REUSED = "results.partial.reused.jsonl"
 
 
 #: Damaged run.json files named already by this process (each is named once).
@@ -177,6 +180,19 @@ class RunDir:
                 atomic_write(self.path / SALVAGED, "".join(_json_line(r) for r in kept))
         _say(f"the finished run in {self.path} is damaged ({'; '.join(problems)}); redoing it, "
              f"keeping its {len(kept)} intact sample record(s)")
+
+    def seed(self, records: list[dict]) -> None:
+        """Main rank, before :meth:`start` (``fresh=False``) of a new folder: ``records`` (of
+        another folder) become a partial file, so the run computes only the other samples."""
+        atomic_write(self.path / REUSED, "".join(_json_line(r) for r in records))
+
+    def all_records(self) -> list[dict]:
+        """The records of this folder whatever its state: ``results.jsonl`` when the run
+        finished intact, else the intact records of its partial files and its results."""
+        out = self.recorded() if self._partials() else {}
+        if (self.path / RESULTS).is_file():
+            out.update({str(r["id"]): r for r in read_records(self.path / RESULTS).records})
+        return list(out.values())
 
     def recorded(self) -> dict[str, dict]:
         """Samples already recorded by any rank of an earlier, interrupted attempt, by id. A

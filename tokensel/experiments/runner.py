@@ -32,7 +32,12 @@ from tokensel.experiments.datasets import (
     load_dataset,
 )
 from tokensel.experiments.dist import DistContext, init_distributed
-from tokensel.experiments.fingerprint import FINGERPRINT_KEY, data_fingerprint, sample_fingerprint
+from tokensel.experiments.fingerprint import (
+    FINGERPRINT_KEY,
+    candidates_fingerprint,
+    data_fingerprint,
+    sample_fingerprint,
+)
 from tokensel.experiments.ledger import TIME_KEYS, ledger_table, peak_memory, reset_peak_memory, run_ledger
 from tokensel.experiments.metrics import is_correct
 from tokensel.experiments.tables import results_tables
@@ -206,23 +211,49 @@ def _choose_dir(prepared: Prepared, mode: str) -> tuple[Path, bool, bool]:
         return make_new_dir(parent, name), True, False
     status, path = find_run(prepared)
     if status == "new":
-        _say_other_data(prepared, parent, name)
-        return make_new_dir(parent, name), True, False
+        path = make_new_dir(parent, name)
+        return path, not _reuse_other_data(prepared, parent, name, path, mode), False
     if mode == "force":
         return path, True, False
     return path, status not in ("partial", "damaged"), status == "finished"
 
 
-def _say_other_data(prepared: Prepared, parent: Path, name: str) -> None:
-    """Name the runs of this configuration computed from other data (the dataset changed)."""
+def _reuse_other_data(prepared: Prepared, parent: Path, name: str, path: Path, mode: str) -> bool:
+    """A new run of a configuration that ran on other data (the dataset changed): in mode
+    ``reuse``, the records of the latest such run whose sample inputs are unchanged are
+    copied to the new folder ``path``, so only the changed and new samples are computed; what
+    is recomputed is said on stderr. Returns whether records were reused."""
+    from tokensel.experiments.fingerprint import candidates_fingerprint
     from tokensel.experiments.records import config_key
-    from tokensel.experiments.rundir import runs_of_other_data
+    from tokensel.experiments.rundir import RunDir, read_run_info, runs_of_other_data
 
-    other = runs_of_other_data(parent, name, config_key(prepared.cfg), prepared.key)
-    if other:
-        print(f"tokensel: the data changed since this configuration ran in {', '.join(map(str, other))} "
-              f"(other image, question or answer content): all {len(prepared.samples)} samples are computed "
-              "again in a new run folder", file=sys.stderr)
+    other = [p for p in runs_of_other_data(parent, name, config_key(prepared.cfg), prepared.key) if p != path]
+    if not other:
+        return False
+    total = len(prepared.samples)
+    cands = candidates_fingerprint(prepared.candidates)
+    if mode != "reuse" or (prepared.candidates and (read_run_info(other[-1]) or {}).get("candidates_fp") != cands):
+        why = "--force" if mode == "force" else "a new run" if mode != "reuse" else "the answer sets changed"
+        _say(f"the data changed since this configuration ran in {other[-1]}: all {total} samples are "
+             f"computed in the new run folder {path} ({why})")
+        return False
+    fps = {s.id: (sample_fingerprint(s), s) for s in prepared.samples}
+    old = {str(r["id"]): r for r in RunDir(other[-1]).all_records()}
+    same = [{**old[i], "image": s.image} for i, (fp, s) in fps.items() if i in old and old[i].get(FINGERPRINT_KEY) == fp]
+    changed = [i for i in fps if i in old and old[i].get(FINGERPRINT_KEY) != fps[i][0]]
+    new = total - len(same) - len(changed)
+    example = f" (e.g. {changed[0]!r})" if changed else ""
+    _say(f"the data changed since this configuration ran in {other[-1]}: {len(changed)} of the {total} samples "
+         f"have other inputs{example} and {new} were not computed there; reusing its {len(same)} records of "
+         f"unchanged samples and computing those {total - len(same)} in the new run folder {path}")
+    if not same:
+        return False
+    RunDir(path).seed(same)
+    return True
+
+
+def _say(message: str) -> None:
+    print(f"tokensel: {message}", file=sys.stderr)
 
 
 def _lock_run(prepared: Prepared, mode: str):
@@ -426,6 +457,7 @@ def run_eval(
         _seed_everything(int(cfg.eval.seed))  # the warm-up leaves no trace in the results
         env = environment(seed=int(cfg.eval.seed))
         info = {"key": prepared.key, "config_key": config_key(cfg), "data_fingerprint": prepared.data_fp,
+                "candidates_fp": candidates_fingerprint(prepared.candidates),
                 "samples": len(prepared.samples), "name": cfg.logging.run_name or default_run_name(cfg),
                 "environment": env}
         choice = None

@@ -295,8 +295,17 @@ def _finished_runs(folder: Path) -> list[tuple[dict, dict, Path]]:
 def summary_rows(spec: DictConfig, folder: Path, points: list) -> tuple[list[dict], list[SweepPoint]]:
     """Rows of every finished run in the sweep folder (the points of ``points`` first, in
     grid order, then any other finished run) and the points not finished yet."""
+    from tokensel.experiments.records import config_key
+
     runs = _finished_runs(folder)
     by_key = {info.get("key"): (doc, path) for info, doc, path in runs}
+    keys = {point.key for point, _ in points}
+    configs = {config_key(prepared.cfg) for _, prepared in points}
+    old_data = [path for info, _, path in runs if info.get("config_key") in configs and info.get("key") not in keys]
+    if old_data:
+        print(f"tokensel sweep: left out of the summary: {len(old_data)} run(s) of a sweep point computed from "
+              f"an earlier version of its data (e.g. {old_data[0]})", file=sys.stderr)
+    runs = [run for run in runs if run[2] not in old_data]
     rows, missing, used = [], [], set()
     for point, _ in points:
         if point.key in by_key:
@@ -387,6 +396,9 @@ def _run_points(points: list, force: bool, dist, cache_inputs: bool = False) -> 
         result = run_eval(prepared, loaded=models[key], dist=dist, print_results=False, mode=mode)
         if result.extra.get("skipped"):
             status[point.key] = "finished by another process"
+        elif status[point.key] == "ran" and result.extra.get("resumed_samples"):
+            n = len(prepared.samples)
+            status[point.key] = f"data changed: {n - result.extra['resumed_samples']} of {n} recomputed"
 
     deferred = []
     for point, prepared in tqdm(todo, desc="sweep", disable=not dist.is_main or not todo, dynamic_ncols=True):

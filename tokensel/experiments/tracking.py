@@ -6,7 +6,7 @@ else ``WANDB_MODE=offline`` is set and runs are written to ``<run dir>/wandb/off
 which ``wandb sync <dir>`` uploads later.
 
 Online runs never block or fail a finished evaluation: the W&B host (or the proxy that
-reaches it) is probed first with a short TCP connection (:func:`wandb_reachable`), ``wandb.init``
+reaches it) is probed first with a short HTTP request (:func:`wandb_reachable`), ``wandb.init``
 gets an ``init_timeout`` (``WANDB_INIT_TIMEOUT`` seconds, default :data:`INIT_TIMEOUT_S`), and
 when the service is unreachable or ``init`` fails the run is logged offline instead, with a
 one-line warning naming the offline run folder to ``wandb sync`` later.
@@ -24,12 +24,10 @@ from __future__ import annotations
 import math
 import netrc
 import os
-import socket
 import sys
 from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import urlparse
-from urllib.request import getproxies
 
 __all__ = [
     "resolve_wandb_mode",
@@ -42,7 +40,7 @@ __all__ = [
 
 #: Default seconds ``wandb.init`` may take online before the run falls back to offline.
 INIT_TIMEOUT_S = 30.0
-#: Seconds the reachability probe waits for a TCP connection to the W&B host.
+#: Seconds the reachability probe waits for an answer of the W&B host.
 PROBE_TIMEOUT_S = 3.0
 
 
@@ -64,26 +62,23 @@ def has_wandb_credentials() -> bool:
 
 
 def wandb_reachable(timeout: float = PROBE_TIMEOUT_S) -> Optional[str]:
-    """None when a TCP connection to the W&B host of ``WANDB_BASE_URL`` (or to the HTTP(S)
-    proxy configured for it) opens within ``timeout`` seconds, else why not (one line)."""
-    url = urlparse(_base_url())
-    scheme = url.scheme or "https"
-    proxy = getproxies().get(scheme)
-    target = urlparse(proxy) if proxy and not _bypasses_proxy(url.hostname or "") else url
-    host = target.hostname or "api.wandb.ai"
-    port = target.port or (443 if (target.scheme or scheme) == "https" else 80)
+    """None when the W&B host of ``WANDB_BASE_URL`` answers an HTTP request (any status: the
+    service is there) within ``timeout`` seconds, through the proxy the environment configures
+    for it; else why not (one line). A host that accepts connections but never answers (a
+    firewall or a proxy that swallows traffic) is unreachable too: ``wandb.init`` would wait for
+    it and W&B's service would hold the process at exit."""
+    from urllib.error import HTTPError, URLError
+    from urllib.request import urlopen
+
+    url = _base_url()
     try:
-        socket.create_connection((host, port), timeout=timeout).close()
-    except OSError as exc:
-        via = " (the proxy)" if target is not url else ""
-        return f"cannot connect to {host}:{port}{via}: {exc}"
+        urlopen(url, timeout=timeout).close()
+    except HTTPError:  # an answer: the service is reachable
+        return None
+    except (URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return f"no answer from {url} within {timeout:g} s: {reason}"
     return None
-
-
-def _bypasses_proxy(host: str) -> bool:
-    from urllib.request import proxy_bypass
-
-    return bool(host) and bool(proxy_bypass(host))
 
 
 def _init_timeout() -> float:

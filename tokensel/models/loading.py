@@ -14,6 +14,7 @@ re-initialise or drop it), or a weight is NaN or infinite.
 from __future__ import annotations
 
 import os
+import pickle
 import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -209,7 +210,13 @@ def _from_pretrained(family: FamilyInfo, source: _Source, files: list[Path], kwa
             **kwargs,
         )
         return loaded
-    except (OSError, RuntimeError, ValueError, KeyError, SafetensorError) as exc:
+    except pickle.UnpicklingError as exc:  # torch's weights-only loader refused a pickle
+        where = ", ".join(os.fspath(f) for f in files if f.suffix != ".safetensors") or source.ref
+        first = " ".join(str(exc).split())[:200]
+        raise CheckpointError(f"load_vlm: {where} is a pickle checkpoint that torch's safe (weights-only) loader "
+                              f"refuses: it holds objects other than tensors ({first}); if you trust it, convert it "
+                              "to safetensors (model.save_pretrained after loading it yourself)") from exc
+    except (OSError, RuntimeError, ValueError, KeyError, EOFError, SafetensorError) as exc:
         where = ", ".join(os.fspath(f) for f in files) or source.ref
         raise CheckpointError(f"load_vlm: {cls_name} could not be loaded from {where}: "
                               f"{type(exc).__name__}: {exc}") from exc
