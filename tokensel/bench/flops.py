@@ -107,7 +107,7 @@ def _run(model: Any, inputs: dict, mode: str) -> tuple[Any, dict]:
 
     model.set_attn_implementation("eager")
     try:
-        with FlopCounterMode(display=False, depth=None) as fc, torch.no_grad():
+        with FlopCounterMode(display=False, depth=None) as fc, torch.no_grad():  # type: ignore[arg-type]
             if mode == "unpruned":
                 probe = DecoderProbe.of_model(model)
                 with probe:
@@ -121,7 +121,10 @@ def _run(model: Any, inputs: dict, mode: str) -> tuple[Any, dict]:
                     pruned.generate(**inputs, max_new_tokens=4, do_sample=False)
                 else:
                     pruned(**inputs)
-                observed = pruned.record.observed
+                record = pruned.record
+                if record is None or record.observed is None:
+                    raise RuntimeError(f"{mode}: the pruned call left no observed record")
+                observed = record.observed
     finally:
         model.set_attn_implementation("sdpa")
     return observed, fc.get_flop_counts()
