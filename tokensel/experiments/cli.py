@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("tokensel.experiments.evaluate", "run an evaluation from a config: tokensel eval CONFIG [key=value ...]"),
     "sweep": ("tokensel.experiments.sweep", "run an ablation sweep from a sweep config"),
     "compare": ("tokensel.experiments.compare", "paired comparison of two runs: tokensel compare RUN_A RUN_B"),
+    "report": ("tokensel.experiments.paper_table", "paper-style table of a sweep: tokensel report SWEEP_DIR [--format md|latex]"),
     "selectors": ("tokensel.selectors.registry", "list registered selectors"),
     "configs": ("tokensel.experiments.shipped", "list the shipped configs (usable by name: tokensel eval shapes)"),
 }
