@@ -1,6 +1,6 @@
 """``tokensel demo``: every registered selector on the embedded shapes-llava model.
 
-    tokensel demo [--num-samples 300] [--out tokensel-demo] [--seed 0] [--threads N]
+    tokensel demo [--model shapes-llava] [--num-samples 300] [--out tokensel-demo] [--seed 0] [--threads N]
 
 The demo is a shipped sweep config (``tokensel/experiments/configs/demo_sweep.yaml`` over
 ``demo.yaml``) run by the same runner as ``tokensel sweep`` and ``tokensel eval``, then a
@@ -11,11 +11,16 @@ negative-sampling modes, colour and counting questions), answered by the shipped
 at k in {4, 8, 16, 32, 64, 128}. Everything in the table comes from running the model; a cell
 equals what ``tokensel eval`` reports for the run's ``config.yaml``.
 
-In-LLM selectors (fastv, sparsevlm) need decoder layers to score and prune at; the shipped
-language model has 2, so the sweep config places them to fit (its ``selector_params``): FastV
-with K = 1 (scores with layer 0's attention, prunes from layer 1), SparseVLM with one stage
-(scores with layer 0, prunes from layer 1, keeping k by score plus its recycled tokens). The
-table's notes and ``results.json`` (``notes``, ``mean_llm_image_tokens``) state it.
+In-LLM selectors (fastv, sparsevlm, dart, pyramiddrop) need decoder layers to score and prune
+at. The default ``shapes-llava`` has 2, so the sweep config places them to fit (its
+``selector_params``): FastV and DART with K = 1 (score with layer 0, prune from layer 1),
+SparseVLM with one stage (scores with layer 0, prunes from layer 1, keeping k by score plus its
+recycled tokens), PyramidDrop with one stage at layer 1. On a model of at least
+:data:`RELATIVE_DEPTH_FROM` decoder layers (``--model shapes-llava-deep``, 8 layers) every one runs
+at its original's relative depth instead (:data:`RELATIVE_PLACEMENTS`: layer l of 32 ->
+``floor(l n / 32 + 1/2)``, :mod:`tokensel.selectors.placement`; FastV and DART K = 2 -> 1,
+SparseVLM 2/6/15 -> 1/2/4, PyramidDrop 8/16/24 -> 2/4/6 on 8 layers). The table's notes and
+``results.json`` (``notes``, ``mean_llm_image_tokens``) state the placements.
 
 Scoring (``eval.scoring: choice``): the answer is the candidate word of the question's category
 (yes/no, colour names, digits) with the largest next-token logit after ``ASSISTANT:``. Metrics
@@ -46,11 +51,27 @@ from typing import Optional, Sequence
 from tokensel.cli_args import int_at_least, int_list
 from tokensel.docstrings import summary
 
-__all__ = ["main", "run_demo", "demo_sweep", "DEMO_SWEEP", "DEFAULT_BUDGETS"]
+__all__ = ["main", "run_demo", "demo_sweep", "DEMO_SWEEP", "DEFAULT_BUDGETS", "RELATIVE_PLACEMENTS",
+           "RELATIVE_DEPTH_FROM"]
 
 #: The shipped sweep config of the demo.
 DEMO_SWEEP = Path(__file__).resolve().parent / "configs" / "demo_sweep.yaml"
 DEFAULT_BUDGETS = (4, 8, 16, 32, 64, 128)
+
+#: The in-LLM selectors at their originals' relative depths (the ``relative_layer(s)``
+#: resolvers of :mod:`tokensel.experiments.placement`; the run's config.yaml holds the placed
+#: numbers). SparseVLM keeps k by score at each of its three stages (the original's keep tables
+#: are for 576 tokens at budgets 64 / 96 / 128 / 192 only), plus its recycled tokens.
+RELATIVE_PLACEMENTS: dict[str, dict] = {
+    "fastv": {"layer": "${relative_layer:${model.name},2}"},
+    "dart": {"layer": "${relative_layer:${model.name},2}"},
+    "sparsevlm": {"layers": "${relative_layers:${model.name},[2,6,15]}",
+                  "schedule": ["${budget.k}", "${budget.k}", "${budget.k}"]},
+    "pyramiddrop": {"layer_list": "${relative_layers:${model.name},[8,16,24]}", "ratios": [0.5, 0.25, 0.125]},
+}
+#: The smallest decoder depth where every one of :data:`RELATIVE_PLACEMENTS` fits its method
+#: (FastV's and DART's K = 2 of 32 is layer 0 below 8 layers).
+RELATIVE_DEPTH_FROM = 8
 
 
 def demo_sweep(
@@ -63,22 +84,33 @@ def demo_sweep(
     batch_size: Optional[int] = None,
     wandb_mode: Optional[str] = None,
     num_overlays: Optional[int] = None,
+    model: Optional[str] = None,
 ):
     """The demo's sweep spec and base config path: :data:`DEMO_SWEEP` with the options given
-    (None keeps the config's value). The data file and the run folders go under ``out``."""
+    (None keeps the config's value). The data file and the run folders go under ``out``. The
+    in-LLM selectors take :data:`RELATIVE_PLACEMENTS` when the model has at least
+    :data:`RELATIVE_DEPTH_FROM` decoder layers, else the sweep config's fitted placements."""
     from omegaconf import OmegaConf
 
     from tokensel.experiments.config import ConfigError
+    from tokensel.experiments.placement import decoder_depth
     from tokensel.experiments.sweep import load_sweep
 
     spec, base = load_sweep(DEMO_SWEEP)
     cfg = OmegaConf.load(base)
+    name = str(cfg.model.name if model is None else model)
+    try:
+        depth = decoder_depth(name)
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"--model: {exc}") from None
     n = int(cfg.dataset.limit if num_samples is None else num_samples)
     if n < 1:
         raise ConfigError(f"--num-samples: must be >= 1, got {n}")
     out = Path(out)
     overrides = [f"dataset.path={out / 'data' / f'shapes-test-{n}' / 'data.jsonl'}", f"dataset.limit={n}",
                  f"dataset.generate_images={n}", f"logging.output_dir={out / 'runs'}"]
+    if model is not None:
+        overrides.append(f"model.name={model}")
     for key, value in (("eval.batch_size", batch_size), ("logging.wandb_mode", wandb_mode),
                        ("logging.num_overlays", num_overlays)):
         if value is not None:
@@ -91,14 +123,10 @@ def demo_sweep(
         changes["points"] = [p for p in OmegaConf.to_container(spec.points) if p.get("selector.name") in selectors]
     if seed is not None:
         changes["seeds"] = [int(seed)]
-    return OmegaConf.merge(spec, OmegaConf.create(changes)), base
-
-
-def _num_decoder_layers(model: str) -> int:
-    from tokensel.zoo import weights_dir
-
-    cfg = json.loads((weights_dir(model) / "config.json").read_text())
-    return int(cfg["text_config"]["num_hidden_layers"])
+    spec = OmegaConf.merge(spec, OmegaConf.create(changes))
+    if depth >= RELATIVE_DEPTH_FROM:  # replaces the fitted placements (a merge would keep their keys)
+        spec.selector_params = {**OmegaConf.to_container(spec.selector_params, resolve=False), **RELATIVE_PLACEMENTS}
+    return spec, base
 
 
 def run_demo(out: str | Path = "tokensel-demo", *, force: bool = False, print_status: bool = False,
@@ -123,7 +151,9 @@ def run_demo(out: str | Path = "tokensel-demo", *, force: bool = False, print_st
         raise RuntimeError(f"{len(missing)} demo point(s) did not finish: {[p.label for p in missing]}")
     rows = rows[: len(points)]
     cfg = points[0][1].cfg
-    res = build_report(rows, num_decoder_layers=_num_decoder_layers(cfg.model.name), model=cfg.model.name,
+    from tokensel.experiments.placement import decoder_depth
+
+    res = build_report(rows, num_decoder_layers=decoder_depth(cfg.model.name), model=cfg.model.name,
                        seed=int(spec.seeds[0]))
     res["seconds"] = round(ms / 1000.0, 1)
     return res, rows
@@ -131,6 +161,9 @@ def run_demo(out: str | Path = "tokensel-demo", *, force: bool = False, print_st
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="tokensel demo", description=summary(__doc__))
+    ap.add_argument("--model", default=None,
+                    help="zoo model or checkpoint folder (default shapes-llava; shapes-llava-deep: 8 decoder layers, "
+                         "the in-LLM selectors at their originals' relative depths)")
     ap.add_argument("--num-samples", type=int_at_least(1), default=None, help="test questions (default 300)")
     ap.add_argument("--out", default="tokensel-demo", help="output folder (default ./tokensel-demo)")
     ap.add_argument("--seed", type=int_at_least(0), default=None, help="eval.seed (seed of randomised selectors; default 0)")
@@ -160,7 +193,7 @@ def _main(argv: list[str]) -> int:
     selectors = None if args.selectors is None else [s.strip() for s in args.selectors.split(",") if s.strip()]
     res, rows = run_demo(args.out, force=args.force, print_status=not args.quiet, num_samples=args.num_samples, budgets=budgets,
                          selectors=selectors, seed=args.seed, batch_size=args.batch_size, wandb_mode=args.wandb,
-                         num_overlays=args.examples)
+                         num_overlays=args.examples, model=args.model)
     out = Path(args.out)
     paths = {"csv": write_csv(res, out / "results.csv"), "json": out / "results.json"}
     paths["json"].write_text(json.dumps(res, indent=2))

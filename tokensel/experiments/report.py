@@ -96,31 +96,69 @@ def _original_text(name: str, key: str, placed: Any, num_layers: int) -> str:
     return f" (the original's {shown} of {REFERENCE_DEPTH}{' at the same relative depth' if relative else ''})"
 
 
-def placement_note(name: str, params: dict, num_layers: int) -> str:
+def _fastv_note(params: dict, num_layers: int) -> str:
+    K = int(params["layer"])
+    orig = _original_text("fastv", "layer", K, num_layers)
+    return (f"fastv: K={K}{orig}: scores with layer {K - 1}'s attention (last token), "
+            f"prunes from layer {K} of {num_layers}; kept tokens keep their positions")
+
+
+def _sparsevlm_note(params: dict, num_layers: int, k: Any = None) -> str:
+    layers = params["layers"]
+    at = "/".join(str(int(v)) for v in layers)
+    after = "/".join(str(int(v) + 1) for v in layers)
+    schedule = params.get("schedule")
+    keeps = f"keeps {'/'.join(str(v) for v in schedule)} by score" if schedule else "keeps its table's counts"
+    if schedule and k is not None and all(int(v) == int(k) for v in schedule):
+        keeps = "keeps k by score at each stage"
+    stages = "one stage: " if len(layers) == 1 else ""
+    layer_word = "layer" if len(layers) == 1 else "layers"
+    orig = _original_text("sparsevlm", "layers", list(layers), num_layers)
+    return (f"sparsevlm: {stages}scoring {layer_word} {at}{orig}, prunes from {layer_word} "
+            f"{after} of {num_layers}; raters from the layer-0 embeddings; {keeps} plus its recycled tokens "
+            "(int((int(0.3 P) + 1) / 10) + 1 for P pruned; see mean_llm_image_tokens), positions renumbered (v1.0)")
+
+
+def _dart_note(params: dict, num_layers: int) -> str:
+    K = int(params["layer"])
+    orig = _original_text("dart", "layer", K, num_layers)
+    pivots = int(params.get("pivot_image_tokens") or 4)
+    group = pivots + int(4 if params.get("pivot_text_tokens") is None else params["pivot_text_tokens"])
+    return (f"dart: K={K}{orig}: pivots by the L1 norm of layer {K - 1}'s keys, duplicates by cosine of its "
+            f"output, prunes from layer {K} of {num_layers}; keeps {pivots} + {group} * floor(k / {group}) "
+            "(its pivots and the tokens least similar to them); kept tokens keep their positions")
+
+
+def _pyramiddrop_note(params: dict, num_layers: int) -> str:
+    from tokensel.selectors.pyramiddrop import DEFAULT_RATIOS
+
+    layers = [int(v) for v in params["layer_list"]]
+    ratios = [float(v) for v in (params.get("ratios") or DEFAULT_RATIOS)]
+    at = "/".join(str(v) for v in layers)
+    orig = _original_text("pyramiddrop", "layer_list", layers, num_layers)
+    keeps = "/".join(f"{r / ratios[0]:g}" for r in ratios)
+    stages = "one stage" if len(layers) == 1 else f"{len(layers)} stages"
+    return (f"pyramiddrop: {stages} at layers {at}{orig} of {num_layers}, each ranked by the last instruction "
+            f"token's attention with that layer's weights; keeps {keeps} x k; positions renumbered after each drop")
+
+
+_NOTES = {"fastv": ("layer", _fastv_note), "sparsevlm": ("layers", _sparsevlm_note),
+          "dart": ("layer", _dart_note), "pyramiddrop": ("layer_list", _pyramiddrop_note)}
+
+
+def placement_note(name: str, params: dict, num_layers: int, k: Any = None) -> str:
     """A one-line statement of where the in-LLM selector ``name`` ran, from the parameters it
-    received (``layer`` for FastV, ``layers`` for SparseVLM) in a model of ``num_layers``, with
-    the original's placement (its constructor default, for 32 layers) beside it."""
-    if name == "fastv" and params.get("layer") is not None:
-        K = int(params["layer"])
-        orig = _original_text(name, "layer", K, num_layers)
-        return (f"fastv: K={K}{orig}: scores with layer {K - 1}'s attention (last token), "
-                f"prunes from layer {K} of {num_layers}; kept tokens keep their positions")
-    layers = params.get("layers")
-    if name == "sparsevlm" and layers:
-        at = "/".join(str(int(v)) for v in layers)
-        after = "/".join(str(int(v) + 1) for v in layers)
-        schedule = params.get("schedule")
-        keeps = f"keeps {'/'.join(str(v) for v in schedule)} by score" if schedule else "keeps its table's counts"
-        stages = "one stage: " if len(layers) == 1 else ""
-        layer_word = "layer" if len(layers) == 1 else "layers"
-        orig = _original_text(name, "layers", list(layers), num_layers)
-        return (f"sparsevlm: {stages}scoring {layer_word} {at}{orig}, prunes from {layer_word} "
-                f"{after} of {num_layers}; raters from the layer-0 embeddings; {keeps} plus its recycled tokens "
-                "(int((int(0.3 P) + 1) / 10) + 1 for P pruned; see mean_llm_image_tokens), positions renumbered (v1.0)")
+    received (``layer`` for FastV and DART, ``layers`` for SparseVLM, ``layer_list`` for
+    PyramidDrop) in a model of ``num_layers``, with the original's placement (its constructor
+    default, for 32 layers) beside it. ``k``: the point's budget (SparseVLM's note says "k"
+    when its schedule is k at every stage)."""
+    if name == "sparsevlm" and params.get("layers"):
+        return _sparsevlm_note(params, num_layers, k)
+    if name in _NOTES and params.get(_NOTES[name][0]):
+        return _NOTES[name][1](params, num_layers)
     shown = ", ".join(f"{k}={v}" for k, v in sorted(params.items()) if v is not None)
-    placed = params.get("layer", params.get("layers"))
-    key = "layer" if "layer" in params else "layers"
-    where = _original_text(name, key, placed, num_layers) if placed is not None else ""
+    key = next((k for k in ("layer", "layers", "layer_list") if params.get(k) is not None), None)
+    where = _original_text(name, key, params[key], num_layers) if key is not None else ""
     return f"{name}: {shown or 'default parameters'}{where}, in a model of {num_layers} decoder layers"
 
 
@@ -151,7 +189,7 @@ def build_report(rows: Sequence[dict], *, num_decoder_layers: int, model: str, s
             table.setdefault(r["selector"], {})[str(r["k"])] = cell
         if doc.get("mean_llm_image_tokens") is not None:
             params = (doc.get("config") or {}).get("selector", {}).get("params") or {}
-            notes[r["selector"]] = placement_note(r["selector"], params, num_decoder_layers)
+            notes[r["selector"]] = placement_note(r["selector"], params, num_decoder_layers, r["k"])
     budgets = sorted({int(k) for row in table.values() for k in row})
     return {
         "model": model,
