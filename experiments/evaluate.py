@@ -9,7 +9,7 @@ import sys
 if __package__ in (None, ""):  # run as a script (e.g. by `wandb agent`): make the repo importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tokensel.experiments.evaluate import main  # noqa: E402
+from tokensel.experiments.evaluate import main
 
 if __name__ == "__main__":
     sys.exit(main())

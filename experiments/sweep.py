@@ -6,7 +6,7 @@ import sys
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tokensel.experiments.sweep import main  # noqa: E402
+from tokensel.experiments.sweep import main
 
 if __name__ == "__main__":
     sys.exit(main())

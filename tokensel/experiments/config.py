@@ -497,7 +497,7 @@ def _try_selector(name: str, params: dict) -> None:
         return
     try:
         selector(_dry_batch(), k=4)
-    except Exception as exc:  # noqa: BLE001 - only errors naming a parameter are config errors
+    except Exception as exc:  # only errors naming a parameter are config errors
         named = [key for key in params if key in str(exc)]
         if named:
             _fail(f"selector.params.{named[0]}", f"selector {name!r} fails with its parameters: {exc}")

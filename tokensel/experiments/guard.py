@@ -34,7 +34,7 @@ def guarded(name: str, fn: Callable[[list[str]], Any], argv: list[str]) -> int:
     except KeyboardInterrupt:
         print(f"tokensel {name}: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - the command line's one error boundary
+    except Exception as exc:  # the command line's one error boundary
         if _debug():
             traceback.print_exc()
         kind = "config error" if isinstance(exc, _input_errors()) else f"error ({type(exc).__name__})"

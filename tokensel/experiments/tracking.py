@@ -141,7 +141,7 @@ class WandbRun:
             try:
                 self.run = wandb.init(**args, mode=self.mode, settings=self._settings(wandb))
                 return
-            except Exception as exc:  # noqa: BLE001 - W&B fails in many ways; offline always works
+            except Exception as exc:  # W&B fails in many ways; offline always works
                 if self.mode != "online":
                     raise
                 problem = f"wandb.init failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"

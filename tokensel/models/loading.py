@@ -156,7 +156,7 @@ def _download_config(repo_id: str, kwargs: dict[str, Any]) -> Path:
     keys = ("revision", "cache_dir", "token", "subfolder")
     try:
         config = hf_hub_download(repo_id, "config.json", **{k: kwargs[k] for k in keys if k in kwargs})
-    except Exception as exc:  # noqa: BLE001 - hub errors (HTTP, connection, auth, not found) are many classes
+    except Exception as exc:  # hub errors (HTTP, connection, auth, not found) are many classes
         raise FileNotFoundError(f"load_vlm: could not download config.json of {repo_id!r}: "
                                 f"{type(exc).__name__}: {exc}") from exc
     return Path(config).parent
@@ -177,7 +177,7 @@ def _check_config(folder: Path, family: str) -> None:
 
     try:
         AutoConfig.from_pretrained(os.fspath(folder), local_files_only=True)
-    except Exception as exc:  # noqa: BLE001 - config validation raises many classes (strict dataclass errors)
+    except Exception as exc:  # config validation raises many classes (strict dataclass errors)
         raise CheckpointError(f"load_vlm: {folder / 'config.json'} is not a valid {family} config: "
                               f"{type(exc).__name__}: {exc}") from exc
 
@@ -239,7 +239,7 @@ def _load_processor(source: _Source, kwargs: dict[str, Any]) -> Any:
     for extra in ({}, {"backend": "pil"}):  # "pil": image processors that need torchvision otherwise
         try:
             return AutoProcessor.from_pretrained(source.ref, local_files_only=source.local, **hub, **extra)
-        except Exception as exc:  # noqa: BLE001 - processors fail in many ways (missing files, backends)
+        except Exception as exc:  # processors fail in many ways (missing files, backends)
             message = f"{type(exc).__name__}: {exc}"
             errors += [message] if message not in errors else []
     if source.local and not any((source.folder / name).is_file() for name in _TOKENIZER_FILES):

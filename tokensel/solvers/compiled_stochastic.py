@@ -71,7 +71,7 @@ def _symmetric(C: np.ndarray) -> bool:
 
 # One kernel on purpose (complexity 16), like compiled_greedy._run: the whole run compiles as
 # one unit, with no call per step from Python nor between compiled functions.
-def _run(cols, weights, bests, bound, remaining, perms, starts, tol, picks, gains):  # noqa: C901
+def _run(cols, weights, bests, bound, remaining, perms, starts, tol, picks, gains):
     """Run the steps ``t = 0, 1, ...``; step t samples ``remaining[perms[starts[t]:starts[t + 1]]]``
     (positions into ``remaining[:m]``, ascending, ``m`` candidates left), finds the sample's best
     gain (first index on ties) through the bounds and, unless it is below ``tol``, takes it

@@ -28,7 +28,7 @@ __all__ = ["list", "load", "weights_dir", "info", "predict", "answer_from_logits
 WEIGHTS_ROOT = Path(__file__).resolve().parent / "weights"
 
 
-def list() -> builtins.list[str]:  # noqa: A001 - the documented name is tokensel.zoo.list()
+def list() -> builtins.list[str]:  # the documented name is tokensel.zoo.list()
     """Names of the models whose weights ship with the package."""
     if not WEIGHTS_ROOT.is_dir():
         return []
