@@ -89,7 +89,7 @@ def test_the_probe_accepts_any_http_answer(monkeypatch):
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
     class NotFound(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        def do_GET(self) -> None:  # the http.server API names it
             self.send_response(404)
             self.end_headers()
 
