@@ -177,8 +177,10 @@ def test_selector_params_apply_to_their_selector_only(tmp_path):
     assert len(params) == 1 + 3 * 2 + len(adaptive)  # the unpruned point once
 
 
-def test_bad_num_samples_is_a_config_error(tmp_path, capsys):
-    assert demo_main(["--num-samples", "0", "--out", str(tmp_path)]) == 2
+def test_bad_num_samples_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        demo_main(["--num-samples", "0", "--out", str(tmp_path)])
+    assert exc.value.code == 2
     assert "--num-samples" in capsys.readouterr().err
 
 
