@@ -14,11 +14,10 @@ heads) with 4 decoder layers, so the selectors are placed by the relative-depth 
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
 from test_llm_contract import appended
+from tiny_vlms import eager
 from transformers import DynamicCache
 
 import tokensel
@@ -64,15 +63,6 @@ def layer0_inputs(tiny, inputs: dict) -> tuple[torch.Tensor, tuple]:
     finally:
         handle.remove()
     return got["hidden"], got["pe"]
-
-
-@contextlib.contextmanager
-def eager(model):
-    model.set_attn_implementation("eager")
-    try:
-        yield
-    finally:
-        model.set_attn_implementation("sdpa")
 
 
 def causal(length: int, like: torch.Tensor) -> torch.Tensor:
